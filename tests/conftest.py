@@ -1,0 +1,50 @@
+"""Shared fixtures: offline settings, the real SST-2 files beside the repo, tiny random models."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+
+REPO = Path(__file__).resolve().parents[1]
+SST2_DIR = REPO.parent / "shared" / "data" / "sst2"
+EXPERIMENTS = REPO / "tune_jobs" / "experiments"
+
+
+@pytest.fixture(scope="session")
+def sst2_dir() -> Path:
+    assert (SST2_DIR / "train.tsv").is_file(), f"real SST-2 expected at {SST2_DIR}"
+    return SST2_DIR
+
+
+def tiny_roberta_config(num_layers: int = 4):
+    from transformers import RobertaConfig
+
+    return RobertaConfig(vocab_size=120, hidden_size=32, num_hidden_layers=num_layers, num_attention_heads=2,
+                         intermediate_size=64, max_position_embeddings=80, type_vocab_size=1, pad_token_id=1,
+                         num_labels=2)
+
+
+@pytest.fixture(scope="session")
+def tiny_bert_dir(tmp_path_factory) -> Path:
+    """A tiny random BERT (config only) that uses MiniLM's real tokenizer: fast models on real text."""
+    import shutil
+
+    from transformers import BertConfig
+
+    from lora_ext import model_location
+
+    out = tmp_path_factory.mktemp("tiny_bert")
+    src = Path(model_location("minilm-l6"))
+    for name in os.listdir(src):
+        if "token" in name or name == "vocab.txt":
+            shutil.copy(src / name, out / name)
+    BertConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
+               max_position_embeddings=128).save_pretrained(out)
+    return out
