@@ -25,6 +25,7 @@ class Architecture:
         components: component -> module paths relative to one layer (Llama's `up` is up_proj and gate_proj).
         head: module names of the classification head, trained in full via PEFT's `modules_to_save`.
         num_layers_key: config attribute that holds the number of layers.
+        dropout_keys: config attributes for (hidden, attention, classifier) dropout; "" where the family has none.
     """
 
     name: str
@@ -32,6 +33,7 @@ class Architecture:
     components: dict[str, tuple[str, ...]]
     head: tuple[str, ...]
     num_layers_key: str = "num_hidden_layers"
+    dropout_keys: tuple[str, str, str] = ("hidden_dropout_prob", "attention_probs_dropout_prob", "classifier_dropout")
 
     def module_regex(self, layers: tuple[int, ...], components: tuple[str, ...]) -> str:
         """Regex that fully matches exactly the selected modules' qualified names (for PEFT `target_modules`)."""
@@ -90,6 +92,7 @@ ARCHITECTURES: dict[str, Architecture] = {
         },
         ("pre_classifier", "classifier"),
         num_layers_key="n_layers",
+        dropout_keys=("dropout", "attention_dropout", "seq_classif_dropout"),
     ),
 }
 _LLAMA = Architecture(
@@ -104,6 +107,7 @@ _LLAMA = Architecture(
         "down": ("mlp.down_proj",),
     },
     ("score",),
+    dropout_keys=("", "attention_dropout", ""),
 )
 for _llama_type in ("llama", "mistral", "qwen2", "qwen3", "gemma", "gemma2"):
     ARCHITECTURES[_llama_type] = _LLAMA

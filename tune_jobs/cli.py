@@ -59,13 +59,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print a JSON array of trial objects instead of a table")
     p.set_defaults(func=cmd_plan)
 
-    for register in _EXTRA_COMMANDS:
+    for register in _registrars():
         register(sub)
     return parser
 
 
-# Later subcommands (trial, run, analyze, report) register themselves here from their own modules.
-_EXTRA_COMMANDS: list[Callable] = []
+def _registrars() -> list[Callable]:
+    from . import trial_cli
+
+    return [trial_cli.register]
 
 
 def main(argv: Sequence[str] | None = None) -> int:

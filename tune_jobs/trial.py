@@ -1,0 +1,267 @@
+"""One fine-tuning trial: model + placement + data -> per-epoch metrics and resumable checkpoints.
+
+`run_trial(config)` takes one plain dict (a grid point of the spec, `TrialConfig.to_dict()`), needs no Ray, and
+calls `on_epoch(metrics, checkpoint_dir)` after every epoch; `ray_trainable` wraps it for Ray Tune.
+Checkpoints hold only what trains (adapters + head, or everything for full fine-tuning), optimizer, scheduler,
+RNG state and the metrics so far; never the frozen base model.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import random
+import resource
+import shutil
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from lora_ext import SpecError, apply_placement, architecture_for, count_trainable, model_location
+
+from .data import TrialData, length_grouped_batches, padding_efficiency
+from .spec import TrialConfig
+
+METRIC_NAMES = (
+    "epoch", "train_loss", "val_loss", "val_accuracy", "train_samples_per_s", "epoch_time_s", "peak_memory_mb",
+    "memory_kind", "trainable_params", "total_params", "params_relative_pct", "padding_efficiency", "checkpoint_mb",
+)
+STATE_FILE = "trial_state.json"
+OnEpoch = Callable[[dict, str], None]
+
+
+class TrialDiverged(RuntimeError):
+    """The training loss became NaN or infinite."""
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def load_model_and_tokenizer(tc: TrialConfig):
+    """Tokenizer and sequence-classification model with the spec's labels and dropouts (weights or random init)."""
+    from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()  # the "newly initialized classifier" report is expected every trial
+    hf_logging.disable_progress_bar()
+    location = model_location(tc.model)
+    try:
+        config = AutoConfig.from_pretrained(location, num_labels=tc.num_labels)
+        tokenizer = AutoTokenizer.from_pretrained(location)
+    except (OSError, ValueError) as err:
+        raise SpecError("model", f"cannot load model or tokenizer ({str(err).splitlines()[0][:120]})", got=tc.model,
+                        allowed="the alias minilm-l6, a local model directory, or a hub id with network access") from None
+    arch = architecture_for(config.model_type)
+    for key, value in zip(arch.dropout_keys, (tc.hidden_dropout, tc.attention_dropout, tc.classifier_dropout)):
+        if key and value is not None:
+            setattr(config, key, value)
+    if tokenizer.pad_token is None:  # decoder-only models (Llama) ship without one
+        tokenizer.pad_token = tokenizer.eos_token
+    config.pad_token_id = tokenizer.pad_token_id
+    if tc.model_init == "random":
+        model = AutoModelForSequenceClassification.from_config(config)
+    else:
+        model = AutoModelForSequenceClassification.from_pretrained(location, config=config)
+    return model, tokenizer
+
+
+def build_optimizer(model: torch.nn.Module, tc: TrialConfig) -> torch.optim.Optimizer:
+    """AdamW over trainable parameters; no weight decay on biases and LayerNorm weights (the usual recipe)."""
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        if p.requires_grad:
+            (no_decay if p.ndim < 2 else decay).append(p)
+    groups = [{"params": decay, "weight_decay": tc.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    return torch.optim.AdamW([g for g in groups if g["params"]], lr=tc.learning_rate, betas=tuple(tc.adam_betas),
+                             eps=tc.adam_epsilon)
+
+
+def build_scheduler(optimizer, tc: TrialConfig, steps_per_epoch: int):
+    from transformers import get_scheduler
+
+    total = steps_per_epoch * tc.epochs
+    name = {"constant": "constant_with_warmup"}.get(tc.lr_schedule, tc.lr_schedule)
+    return get_scheduler(name, optimizer, num_warmup_steps=int(tc.warmup_ratio * total), num_training_steps=total)
+
+
+class MemoryMeter:
+    """Peak memory of the trial: CUDA max allocated, or growth of the process's peak RSS on CPU."""
+
+    def __init__(self, device: torch.device):
+        self.device = device
+        if device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(device)
+            self.kind = "cuda_allocated"
+        else:
+            self.kind = "cpu_rss"
+            self.start_kb = self._rss_kb()
+
+    @staticmethod
+    def _rss_kb() -> int:
+        with open("/proc/self/statm") as fh:
+            return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") // 1024
+
+    def peak_mb(self) -> float:
+        if self.kind == "cuda_allocated":
+            return torch.cuda.max_memory_allocated(self.device) / 2**20
+        peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux; the process's lifetime peak
+        return max(peak_kb - self.start_kb, 0) / 1024
+
+
+def _trainable_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {n: p.detach().cpu() for n, p in model.named_parameters() if p.requires_grad}
+
+
+def save_checkpoint(path: Path, model, optimizer, scheduler) -> float:
+    """Write adapters/head, optimizer, scheduler and RNG state; return their size in MB."""
+    path.mkdir(parents=True, exist_ok=True)
+    torch.save(_trainable_state(model), path / "trainable.pt")
+    torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                "torch_rng": torch.get_rng_state(), "numpy_rng": np.random.get_state(),
+                "python_rng": random.getstate()}, path / "train_state.pt")
+    return sum(f.stat().st_size for f in path.iterdir()) / 2**20
+
+
+def write_state(path: Path, epoch: int, history: list[dict], tc: TrialConfig) -> None:
+    """The checkpoint's JSON part: last finished epoch, metrics so far and the trial config."""
+    (path / STATE_FILE).write_text(json.dumps({"epoch": epoch, "history": history, "config": tc.to_dict()}))
+
+
+def load_checkpoint(path: Path, model, optimizer, scheduler) -> tuple[int, list[dict]]:
+    """Restore what `save_checkpoint` wrote; returns (last finished epoch, metrics history)."""
+    state = json.loads((path / STATE_FILE).read_text())
+    weights = torch.load(path / "trainable.pt", map_location="cpu")
+    missing = set(_trainable_state(model)) - set(weights)
+    if missing:
+        raise SpecError("checkpoint", "does not match this trial's trainable parameters", got=str(path))
+    model.load_state_dict(weights, strict=False)
+    extra = torch.load(path / "train_state.pt", map_location="cpu", weights_only=False)
+    optimizer.load_state_dict(extra["optimizer"])
+    scheduler.load_state_dict(extra["scheduler"])
+    torch.set_rng_state(extra["torch_rng"])
+    np.random.set_state(extra["numpy_rng"])
+    random.setstate(extra["python_rng"])
+    return state["epoch"], state["history"]
+
+
+def evaluate(model, data: TrialData, collator, batch_size: int, device, autocast) -> tuple[float, float]:
+    """Loss and accuracy on the whole dev split (eval mode: no dropout, LoRA dropout included)."""
+    model.eval()
+    order = np.argsort(-data.dev_lengths, kind="stable")
+    loss_sum, correct = 0.0, 0
+    with torch.no_grad():
+        for start in range(0, len(order), batch_size):
+            batch = {k: v.to(device) for k, v in data.batch(data.dev, order[start:start + batch_size], collator).items()}
+            with autocast():
+                out = model(**batch)
+            loss_sum += float(out.loss) * len(batch["labels"])
+            correct += int((out.logits.argmax(-1) == batch["labels"]).sum())
+    return loss_sum / len(order), correct / len(order)
+
+
+def run_trial(config: dict, on_epoch: OnEpoch | None = None, resume_from: str | Path | None = None,
+              device: str | None = None) -> list[dict]:
+    """Train one grid point; returns the per-epoch metrics. See the module docstring."""
+    from transformers import DataCollatorWithPadding
+
+    tc = TrialConfig.from_dict(config)
+    dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    memory = MemoryMeter(dev)
+    seed_everything(tc.seed)
+    model, tokenizer = load_model_and_tokenizer(tc)
+    total_params = sum(p.numel() for p in model.parameters())
+    model = apply_placement(model, tc.placement())
+    if tc.gradient_checkpointing:
+        # Non-reentrant checkpointing gives adapter gradients even though the frozen inputs need no grad.
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    model.to(dev)
+    trainable = count_trainable(model)
+    use_bf16 = tc.precision == "bf16" or (tc.precision == "auto" and dev.type == "cuda")
+
+    def autocast():
+        return torch.autocast(dev.type, dtype=torch.bfloat16, enabled=use_bf16)
+
+    data = TrialData.build(tc.dataset, tokenizer, tc.max_length, tc.train_limit, tc.seed)
+    collator = DataCollatorWithPadding(tokenizer)
+    steps_per_epoch = math.ceil(len(data.train_lengths) / tc.batch_size)
+    optimizer = build_optimizer(model, tc)
+    scheduler = build_scheduler(optimizer, tc, steps_per_epoch)
+    start_epoch, history = 0, []
+    if resume_from is not None:
+        start_epoch, history = load_checkpoint(Path(resume_from), model, optimizer, scheduler)
+
+    for epoch in range(start_epoch + 1, tc.epochs + 1):
+        t0 = time.perf_counter()
+        model.train()
+        batches = length_grouped_batches(data.train_lengths, tc.batch_size, seed=tc.seed * 1000 + epoch)
+        loss_sum, seen = 0.0, 0
+        for step, idx in enumerate(batches):
+            batch = {k: v.to(dev) for k, v in data.batch(data.train, idx, collator).items()}
+            with autocast():
+                loss = model(**batch).loss
+            if not torch.isfinite(loss):
+                raise TrialDiverged(f"train_loss became {float(loss)} at epoch {epoch} step {step} of trial "
+                                    f"{tc.trial_name}; lower learning_rate (now {tc.learning_rate:g}) or set grad_clip")
+            loss.backward()
+            if tc.grad_clip is not None:
+                torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], tc.grad_clip)
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+            loss_sum += float(loss.detach()) * len(idx)
+            seen += len(idx)
+        train_time = time.perf_counter() - t0
+        val_loss, val_acc = evaluate(model, data, collator, tc.eval_batch_size, dev, autocast)
+        metrics = {
+            "epoch": epoch, "train_loss": loss_sum / seen, "val_loss": val_loss, "val_accuracy": val_acc,
+            "train_samples_per_s": seen / train_time, "epoch_time_s": time.perf_counter() - t0,
+            "peak_memory_mb": memory.peak_mb(), "memory_kind": memory.kind, "trainable_params": trainable,
+            "total_params": total_params, "params_relative_pct": 100.0 * trainable / total_params,
+            "padding_efficiency": padding_efficiency(data.train_lengths, batches),
+        }
+        with tempfile.TemporaryDirectory(prefix="lora-sweep-ckpt-") as tmp:
+            metrics["checkpoint_mb"] = save_checkpoint(Path(tmp), model, optimizer, scheduler)
+            history.append(metrics)
+            write_state(Path(tmp), epoch, history, tc)
+            if on_epoch is not None:
+                on_epoch(metrics, tmp)
+    return history
+
+
+def copy_checkpoint_to(target: Path) -> OnEpoch:
+    """An `on_epoch` callback for the CLI: keep the latest checkpoint in `target` (replaced atomically)."""
+
+    def keep(metrics: dict, checkpoint_dir: str) -> None:
+        tmp = target.with_name(target.name + ".tmp")
+        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.copytree(checkpoint_dir, tmp)
+        shutil.rmtree(target, ignore_errors=True)
+        os.replace(tmp, target)
+
+    return keep
+
+
+def ray_trainable(config: dict) -> None:
+    """Ray Tune function trainable: resumes from `tune.get_checkpoint()`, reports metrics + checkpoint each epoch."""
+    from ray import tune
+
+    checkpoint = tune.get_checkpoint()
+
+    def report(metrics: dict, checkpoint_dir: str) -> None:
+        tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(checkpoint_dir))
+
+    if checkpoint is None:
+        run_trial(config, on_epoch=report)
+    else:
+        with checkpoint.as_directory() as path:
+            local = Path(tempfile.mkdtemp(prefix="lora-sweep-restore-"))
+            shutil.copytree(path, local, dirs_exist_ok=True)
+        run_trial(config, on_epoch=report, resume_from=local)

@@ -1,0 +1,67 @@
+"""`lora-sweep trial`: run one grid point of a spec without Ray, one JSON line of metrics per epoch."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from lora_ext import SpecError
+
+
+def check_runtime_inputs(dataset: str) -> None:
+    """Fail before any training on a dataset path that does not exist (hub ids are checked when loading)."""
+    path = Path(dataset).expanduser()
+    if dataset.startswith((".", "/", "~")) and not path.is_dir():
+        raise SpecError("data.dataset", "local dataset directory not found", got=dataset,
+                        allowed="a directory with train.tsv and dev.tsv, e.g. ../shared/data/sst2 "
+                                "(relative paths are resolved from the current directory)")
+
+
+def cmd_trial(args: argparse.Namespace) -> int:
+    from .spec import load_study, select_trial, with_overrides
+    from .trial import TrialDiverged, copy_checkpoint_to, run_trial
+
+    study = load_study(args.spec, args.profile)
+    trial = select_trial(study, args.scenario, args.r, args.repeat)
+    trial = with_overrides(trial, epochs=args.epochs, train_limit=args.train_limit, dataset=args.data)
+    check_runtime_inputs(trial.dataset)
+    if args.resume_from and not (Path(args.resume_from) / "trial_state.json").is_file():
+        raise SpecError("--resume-from", "not a trial checkpoint directory (no trial_state.json)", got=args.resume_from)
+    keep = copy_checkpoint_to(Path(args.checkpoint_dir)) if args.checkpoint_dir else None
+
+    def on_epoch(metrics: dict, checkpoint_dir: str) -> None:
+        if keep:
+            keep(metrics, checkpoint_dir)
+        print(json.dumps({"trial": trial.trial_name, **metrics}), flush=True)
+
+    print(f"# trial {trial.trial_name}: model {trial.model}, data {trial.dataset} (train_limit {trial.train_limit}), "
+          f"{trial.epochs} epochs, lr {trial.learning_rate:g}, batch {trial.batch_size}", file=sys.stderr, flush=True)
+    try:
+        run_trial(trial.to_dict(), on_epoch=on_epoch, resume_from=args.resume_from, device=args.device)
+    except TrialDiverged as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def register(sub) -> None:
+    p = sub.add_parser(
+        "trial", help="run one trial of a spec locally, without Ray (one JSON line of metrics per epoch)",
+        description="Train one grid point of SPEC on this machine and print a JSON line of metrics after every "
+                    "epoch (epoch, train_loss, val_loss, val_accuracy, train_samples_per_s, epoch_time_s, "
+                    "peak_memory_mb, memory_kind, trainable_params, total_params, params_relative_pct, "
+                    "padding_efficiency, checkpoint_mb). Use it to debug or benchmark a placement before a sweep.")
+    p.add_argument("spec", help="experiment spec (YAML)")
+    p.add_argument("--profile", help="profile to apply ('demo' for a CPU, 'paper' for a GPU)")
+    p.add_argument("--scenario", required=True, help="scenario name from the spec (see `lora-sweep plan`)")
+    p.add_argument("--r", type=int, help="rank, when the scenario has several")
+    p.add_argument("--repeat", type=int, default=0, help="repeat index (seed = base_seed + repeat); default 0")
+    p.add_argument("--epochs", type=int, help="override the number of epochs")
+    p.add_argument("--train-limit", type=int, help="override the number of training rows (seeded subset)")
+    p.add_argument("--data", help="override the dataset (hub id or local directory)")
+    p.add_argument("--device", help="torch device (default: cuda if available, else cpu)")
+    p.add_argument("--checkpoint-dir", help="keep the latest epoch checkpoint here (adapters, head, optimizer)")
+    p.add_argument("--resume-from", help="continue from a checkpoint directory written by --checkpoint-dir")
+    p.set_defaults(func=cmd_trial)
