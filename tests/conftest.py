@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -11,6 +12,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+os.environ.setdefault("LORA_SWEEP_CACHE", tempfile.mkdtemp(prefix="lora-sweep-test-cache-"))
 
 REPO = Path(__file__).resolve().parents[1]
 SST2_DIR = REPO.parent / "shared" / "data" / "sst2"
@@ -48,3 +50,24 @@ def tiny_bert_dir(tmp_path_factory) -> Path:
     BertConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
                max_position_embeddings=128).save_pretrained(out)
     return out
+
+
+def tiny_spec(tmp_path: Path, model_dir: Path, scenarios: str, **extra: object) -> Path:
+    """Write a small spec that trains a tiny random BERT on a few hundred real SST-2 rows."""
+    import yaml
+
+    body = {
+        "name": "tiny", "model": str(model_dir), "model_init": "random",
+        "data": {"dataset": str(SST2_DIR), "train_limit": 96, "max_length": 32},
+        "train": {"epochs": 2, "learning_rate": 3e-3, "batch_size": 16, "eval_batch_size": 128},
+        "lora": {"ranks": [4], "dropout": 0.1}, "repeats": 1, "base_seed": 7, "resources": {"cpu": 1},
+    }
+    for key, value in extra.items():
+        if isinstance(value, dict) and isinstance(body.get(key), dict):
+            body[key].update(value)
+        else:
+            body[key] = value
+    text = yaml.safe_dump(body) + scenarios
+    path = tmp_path / "tiny.yaml"
+    path.write_text(text)
+    return path

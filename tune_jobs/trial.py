@@ -208,7 +208,7 @@ def run_trial(config: dict, on_epoch: OnEpoch | None = None, resume_from: str | 
             with autocast():
                 loss = model(**batch).loss
             if not torch.isfinite(loss):
-                raise TrialDiverged(f"train_loss became {float(loss)} at epoch {epoch} step {step} of trial "
+                raise TrialDiverged(f"train_loss became {float(loss.detach())} at epoch {epoch} step {step} of trial "
                                     f"{tc.trial_name}; lower learning_rate (now {tc.learning_rate:g}) or set grad_clip")
             loss.backward()
             if tc.grad_clip is not None:

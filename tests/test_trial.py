@@ -1,0 +1,133 @@
+"""The trial: determinism, resume equivalence, gradient checkpointing, batching, bad input, real MiniLM."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from lora_ext import SpecError
+from tests.conftest import EXPERIMENTS, SST2_DIR, tiny_spec
+from tune_jobs.cli import main
+from tune_jobs.data import TrialData, check_tsv, length_grouped_batches, padding_efficiency
+from tune_jobs.spec import expand, load_study, select_trial, with_overrides
+from tune_jobs.trial import STATE_FILE, TrialDiverged, run_trial
+
+SCEN = "scenarios:\n  - {name: vup, layers: all, components: v+up}\n  - {name: head, baseline: classifier_only}\n"
+LEARNED = ("train_loss", "val_loss", "val_accuracy", "trainable_params", "total_params", "padding_efficiency")
+
+
+def learned(history):
+    return [{k: m[k] for k in LEARNED} for m in history]
+
+
+@pytest.fixture()
+def trial_cfg(tmp_path, tiny_bert_dir):
+    return select_trial(load_study(tiny_spec(tmp_path, tiny_bert_dir, SCEN)), "vup").to_dict()
+
+
+def test_metrics_every_epoch_and_determinism(trial_cfg):
+    first = run_trial(trial_cfg)
+    second = run_trial(trial_cfg)
+    assert [m["epoch"] for m in first] == [1, 2]
+    expected = {"epoch", "train_loss", "val_loss", "val_accuracy", "train_samples_per_s", "epoch_time_s",
+                "peak_memory_mb", "memory_kind", "trainable_params", "total_params", "params_relative_pct",
+                "padding_efficiency", "checkpoint_mb"}
+    assert set(first[0]) == expected
+    assert first[0]["memory_kind"] == "cpu_rss" and first[0]["checkpoint_mb"] > 0
+    assert first[0]["params_relative_pct"] == pytest.approx(100 * first[0]["trainable_params"] / first[0]["total_params"])
+    assert learned(first) == learned(second)  # bit-identical, not approximately equal
+
+
+def test_resume_from_checkpoint_matches_uninterrupted(trial_cfg, tmp_path):
+    cfg = dict(trial_cfg, epochs=3)
+    full = run_trial(cfg)
+    saved = {}
+
+    def keep_epoch_1(metrics, ckpt):
+        if metrics["epoch"] == 1:
+            import shutil
+            shutil.copytree(ckpt, tmp_path / "ckpt1")
+            saved["ok"] = True
+
+    run_trial(dict(cfg, epochs=3), on_epoch=keep_epoch_1)
+    assert saved
+    state = json.loads((tmp_path / "ckpt1" / STATE_FILE).read_text())
+    assert state["epoch"] == 1 and len(state["history"]) == 1
+    assert not any("embeddings" in name for name in __import__("torch").load(tmp_path / "ckpt1" / "trainable.pt"))
+    resumed = run_trial(cfg, resume_from=tmp_path / "ckpt1")
+    assert [m["epoch"] for m in resumed] == [1, 2, 3]  # history carried over, training continued at epoch 2
+    assert learned(resumed) == learned(full)
+
+
+def test_gradient_checkpointing_gives_same_losses(trial_cfg):
+    off = run_trial(dict(trial_cfg, epochs=1))
+    on = run_trial(dict(trial_cfg, epochs=1, gradient_checkpointing=True))
+    for key in ("train_loss", "val_loss"):
+        assert abs(on[0][key] - off[0][key]) / abs(off[0][key]) <= 1e-4
+
+
+def test_length_grouped_batches_pad_little(tiny_bert_dir):
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(tiny_bert_dir)
+    data = TrialData.build(str(SST2_DIR), tok, 128, None, 0)
+    for bs in (32, 480):
+        batches = length_grouped_batches(data.train_lengths, bs, seed=1)
+        assert sorted(np.concatenate(batches).tolist()) == list(range(len(data.train_lengths)))
+        assert padding_efficiency(data.train_lengths, batches) >= 0.90
+        rand = np.random.default_rng(0).permutation(len(data.train_lengths))
+        assert padding_efficiency(data.train_lengths, [rand[i:i + bs] for i in range(0, len(rand), bs)]) < 0.4
+    assert len(data.dev_lengths) == 872
+
+
+def test_nan_loss_stops_with_clear_error(trial_cfg):
+    with pytest.raises(TrialDiverged, match="train_loss became (nan|inf).*lower learning_rate"):
+        run_trial(dict(trial_cfg, learning_rate=1e12, epochs=1))
+
+
+def test_malformed_tsv_names_file_and_line(tmp_path):
+    bad = tmp_path / "train.tsv"
+    bad.write_text("sentence\tlabel\ngood row \t1\nno label here\n")
+    with pytest.raises(SpecError, match=r"train.tsv:3: malformed row"):
+        check_tsv(bad)
+
+
+@pytest.mark.parametrize("args,needle", [
+    (["--data", "./no/such/data"], "data.dataset: local dataset directory not found"),
+    (["--scenario", "nope"], "--scenario: no such scenario"),
+    (["--resume-from", "/tmp"], "--resume-from: not a trial checkpoint"),
+])
+def test_trial_cli_bad_input(tmp_path, tiny_bert_dir, capsys, args, needle):
+    spec = tiny_spec(tmp_path, tiny_bert_dir, SCEN)
+    argv = ["trial", str(spec), "--scenario", "vup", *args]
+    if "--scenario" in args:
+        argv = ["trial", str(spec), *args]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and needle in err[0]
+
+
+def test_unknown_model_alias(tmp_path, tiny_bert_dir, capsys):
+    spec = tiny_spec(tmp_path, tiny_bert_dir, SCEN, model="./missing-model")
+    assert main(["trial", str(spec), "--scenario", "vup"]) == 2
+    assert "model: local model directory not found" in capsys.readouterr().err
+
+
+def test_cli_prints_json_lines_and_keeps_checkpoint(tmp_path, tiny_bert_dir, capsys):
+    spec = tiny_spec(tmp_path, tiny_bert_dir, SCEN)
+    ckpt = tmp_path / "ck"
+    assert main(["trial", str(spec), "--scenario", "head", "--epochs", "1", "--checkpoint-dir", str(ckpt)]) == 0
+    lines = [json.loads(line) for line in capsys.readouterr().out.strip().splitlines()]
+    assert len(lines) == 1 and lines[0]["trial"] == "head-rep0" and 0 <= lines[0]["val_accuracy"] <= 1
+    assert (ckpt / STATE_FILE).is_file()
+
+
+@pytest.mark.slow
+def test_real_minilm_on_real_sst2_learns():
+    """The acceptance run, shortened: MiniLM, LoRA all r=8, 1,000 real SST-2 rows, 1 epoch, full dev set."""
+    trial = select_trial(load_study(EXPERIMENTS / "final.yaml", "demo"), "lora_all", r=8)
+    trial = with_overrides(trial, dataset=str(SST2_DIR), train_limit=1000, epochs=1)
+    history = run_trial(trial.to_dict())
+    assert history[0]["trainable_params"] == 480_386  # 6 layers x 6 components at r=8 + pooler + classifier
+    assert history[0]["val_accuracy"] >= 0.75  # chance is 0.51 on the dev split
