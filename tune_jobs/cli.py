@@ -65,9 +65,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _registrars() -> list[Callable]:
-    from . import trial_cli
+    from . import sweep, trial_cli
 
-    return [trial_cli.register]
+    return [trial_cli.register, sweep.register]
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -1,0 +1,98 @@
+"""A concise progress line for a sweep (instead of Ray's full table): counts, best so far, ETA."""
+
+from __future__ import annotations
+
+import sys
+import time
+
+from ray import tune
+
+
+class ConciseProgress(tune.Callback):
+    """One line when a trial starts, finishes or errors, and for epoch reports at most every `min_interval_s`.
+
+    Counts come from Ray's own trial list, so they are right after a resume too. The callback is pickled into
+    tuner.pkl with the RunConfig, hence no file handles or clocks in its pickled state.
+    """
+
+    def __init__(self, concurrency: int | None, min_interval_s: float = 10.0):
+        self.concurrency = concurrency
+        self.min_interval_s = min_interval_s
+        self._reset()
+
+    def _reset(self) -> None:
+        self.t0 = time.time()
+        self.last_print = 0.0
+        self.started_at: dict[str, float] = {}
+        self.durations: list[float] = []
+        self.best: tuple[float, str] | None = None
+
+    def __getstate__(self) -> dict:
+        return {"concurrency": self.concurrency, "min_interval_s": self.min_interval_s}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        self._reset()
+
+    @staticmethod
+    def _name(trial) -> str:
+        return str(trial.config.get("trial_name", trial.trial_id))
+
+    def _line(self, trials, event: str, force: bool = True, now_status: tuple | None = None) -> None:
+        now = time.time()
+        if not force and now - self.last_print < self.min_interval_s:
+            return
+        self.last_print = now
+        # Ray calls back before it updates the trial's status; `now_status` = (trial, the status it is moving to)
+        status = {t.trial_id: t.status for t in trials}
+        if now_status is not None:
+            status[now_status[0].trial_id] = now_status[1]
+        count = {s: sum(1 for v in status.values() if v == s) for s in ("RUNNING", "PENDING", "TERMINATED", "ERROR")}
+        left = count["RUNNING"] + count["PENDING"]
+        best = f"best {self.best[1]} {self.best[0]:.4f}" if self.best else "best -"
+        eta = "-"
+        if self.durations:
+            parallel = max(self.concurrency or count["RUNNING"] or 1, 1)
+            eta = f"{sum(self.durations) / len(self.durations) * left / parallel / 60:.1f} min"
+        print(f"[{(now - self.t0) / 60:5.1f} min] running {count['RUNNING']} | pending {count['PENDING']} | "
+              f"done {count['TERMINATED']} | errored {count['ERROR']} | {best} | ETA {eta} | {event}",
+              file=sys.stdout, flush=True)
+
+    def on_trial_start(self, iteration, trials, trial, **info):
+        self.started_at[trial.trial_id] = time.time()
+        self._line(trials, f"started {self._name(trial)}", now_status=(trial, "RUNNING"))
+
+    def on_trial_result(self, iteration, trials, trial, result, **info):
+        acc = result.get("val_accuracy")
+        if acc is None:
+            return
+        if self.best is None or acc > self.best[0]:
+            self.best = (float(acc), self._name(trial))
+        self._line(trials, f"{self._name(trial)} epoch {result.get('epoch')} val_accuracy {acc:.4f}", force=False)
+
+    def on_trial_complete(self, iteration, trials, trial, **info):
+        start = self.started_at.pop(trial.trial_id, None)
+        if start is not None:
+            self.durations.append(time.time() - start)
+        self._line(trials, f"finished {self._name(trial)}", now_status=(trial, "TERMINATED"))
+
+    def on_trial_error(self, iteration, trials, trial, **info):
+        self.started_at.pop(trial.trial_id, None)
+        self._line(trials, f"ERROR in {self._name(trial)} (see {trial.path}/error.txt)", now_status=(trial, "ERROR"))
+
+
+def print_summary(results, wall_s: float, path: str) -> None:
+    """The final line of a sweep: statuses, best trial, where the results are."""
+    statuses: dict[str, int] = {}
+    for r in results:
+        status = "ERROR" if r.error else "TERMINATED"
+        statuses[status] = statuses.get(status, 0) + 1
+    best = ""
+    try:
+        b = results.get_best_result()
+        best = f"; best {b.config.get('trial_name')} val_accuracy {b.metrics['val_accuracy']:.4f}"
+    except (RuntimeError, KeyError, TypeError):
+        pass
+    summary = ", ".join(f"{n} {s}" for s, n in sorted(statuses.items()))
+    print(f"lora-sweep: {len(results)} trials ({summary}) in {wall_s / 60:.1f} min{best}; results in {path}",
+          flush=True)

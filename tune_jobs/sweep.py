@@ -1,0 +1,175 @@
+"""`lora-sweep run`: a whole study as one Ray Tune grid; live TensorBoard, concise progress, resume.
+
+Also `python -m tune_jobs.sweep SPEC ...` (what `ray job submit -- ...` calls). Every grid point's fields
+(scenario, layers, components, r, repeat, seed, ...) are top-level config keys, so they are config columns of
+Ray's ResultGrid / experiment files.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+from lora_ext import SpecError
+
+from .spec import Study, TrialConfig, expand, load_study
+from .trial_cli import check_runtime_inputs
+
+DEFAULT_STORAGE = "lora_sweep_results"
+
+
+def grid_param_space(grid: list[dict]) -> dict:
+    """Ray param_space that yields exactly `grid`: a grid_search over the index, each field looked up from it.
+
+    A grid_search over whole dicts would nest them (`config/trial/scenario`); looking each field up keeps them
+    top-level config columns.
+    """
+    from ray import tune
+
+    space: dict = {"grid_index": tune.grid_search(list(range(len(grid))))}
+    for key in grid[0]:
+        space[key] = tune.sample_from(lambda config, key=key: grid[config["grid_index"]][key])
+    return space
+
+
+def storage_uri(storage: str | None) -> str:
+    """Absolute local path (Ray needs one) or a URI such as s3://bucket/prefix, unchanged."""
+    storage = storage or DEFAULT_STORAGE
+    return storage if "://" in storage else str(Path(storage).expanduser().resolve())
+
+
+def experiment_path(storage: str, name: str) -> str:
+    return f"{storage.rstrip('/')}/{name}"
+
+
+def trainable_for(study: Study):
+    from ray import tune
+
+    from .trial import ray_trainable
+
+    resources = {"cpu": study.resources.get("cpu", 1)}
+    if study.resources.get("gpu"):
+        resources["gpu"] = study.resources["gpu"]
+    return tune.with_resources(ray_trainable, resources)
+
+
+def connect_ray(address: str | None) -> None:
+    """Attach to a running cluster (--address / RAY_ADDRESS, as inside `ray job submit`), else start a local Ray."""
+    import ray
+
+    if ray.is_initialized():
+        return
+    address = address or os.environ.get("RAY_ADDRESS")
+    runtime_env = {"env_vars": {k: os.environ[k] for k in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE",
+                                                           "LORA_SWEEP_CACHE") if k in os.environ}}
+    if address:
+        ray.init(address=address, runtime_env=runtime_env, log_to_driver=False)
+    else:
+        ray.init(num_cpus=os.cpu_count(), include_dashboard=False, runtime_env=runtime_env, log_to_driver=False)
+
+
+def prepare_data(trials: list[TrialConfig]) -> None:
+    """Tokenize each (dataset, model, max_length) once on this node before trials start (they hit the cache)."""
+    from transformers import AutoTokenizer
+
+    from lora_ext import model_location
+
+    from .data import tokenized_splits
+
+    for dataset, model, max_length in sorted({(t.dataset, t.model, t.max_length) for t in trials}):
+        tokenized_splits(dataset, AutoTokenizer.from_pretrained(model_location(model)), max_length)
+
+
+def run_sweep(study: Study, storage: str | None = None, name: str | None = None, resume: bool = False,
+              max_concurrent: int | None = None, address: str | None = None):
+    """Run (or resume) the study's grid with Ray Tune; returns the ResultGrid."""
+    from ray import tune
+
+    from .progress import ConciseProgress, print_summary
+
+    trials = expand(study)
+    for ds in sorted({t.dataset for t in trials}):
+        check_runtime_inputs(ds)
+    storage = storage_uri(storage)
+    name = name or (f"{study.name}-{study.profile}" if study.profile else study.name)
+    path = experiment_path(storage, name)
+    grid = [t.to_dict() for t in trials]
+    # Ray warns on every frequent experiment snapshot; with an epoch checkpoint per report they are expected.
+    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+    connect_ray(address)
+    prepare_data(trials)
+    print(f"lora-sweep: {len(grid)} trials of study {study.name!r} -> {path}")
+    print(f"  watch live: tensorboard --logdir {path}", flush=True)
+    if tune.Tuner.can_restore(path):
+        print(f"  resuming {path}: finished trials are kept, unfinished and errored ones run"
+              + ("" if resume else " (an experiment of this name exists; reusing it)"), flush=True)
+        tuner = tune.Tuner.restore(path, trainable=trainable_for(study), resume_unfinished=True, resume_errored=True,
+                                   param_space=grid_param_space(grid))
+    elif resume:
+        raise SpecError("--resume", "no experiment to resume at this storage and name", got=path,
+                        allowed="check --storage and --name (default name: <study>-<profile>)")
+    else:
+        tuner = tune.Tuner(
+            trainable_for(study),
+            param_space=grid_param_space(grid),
+            tune_config=tune.TuneConfig(
+                metric="val_accuracy", mode="max",
+                max_concurrent_trials=max_concurrent or study.max_concurrent,
+                trial_dirname_creator=lambda trial: grid[trial.config["grid_index"]]["trial_name"],
+            ),
+            run_config=tune.RunConfig(
+                name=name, storage_path=storage, verbose=0, callbacks=[ConciseProgress(max_concurrent or study.max_concurrent)],
+                failure_config=tune.FailureConfig(max_failures=study.max_failures),
+                checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
+            ),
+        )
+    started = time.time()
+    results = tuner.fit()
+    print_summary(results, time.time() - started, path)
+    return results
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("spec", help="experiment spec (YAML), e.g. tune_jobs/experiments/layers.yaml")
+    p.add_argument("--profile", help="'demo' (CPU, offline MiniLM), 'paper' (GPU cluster, RoBERTa-base), or a "
+                                     "profile the spec defines")
+    p.add_argument("--storage", help=f"where experiments go: a local path, NFS mount or s3://bucket/prefix "
+                                     f"(default ./{DEFAULT_STORAGE}); must be shared storage on a multi-node cluster")
+    p.add_argument("--name", help="experiment name (default <study>-<profile>); rerunning with the same name and "
+                                  "storage resumes it")
+    p.add_argument("--resume", action="store_true", help="resume an interrupted sweep; finished trials are not rerun "
+                                                         "(an error if there is nothing to resume)")
+    p.add_argument("--max-concurrent", type=int, help="at most N trials at once (default: as resources allow)")
+    p.add_argument("--address", help="Ray cluster to attach to (default: $RAY_ADDRESS, else start a local Ray)")
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    study = load_study(args.spec, args.profile)
+    if args.max_concurrent is not None and args.max_concurrent < 1:
+        raise SpecError("--max-concurrent", "must be >= 1", got=args.max_concurrent)
+    results = run_sweep(study, args.storage, args.name, args.resume, args.max_concurrent, args.address)
+    return 1 if results.num_errors else 0
+
+
+def register(sub) -> None:
+    p = sub.add_parser(
+        "run", help="run a whole study as a Ray Tune grid (local Ray, or a cluster via --address)",
+        description="Validate SPEC completely, then run every trial (scenario x rank x repeat) with Ray Tune. "
+                    "Results go to STORAGE/NAME (one folder per trial: params.json, result.json, progress.csv, "
+                    "TensorBoard events, checkpoint). Rerun the same command (or add --resume) after an "
+                    "interruption: finished trials are kept. Exit 0 when every trial finished, 1 when some errored.")
+    add_arguments(p)
+    p.set_defaults(func=cmd_run)
+
+
+def main(argv: list[str] | None = None) -> int:
+    from .cli import main as cli_main
+
+    return cli_main(["run", *(sys.argv[1:] if argv is None else argv)])
+
+
+if __name__ == "__main__":
+    sys.exit(main())
