@@ -21,6 +21,14 @@ class SpecError(ValueError):
             text += f"; {allowed}"
         super().__init__(text)
 
+    def __reduce__(self):
+        # Ray copies and pickles exceptions raised in trials; keyword-only fields need explicit rebuilding.
+        return (_rebuild_spec_error, (self.field, self.problem, self.got, self.allowed))
+
+
+def _rebuild_spec_error(field: str, problem: str, got: object, allowed: str | None) -> SpecError:
+    return SpecError(field, problem, got=got, allowed=allowed)
+
 
 class SpecErrors(ValueError):
     """Several SpecErrors found in one pass, so a user fixes a spec in one round."""

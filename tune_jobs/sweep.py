@@ -15,10 +15,20 @@ from pathlib import Path
 
 from lora_ext import SpecError
 
-from .spec import Study, TrialConfig, expand, load_study
+from .spec import Study, TrialConfig, expand, load_study, with_overrides
 from .trial_cli import check_runtime_inputs
 
 DEFAULT_STORAGE = "lora_sweep_results"
+
+
+def absolute_paths(trial: TrialConfig) -> TrialConfig:
+    """Relative local dataset/model paths resolved from here: Ray runs each trial in its own directory."""
+    changes = {}
+    for key in ("dataset", "model"):
+        value = getattr(trial, key)
+        if value.startswith(".") or Path(value).expanduser().is_dir():
+            changes[key] = str(Path(value).expanduser().resolve())
+    return with_overrides(trial, **changes)
 
 
 def grid_param_space(grid: list[dict]) -> dict:
@@ -90,7 +100,7 @@ def run_sweep(study: Study, storage: str | None = None, name: str | None = None,
 
     from .progress import ConciseProgress, print_summary
 
-    trials = expand(study)
+    trials = [absolute_paths(t) for t in expand(study)]
     for ds in sorted({t.dataset for t in trials}):
         check_runtime_inputs(ds)
     storage = storage_uri(storage)

@@ -1,0 +1,114 @@
+"""The sweep end to end through real Ray Tune: config columns, seeds, metrics, files, interruption + resume."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import REPO, tiny_spec
+
+pytestmark = pytest.mark.slow
+
+SCENARIOS = ("scenarios:\n  - {name: upper, layers: upper, components: all}\n"
+             "  - {name: vup, layers: all, components: v+up, ranks: [2, 4]}\n"
+             "  - {name: head, baseline: classifier_only}\n")
+
+
+def sweep(*args, timeout=600, **popen):
+    env = dict(os.environ, RAY_AUTH_MODE=os.environ.get("RAY_AUTH_MODE", "token"))
+    env.pop("RAY_ADDRESS", None)
+    cmd = [sys.executable, "-m", "tune_jobs.sweep", *map(str, args)]
+    if popen:
+        return subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    return subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def results_of(path: Path):
+    from ray import tune
+
+    return tune.ExperimentAnalysis(str(path)).dataframe(metric="val_accuracy", mode="max")
+
+
+def test_sweep_end_to_end(tmp_path, tiny_bert_dir):
+    spec = tiny_spec(tmp_path, tiny_bert_dir, SCENARIOS, repeats=2)
+    out = sweep(spec, "--storage", tmp_path / "store", "--name", "e2e")
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    assert "tensorboard --logdir" in out.stdout and "8 trials (8 TERMINATED)" in out.stdout
+    exp = tmp_path / "store" / "e2e"
+    dirs = sorted(p.name for p in exp.iterdir() if p.is_dir())
+    assert dirs == sorted(f"{s}-rep{k}" for s in ("upper-r4", "vup-r2", "vup-r4", "head") for k in (0, 1))
+    for d in dirs:
+        files = os.listdir(exp / d)
+        assert {"result.json", "progress.csv", "params.json"} <= set(files)
+        assert any(f.startswith("events.out.tfevents") for f in files)
+        lines = (exp / d / "result.json").read_text().strip().splitlines()
+        assert [json.loads(line)["epoch"] for line in lines] == [1, 2]
+    df = results_of(exp)
+    assert len(df) == 8
+    for col in ("scenario", "baseline", "layers", "components", "r", "repeat", "seed"):
+        assert f"config/{col}" in df.columns
+    assert (df["config/seed"] == 7 + df["config/repeat"]).all()
+    head = df[df["config/scenario"] == "head"]
+    assert head["config/r"].isna().all() and head["config/baseline"].eq("classifier_only").all()
+    assert sorted(df[df["config/scenario"] == "vup"]["config/r"].tolist()) == [2, 2, 4, 4]
+    assert df["config/layers"][df["config/scenario"] == "upper"].map(list).eq([1]).all()
+    for metric in ("val_accuracy", "val_loss", "train_loss", "trainable_params", "peak_memory_mb",
+                   "train_samples_per_s"):
+        assert df[metric].notna().all(), metric
+    assert df["val_accuracy"].between(0, 1).all()
+
+
+def _finished_trials(exp: Path, epochs: int) -> dict[str, float]:
+    done = {}
+    for d in exp.iterdir() if exp.exists() else []:
+        result = d / "result.json"
+        if d.is_dir() and result.is_file():
+            lines = result.read_text().strip().splitlines()
+            if len(lines) >= epochs:
+                done[d.name] = json.loads(lines[0])["timestamp"]
+    return done
+
+
+def test_interrupted_sweep_resumes_without_rerunning(tmp_path, tiny_bert_dir):
+    spec = tiny_spec(tmp_path, tiny_bert_dir, SCENARIOS, repeats=1,
+                     data={"train_limit": 600}, train={"epochs": 3})
+    exp = tmp_path / "store" / "resume"
+    proc = sweep(spec, "--storage", tmp_path / "store", "--name", "resume", "--max-concurrent", "1", popen=True)
+    deadline = time.time() + 300
+    while time.time() < deadline and not _finished_trials(exp, 3):
+        time.sleep(0.5)
+    finished_before = _finished_trials(exp, 3)
+    assert finished_before, "no trial finished in time"
+    proc.send_signal(signal.SIGINT)  # what Ctrl-C does: Tune saves the experiment state and stops
+    proc.communicate(timeout=120)
+    ids_before = {d.name: json.loads((d / "params.json").read_text())["trial_name"] for d in exp.iterdir() if d.is_dir()}
+    assert len(finished_before) < 4
+
+    out = sweep(spec, "--storage", tmp_path / "store", "--name", "resume", "--resume")
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    assert "resuming" in out.stdout and "4 trials (4 TERMINATED)" in out.stdout
+    after = _finished_trials(exp, 3)
+    assert set(after) == {"upper-r4-rep0", "vup-r2-rep0", "vup-r4-rep0", "head-rep0"}
+    for name, first_ts in finished_before.items():
+        assert after[name] == first_ts  # same first report: not rerun
+        assert len((exp / name / "result.json").read_text().strip().splitlines()) == 3
+    for name in ids_before:
+        assert (exp / name).is_dir()
+
+
+def test_resume_without_experiment_is_a_usage_error(tmp_path, tiny_bert_dir):
+    spec = tiny_spec(tmp_path, tiny_bert_dir, SCENARIOS)
+    out = sweep(spec, "--storage", tmp_path / "none", "--resume")
+    assert out.returncode == 2 and "--resume: no experiment to resume" in out.stderr
+
+
+def test_bad_spec_starts_nothing(tmp_path, tiny_bert_dir):
+    spec = tiny_spec(tmp_path, tiny_bert_dir, SCENARIOS.replace("upper,", "[0, 9],"))
+    out = sweep(spec, "--storage", tmp_path / "store")
+    assert out.returncode == 2 and "out of range" in out.stderr
+    assert not (tmp_path / "store").exists()
