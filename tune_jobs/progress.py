@@ -26,6 +26,7 @@ class ConciseProgress(tune.Callback):
         self.started_at: dict[str, float] = {}
         self.durations: list[float] = []
         self.best: tuple[float, str] | None = None
+        self.max_running = 1
 
     def __getstate__(self) -> dict:
         return {"concurrency": self.concurrency, "min_interval_s": self.min_interval_s}
@@ -49,10 +50,11 @@ class ConciseProgress(tune.Callback):
             status[now_status[0].trial_id] = now_status[1]
         count = {s: sum(1 for v in status.values() if v == s) for s in ("RUNNING", "PENDING", "TERMINATED", "ERROR")}
         left = count["RUNNING"] + count["PENDING"]
+        self.max_running = max(self.max_running, count["RUNNING"])
         best = f"best {self.best[1]} {self.best[0]:.4f}" if self.best else "best -"
         eta = "-"
         if self.durations:
-            parallel = max(self.concurrency or count["RUNNING"] or 1, 1)
+            parallel = self.concurrency or self.max_running
             eta = f"{sum(self.durations) / len(self.durations) * left / parallel / 60:.1f} min"
         print(f"[{(now - self.t0) / 60:5.1f} min] running {count['RUNNING']} | pending {count['PENDING']} | "
               f"done {count['TERMINATED']} | errored {count['ERROR']} | {best} | ETA {eta} | {event}",
