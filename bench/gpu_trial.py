@@ -14,9 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 import sys
-import tempfile
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -24,7 +22,8 @@ os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from lora_ext import model_location  # noqa: E402
+from lora_ext import load_model_config  # noqa: E402
+from lora_ext.model_configs import random_model_dir  # noqa: E402
 from tune_jobs.spec import expand, parse_study  # noqa: E402
 from tune_jobs.trial import run_trial  # noqa: E402
 
@@ -32,13 +31,7 @@ A10G = {"lora_all_r8": 776, "full_ft": 909, "classifier_only": 2376}
 
 
 def roberta_shaped_dir() -> str:
-    out = Path(tempfile.mkdtemp(prefix="roberta-shaped-"))
-    src = Path(model_location("minilm-l6"))
-    for name in os.listdir(src):
-        if "token" in name or name == "vocab.txt":
-            shutil.copy(src / name, out / name)
-    shutil.copy(REPO / "lora_ext/model_configs/roberta-base.json", out / "config.json")
-    return str(out)
+    return random_model_dir(load_model_config("roberta-base"))
 
 
 def main() -> None:

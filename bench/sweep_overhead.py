@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import shutil
 import sys
 import tempfile
 import time
@@ -21,7 +20,7 @@ os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from lora_ext import model_location  # noqa: E402
+from lora_ext.model_configs import random_model_dir  # noqa: E402
 from tune_jobs.spec import parse_study  # noqa: E402
 from tune_jobs.sweep import run_sweep  # noqa: E402
 
@@ -29,14 +28,8 @@ from tune_jobs.sweep import run_sweep  # noqa: E402
 def tiny_model_dir() -> str:
     from transformers import BertConfig
 
-    out = Path(tempfile.mkdtemp(prefix="tiny-bert-"))
-    src = Path(model_location("minilm-l6"))
-    for name in os.listdir(src):
-        if "token" in name or name == "vocab.txt":
-            shutil.copy(src / name, out / name)
-    BertConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
-               max_position_embeddings=128).save_pretrained(out)
-    return str(out)
+    return random_model_dir(BertConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                                       intermediate_size=64, max_position_embeddings=128))
 
 
 def main() -> None:

@@ -69,3 +69,22 @@ def load_model_config(model: str, num_labels: int = 2):
 def _looks_like_hub_id(model: str) -> bool:
     parts = model.split("/")
     return len(parts) == 2 and all(parts) and not os.path.exists(model)
+
+
+def random_model_dir(config, out_dir: str | Path | None = None) -> str:
+    """A model directory holding `config` (a transformers config) and MiniLM's offline tokenizer files.
+
+    With `model_init: random` a spec can then train a model of any shape offline (tests, benchmarks); the
+    tokenizer's ids (vocabulary 30,522) must fit the config's `vocab_size`.
+    """
+    import shutil
+    import tempfile
+
+    out = Path(out_dir) if out_dir else Path(tempfile.mkdtemp(prefix="random-model-"))
+    out.mkdir(parents=True, exist_ok=True)
+    src = Path(model_location(MINILM_ALIAS))
+    for name in os.listdir(src):
+        if "token" in name or name == "vocab.txt":
+            shutil.copy(src / name, out / name)
+    config.save_pretrained(out)
+    return str(out)

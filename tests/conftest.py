@@ -36,20 +36,13 @@ def tiny_roberta_config(num_layers: int = 4):
 @pytest.fixture(scope="session")
 def tiny_bert_dir(tmp_path_factory) -> Path:
     """A tiny random BERT (config only) that uses MiniLM's real tokenizer: fast models on real text."""
-    import shutil
-
     from transformers import BertConfig
 
-    from lora_ext import model_location
+    from lora_ext.model_configs import random_model_dir
 
-    out = tmp_path_factory.mktemp("tiny_bert")
-    src = Path(model_location("minilm-l6"))
-    for name in os.listdir(src):
-        if "token" in name or name == "vocab.txt":
-            shutil.copy(src / name, out / name)
-    BertConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
-               max_position_embeddings=128).save_pretrained(out)
-    return out
+    config = BertConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                        intermediate_size=64, max_position_embeddings=128)
+    return Path(random_model_dir(config, tmp_path_factory.mktemp("tiny_bert")))
 
 
 def tiny_spec(tmp_path: Path, model_dir: Path, scenarios: str, **extra: object) -> Path:
