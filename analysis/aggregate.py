@@ -1,0 +1,148 @@
+"""`lora-sweep analyze`: Ray Tune experiment directories -> trials.parquet + epochs.parquet.
+
+    python -m analysis.aggregate EXPERIMENT [EXPERIMENT ...] --out DIR
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import tempfile
+from importlib import metadata
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from .load import AnalysisInputError, TrialRecord, read_experiment, split_config
+from .schema import EPOCH_METRICS, EPOCHS_SCHEMA, SCHEMA_VERSION, TRIALS_SCHEMA
+
+EXIT_INPUT = 2
+
+
+def _last(results: list[dict], key: str):
+    for row in reversed(results):
+        if row.get(key) is not None:
+            return row[key]
+    return None
+
+
+def trial_row(rec: TrialRecord) -> dict:
+    """One row of trials.parquet."""
+    known, extra = split_config(rec.config)
+    if isinstance(known.get("rank_pattern"), dict):
+        known["rank_pattern"] = json.dumps(known["rank_pattern"], sort_keys=True)
+    res = rec.results
+    accs = [r["val_accuracy"] for r in res if r.get("val_accuracy") is not None]
+    speeds = [r["train_samples_per_s"] for r in res if r.get("train_samples_per_s") is not None]
+    peaks = [r["peak_memory_mb"] for r in res if r.get("peak_memory_mb") is not None]
+    return {
+        "experiment": rec.experiment, "trial_id": rec.trial_id, "trial_dir": rec.trial_dir, "status": rec.status,
+        "error": rec.error, "problem": rec.problem, **known,
+        "config_extra": json.dumps(extra, sort_keys=True) if extra else None,
+        "final_val_accuracy": accs[-1] if accs else None, "best_val_accuracy": max(accs) if accs else None,
+        "final_val_loss": _last(res, "val_loss"), "final_train_loss": _last(res, "train_loss"),
+        "epochs_completed": len(res), "trainable_params": _last(res, "trainable_params"),
+        "total_params": _last(res, "total_params"), "params_relative_pct": _last(res, "params_relative_pct"),
+        "peak_memory_mb": max(peaks) if peaks else None, "memory_kind": _last(res, "memory_kind"),
+        "mean_train_samples_per_s": statistics.fmean(speeds) if speeds else None,
+        "total_time_s": _last(res, "time_total_s"), "hostname": _last(res, "hostname"),
+        "node_ip": _last(res, "node_ip"), "num_restarts": rec.num_restarts, "last_checkpoint": rec.last_checkpoint,
+    }
+
+
+def epoch_rows(rec: TrialRecord) -> list[dict]:
+    """Rows of epochs.parquet for one trial (already one per epoch)."""
+    head = {"experiment": rec.experiment, "trial_id": rec.trial_id, "scenario": rec.config.get("scenario"),
+            "r": rec.config.get("r"), "repeat": rec.config.get("repeat"), "seed": rec.config.get("seed")}
+    return [{**head, **{name: row.get(name) for name, _ in EPOCH_METRICS}} for row in rec.results]
+
+
+def _versions() -> dict[str, str]:
+    out = {}
+    for dist in ("lora-sweep", "ray", "pyarrow", "transformers", "peft", "torch"):
+        try:
+            out[dist] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            pass
+    return out
+
+
+def write_parquet_atomic(table: pa.Table, path: Path) -> None:
+    """Write to a temporary file beside `path`, then rename: readers never see half a file."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        pq.write_table(table, tmp, compression="zstd")
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def aggregate(experiments: list[str], out_dir: str | Path) -> tuple[pa.Table, pa.Table, list[str]]:
+    """Read all experiments, write trials.parquet and epochs.parquet into `out_dir`; return tables and notes.
+
+    Everything is read and checked before anything is written, so bad input leaves no partial Parquet.
+    """
+    records: list[TrialRecord] = []
+    for exp in experiments:
+        records.extend(read_experiment(exp))
+    records.sort(key=lambda r: (r.experiment, r.config.get("trial_name") or "", r.trial_id))
+    studies = sorted({str(r.config.get("study")) for r in records if r.config.get("study")})
+    meta = {"lora_sweep.schema_version": SCHEMA_VERSION, "lora_sweep.experiments": json.dumps(
+        sorted({r.experiment for r in records})), "lora_sweep.studies": json.dumps(studies),
+        "lora_sweep.versions": json.dumps(_versions(), sort_keys=True)}
+    trials = pa.Table.from_pylist([trial_row(r) for r in records], schema=TRIALS_SCHEMA).replace_schema_metadata(meta)
+    epochs = pa.Table.from_pylist([row for r in records for row in epoch_rows(r)],
+                                  schema=EPOCHS_SCHEMA).replace_schema_metadata(meta)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    write_parquet_atomic(trials, out / "trials.parquet")
+    write_parquet_atomic(epochs, out / "epochs.parquet")
+    notes = [r.problem for r in records if r.problem]
+    return trials, epochs, notes
+
+
+def cmd_analyze(args: argparse.Namespace) -> int:
+    try:
+        trials, epochs, notes = aggregate(args.experiments, args.out)
+    except AnalysisInputError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return EXIT_INPUT
+    for note in notes:
+        print(f"warning: {note} (trial flagged in the `problem` column; the rest is analysed)", file=sys.stderr)
+    statuses = trials.column("status").to_pylist()
+    counts = ", ".join(f"{statuses.count(s)} {s}" for s in sorted(set(statuses)))
+    print(f"{trials.num_rows} trials ({counts}), {epochs.num_rows} epoch rows -> {args.out}/trials.parquet, "
+          f"{args.out}/epochs.parquet")
+    return 0
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("experiments", nargs="+", metavar="EXPERIMENT",
+                   help="Ray Tune experiment directory (STORAGE/NAME), local or s3://...; several become one dataset "
+                        "with an `experiment` column")
+    p.add_argument("--out", required=True, help="directory for trials.parquet and epochs.parquet")
+
+
+def register(sub) -> None:
+    p = sub.add_parser("analyze", help="turn experiment directories into trials.parquet + epochs.parquet",
+                       description="Read Ray Tune experiment directories (local or s3://) and write trials.parquet "
+                                   "(one row per trial: config columns, final/best metrics, status, errors) and "
+                                   "epochs.parquet (one row per trial and epoch). Query them with pandas or DuckDB.")
+    add_arguments(p)
+    p.set_defaults(func=cmd_analyze)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m analysis.aggregate", description=__doc__)
+    add_arguments(parser)
+    return cmd_analyze(parser.parse_args(argv))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

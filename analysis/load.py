@@ -1,0 +1,160 @@
+"""Read Ray Tune experiment directories (local or s3://, via pyarrow filesystems) into typed rows.
+
+Reads the files Ray Tune defines: `experiment_state-*.json` (trial ids, statuses, restarts), and per trial folder
+`params.json` (config), `result.json` (one JSON object per report) and `error.txt`. `tune.ExperimentAnalysis` reads
+the same files but unpickles and builds a DataFrame per trial, which is far too slow for 10,000 trials.
+"""
+
+from __future__ import annotations
+
+import json
+import posixpath
+from dataclasses import dataclass, field
+
+import pyarrow.fs as pafs
+
+from .schema import CONFIG_NAMES, EPOCH_METRICS
+
+
+class AnalysisInputError(ValueError):
+    """Input that cannot be analysed; the message names the path and the problem in one line."""
+
+
+@dataclass
+class TrialRecord:
+    """Everything read about one trial: its config, per-epoch results and what went wrong."""
+
+    experiment: str
+    trial_id: str
+    trial_dir: str
+    status: str
+    config: dict
+    results: list[dict]
+    error: str | None = None
+    problem: str | None = None
+    num_restarts: int = 0
+    last_checkpoint: str | None = None
+    extra: dict = field(default_factory=dict)
+
+
+def open_experiment(uri: str) -> tuple[pafs.FileSystem, str]:
+    """(filesystem, path) for a local directory or a URI such as s3://bucket/prefix/experiment."""
+    try:
+        fs, path = pafs.FileSystem.from_uri(uri if "://" in uri else _abs(uri))
+    except (pafs.ArrowInvalid if hasattr(pafs, "ArrowInvalid") else ValueError, OSError, ValueError) as err:
+        raise AnalysisInputError(f"{uri}: cannot open ({err})") from None
+    info = fs.get_file_info(path)
+    if info.type != pafs.FileType.Directory:
+        raise AnalysisInputError(f"{uri}: not a directory; pass a Ray Tune experiment directory "
+                                 "(STORAGE/NAME, the folder that holds experiment_state-*.json)")
+    return fs, path
+
+
+def _abs(path: str) -> str:
+    import os
+
+    return os.path.abspath(path)
+
+
+def _read_text(fs: pafs.FileSystem, path: str) -> str:
+    with fs.open_input_stream(path) as fh:
+        return fh.read().decode("utf-8", errors="replace")
+
+
+def _trial_states(fs: pafs.FileSystem, exp: str, entries: list[pafs.FileInfo]) -> dict[str, dict]:
+    """relative_logdir -> {trial_id, status, num_failures} from the newest experiment_state file."""
+    states = sorted(e.path for e in entries if e.base_name.startswith("experiment_state") and e.base_name.endswith(".json"))
+    if not states:
+        raise AnalysisInputError(f"{exp}: not a Ray Tune experiment (no experiment_state-*.json); pass STORAGE/NAME "
+                                 "as printed by `lora-sweep run`")
+    try:
+        data = json.loads(_read_text(fs, states[-1]))
+    except json.JSONDecodeError as err:
+        raise AnalysisInputError(f"{states[-1]}: corrupt experiment state ({err})") from None
+    out = {}
+    for item in data.get("trial_data", []):
+        trial = json.loads(item[0]) if isinstance(item[0], str) else item[0]
+        runtime = json.loads(item[1]) if isinstance(item[1], str) else item[1]
+        out[trial["relative_logdir"]] = {"trial_id": trial["trial_id"], "status": trial["status"],
+                                         "num_failures": int(runtime.get("num_failures", 0) or 0)}
+    return out
+
+
+def _parse_results(fs: pafs.FileSystem, path: str) -> tuple[list[dict], str | None]:
+    """The reports in result.json, deduplicated by epoch (the last report of an epoch wins), and a problem note."""
+    try:
+        text = _read_text(fs, path)
+    except FileNotFoundError:
+        return [], None
+    rows, problem = [], None
+    for lineno, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+            if not isinstance(row, dict):
+                raise ValueError("not an object")
+        except ValueError:
+            problem = f"{path}:{lineno}: corrupt or truncated line; this and later reports ignored"
+            break
+        row.pop("config", None)
+        rows.append(row)
+    by_epoch: dict = {}
+    for row in rows:  # a trial restored from a checkpoint may report an epoch twice
+        by_epoch[row.get("epoch", row.get("training_iteration"))] = row
+    return [by_epoch[k] for k in sorted(by_epoch, key=lambda e: (e is None, e))], problem
+
+
+def _latest_checkpoint(entries: list[pafs.FileInfo]) -> str | None:
+    ckpts = sorted(e.path for e in entries if e.type == pafs.FileType.Directory and e.base_name.startswith("checkpoint_"))
+    return ckpts[-1] if ckpts else None
+
+
+def read_experiment(uri: str) -> list[TrialRecord]:
+    """All trials of one experiment; AnalysisInputError for input that cannot be analysed at all."""
+    fs, exp = open_experiment(uri)
+    entries = fs.get_file_info(pafs.FileSelector(exp))
+    states = _trial_states(fs, exp, entries)
+    name = posixpath.basename(exp.rstrip("/"))
+    dirs = {e.base_name: e.path for e in entries if e.type == pafs.FileType.Directory}
+    trial_dirs = sorted(set(states) | {d for d in dirs if fs.get_file_info(posixpath.join(dirs[d], "result.json")).type
+                                       == pafs.FileType.File})
+    if not trial_dirs:
+        raise AnalysisInputError(f"{uri}: empty experiment (no trials recorded yet)")
+    records = []
+    for rel in trial_dirs:
+        tdir = posixpath.join(exp, rel)
+        tentries = fs.get_file_info(pafs.FileSelector(tdir, allow_not_found=True))
+        files = {e.base_name for e in tentries}
+        state = states.get(rel, {})
+        if "params.json" not in files:
+            if not tentries and state.get("status") == "PENDING":
+                continue  # never started: nothing on disk yet
+            raise AnalysisInputError(f"{tdir}: trial folder without params.json (incomplete copy of the experiment?)")
+        try:
+            config = json.loads(_read_text(fs, posixpath.join(tdir, "params.json")))
+        except json.JSONDecodeError as err:
+            raise AnalysisInputError(f"{tdir}/params.json: corrupt ({err})") from None
+        results, problem = _parse_results(fs, posixpath.join(tdir, "result.json"))
+        error = None
+        if "error.txt" in files:
+            error_text = _read_text(fs, posixpath.join(tdir, "error.txt")).strip().splitlines()
+            error = next((line for line in reversed(error_text) if line.strip()), "error")[:500]
+        status = state.get("status") or ("ERROR" if error else "TERMINATED" if results else "UNKNOWN")
+        trial_id = state.get("trial_id") or (results[0].get("trial_id") if results else rel)
+        records.append(TrialRecord(
+            experiment=name, trial_id=trial_id, trial_dir=tdir, status=status, config=config, results=results,
+            error=error if status == "ERROR" else None, problem=problem, num_restarts=state.get("num_failures", 0),
+            last_checkpoint=_latest_checkpoint(tentries),
+        ))
+    return records
+
+
+def split_config(config: dict) -> tuple[dict, dict]:
+    """(known config columns, unknown extra keys) of a trial's params.json."""
+    known = {k: config.get(k) for k in CONFIG_NAMES}
+    extra = {k: v for k, v in config.items() if k not in CONFIG_NAMES and k != "grid_index"}
+    return known, extra
+
+
+METRIC_NAMES = [name for name, _ in EPOCH_METRICS]

@@ -1,0 +1,49 @@
+"""Explicit Arrow schemas of trials.parquet and epochs.parquet (bump SCHEMA_VERSION on any change)."""
+
+from __future__ import annotations
+
+import pyarrow as pa
+
+SCHEMA_VERSION = "1"
+
+# Config keys of a lora-sweep grid point and their Arrow types. Declared here, not imported from tune_jobs:
+# analysis reads files only and must work where the training code is not installed.
+CONFIG_FIELDS: list[tuple[str, pa.DataType]] = [
+    ("study", pa.string()), ("trial_name", pa.string()), ("scenario", pa.string()), ("baseline", pa.string()),
+    ("layers", pa.list_(pa.int32())), ("components", pa.list_(pa.string())), ("r", pa.int32()),
+    ("rank_pattern", pa.string()), ("alpha", pa.float64()), ("lora_dropout", pa.float64()),
+    ("repeat", pa.int32()), ("seed", pa.int64()), ("model", pa.string()), ("model_init", pa.string()),
+    ("dataset", pa.string()), ("train_limit", pa.int64()), ("max_length", pa.int32()), ("num_labels", pa.int32()),
+    ("epochs", pa.int32()), ("learning_rate", pa.float64()), ("batch_size", pa.int32()),
+    ("eval_batch_size", pa.int32()), ("weight_decay", pa.float64()), ("adam_betas", pa.list_(pa.float64())),
+    ("adam_epsilon", pa.float64()), ("warmup_ratio", pa.float64()), ("lr_schedule", pa.string()),
+    ("grad_clip", pa.float64()), ("hidden_dropout", pa.float64()), ("attention_dropout", pa.float64()),
+    ("classifier_dropout", pa.float64()), ("gradient_checkpointing", pa.bool_()), ("precision", pa.string()),
+]
+CONFIG_NAMES = [name for name, _ in CONFIG_FIELDS]
+
+TRIALS_SCHEMA = pa.schema([
+    ("experiment", pa.string()), ("trial_id", pa.string()), ("trial_dir", pa.string()), ("status", pa.string()),
+    ("error", pa.string()), ("problem", pa.string()),
+    *CONFIG_FIELDS,
+    ("config_extra", pa.string()),  # JSON of config keys this schema does not know
+    ("final_val_accuracy", pa.float64()), ("best_val_accuracy", pa.float64()), ("final_val_loss", pa.float64()),
+    ("final_train_loss", pa.float64()), ("epochs_completed", pa.int32()), ("trainable_params", pa.int64()),
+    ("total_params", pa.int64()), ("params_relative_pct", pa.float64()), ("peak_memory_mb", pa.float64()),
+    ("memory_kind", pa.string()), ("mean_train_samples_per_s", pa.float64()), ("total_time_s", pa.float64()),
+    ("hostname", pa.string()), ("node_ip", pa.string()), ("num_restarts", pa.int32()),
+    ("last_checkpoint", pa.string()),
+])
+
+EPOCH_METRICS: list[tuple[str, pa.DataType]] = [
+    ("epoch", pa.int32()), ("train_loss", pa.float64()), ("val_loss", pa.float64()), ("val_accuracy", pa.float64()),
+    ("train_samples_per_s", pa.float64()), ("epoch_time_s", pa.float64()), ("peak_memory_mb", pa.float64()),
+    ("memory_kind", pa.string()), ("trainable_params", pa.int64()), ("total_params", pa.int64()),
+    ("params_relative_pct", pa.float64()), ("padding_efficiency", pa.float64()), ("checkpoint_mb", pa.float64()),
+    ("training_iteration", pa.int32()), ("time_total_s", pa.float64()), ("timestamp", pa.int64()),
+    ("hostname", pa.string()), ("node_ip", pa.string()),
+]
+EPOCHS_SCHEMA = pa.schema([
+    ("experiment", pa.string()), ("trial_id", pa.string()), ("scenario", pa.string()), ("r", pa.int32()),
+    ("repeat", pa.int32()), ("seed", pa.int64()), *EPOCH_METRICS,
+])
