@@ -75,8 +75,10 @@ def _trial_states(fs: pafs.FileSystem, exp: str, entries: list[pafs.FileInfo]) -
     for item in data.get("trial_data", []):
         trial = json.loads(item[0]) if isinstance(item[0], str) else item[0]
         runtime = json.loads(item[1]) if isinstance(item[1], str) else item[1]
+        config = trial.get("config")
         out[trial["relative_logdir"]] = {"trial_id": trial["trial_id"], "status": trial["status"],
-                                         "num_failures": int(runtime.get("num_failures", 0) or 0)}
+                                         "num_failures": int(runtime.get("num_failures", 0) or 0),
+                                         "config": config if isinstance(config, dict) else {}}
     return out
 
 
@@ -127,14 +129,18 @@ def read_experiment(uri: str) -> list[TrialRecord]:
         tentries = fs.get_file_info(pafs.FileSelector(tdir, allow_not_found=True))
         files = {e.base_name for e in tentries}
         state = states.get(rel, {})
-        if "params.json" not in files:
+        if "params.json" in files:
+            try:
+                config = json.loads(_read_text(fs, posixpath.join(tdir, "params.json")))
+            except json.JSONDecodeError as err:
+                raise AnalysisInputError(f"{tdir}/params.json: corrupt ({err})") from None
+        elif state.get("status") in ("ERROR", "PENDING") and "result.json" not in files:
+            # Failed (or not started) before Ray wrote params.json: the experiment state still has its config.
             if not tentries and state.get("status") == "PENDING":
-                continue  # never started: nothing on disk yet
+                continue
+            config = state.get("config", {})
+        else:
             raise AnalysisInputError(f"{tdir}: trial folder without params.json (incomplete copy of the experiment?)")
-        try:
-            config = json.loads(_read_text(fs, posixpath.join(tdir, "params.json")))
-        except json.JSONDecodeError as err:
-            raise AnalysisInputError(f"{tdir}/params.json: corrupt ({err})") from None
         results, problem = _parse_results(fs, posixpath.join(tdir, "result.json"))
         error = None
         if "error.txt" in files:

@@ -21,9 +21,12 @@ EXIT_INPUT = 2
 ALPHA = 0.05
 
 
-def group_label(row) -> str:
-    """`scenario` or `scenario r=8` when a scenario was run at several ranks."""
-    return row["scenario"] if pd.isna(row["r"]) else f"{row['scenario']} r={int(row['r'])}"
+def group_labels(trials: pd.DataFrame) -> pd.Series:
+    """`scenario`, or `scenario r=8` for scenarios run at several ranks: the unit every table compares."""
+    ranks = trials.groupby("scenario")["r"].nunique()
+    several = trials["scenario"].map(ranks) > 1
+    with_r = trials["scenario"] + " r=" + trials["r"].astype("Int64").astype(str)
+    return with_r.where(several, trials["scenario"])
 
 
 def load(dir_: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -35,7 +38,7 @@ def load(dir_: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
     epochs = pd.read_parquet(epochs_path)
     if trials.empty:
         raise FileNotFoundError(f"{trials_path}: has no trials")
-    trials["group"] = trials.apply(group_label, axis=1) if len(trials) else []
+    trials["group"] = group_labels(trials)
     return trials, epochs
 
 

@@ -65,9 +65,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _registrars() -> list[Callable]:
+    from analysis import aggregate, report
+
     from . import sweep, trial_cli
 
-    return [trial_cli.register, sweep.register]
+    return [trial_cli.register, sweep.register, aggregate.register, report.register]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
