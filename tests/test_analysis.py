@@ -172,3 +172,16 @@ def test_holm_and_pareto():
     assert holm([0.01, 0.04, 0.03]) == pytest.approx([0.03, 0.06, 0.06])
     assert holm([float("nan"), 0.02])[1] == pytest.approx(0.02)
     assert pareto_front([1, 2, 3, 2], [0.8, 0.9, 0.85, 0.7]).tolist() == [True, True, False, False]
+
+
+def test_memory_by_layer_plot_for_single_layer_study():
+    import pandas as pd
+
+    from analysis.plots import memory_by_layer
+
+    rows = [{"layers": [i], "baseline": None, "gradient_checkpointing": gc, "peak_memory_mb": 100.0 + i - 50 * gc,
+             "memory_kind": "cuda_allocated"} for i in range(4) for gc in (False, True)]
+    fig = memory_by_layer(pd.DataFrame(rows))
+    lines = fig.axes[0].get_lines()
+    assert len(lines) == 2 and list(lines[0].get_xdata()) == [0, 1, 2, 3]
+    assert list(lines[1].get_ydata()) == [50.0, 51.0, 52.0, 53.0]
