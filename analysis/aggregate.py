@@ -50,7 +50,8 @@ def trial_row(rec: TrialRecord) -> dict:
         "peak_memory_mb": max(peaks) if peaks else None, "memory_kind": _last(res, "memory_kind"),
         "mean_train_samples_per_s": statistics.fmean(speeds) if speeds else None,
         "total_time_s": _last(res, "time_total_s"), "hostname": _last(res, "hostname"),
-        "node_ip": _last(res, "node_ip"), "num_restarts": rec.num_restarts, "last_checkpoint": rec.last_checkpoint,
+        "node_ip": _last(res, "node_ip"), "node_id": _last(res, "node_id"), "num_restarts": rec.num_restarts,
+        "last_checkpoint": rec.last_checkpoint,
     }
 
 

@@ -31,7 +31,7 @@ TRIALS_SCHEMA = pa.schema([
     ("final_train_loss", pa.float64()), ("epochs_completed", pa.int32()), ("trainable_params", pa.int64()),
     ("total_params", pa.int64()), ("params_relative_pct", pa.float64()), ("peak_memory_mb", pa.float64()),
     ("memory_kind", pa.string()), ("mean_train_samples_per_s", pa.float64()), ("total_time_s", pa.float64()),
-    ("hostname", pa.string()), ("node_ip", pa.string()), ("num_restarts", pa.int32()),
+    ("hostname", pa.string()), ("node_ip", pa.string()), ("node_id", pa.string()), ("num_restarts", pa.int32()),
     ("last_checkpoint", pa.string()),
 ])
 
@@ -41,7 +41,7 @@ EPOCH_METRICS: list[tuple[str, pa.DataType]] = [
     ("memory_kind", pa.string()), ("trainable_params", pa.int64()), ("total_params", pa.int64()),
     ("params_relative_pct", pa.float64()), ("padding_efficiency", pa.float64()), ("checkpoint_mb", pa.float64()),
     ("training_iteration", pa.int32()), ("time_total_s", pa.float64()), ("timestamp", pa.int64()),
-    ("hostname", pa.string()), ("node_ip", pa.string()),
+    ("hostname", pa.string()), ("node_ip", pa.string()), ("node_id", pa.string()),
 ]
 EPOCHS_SCHEMA = pa.schema([
     ("experiment", pa.string()), ("trial_id", pa.string()), ("scenario", pa.string()), ("r", pa.int32()),

@@ -251,12 +251,14 @@ def copy_checkpoint_to(target: Path) -> OnEpoch:
 
 def ray_trainable(config: dict) -> None:
     """Ray Tune function trainable: resumes from `tune.get_checkpoint()`, reports metrics + checkpoint each epoch."""
+    import ray
     from ray import tune
 
     checkpoint = tune.get_checkpoint()
+    node_id = ray.get_runtime_context().get_node_id()  # hostnames repeat on loopback test clusters; node ids don't
 
     def report(metrics: dict, checkpoint_dir: str) -> None:
-        tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(checkpoint_dir))
+        tune.report({**metrics, "node_id": node_id}, checkpoint=tune.Checkpoint.from_directory(checkpoint_dir))
 
     if checkpoint is None:
         run_trial(config, on_epoch=report)
