@@ -4,9 +4,11 @@ import copy
 import json
 import os
 import signal
+import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -75,9 +77,10 @@ def test_ray_job_submit_runs_a_sweep_then_analyze(tmp_path, tiny_bert_dir):
     env = dict(os.environ, RAY_AUTH_MODE="disabled", RAY_USAGE_STATS_ENABLED="0")
     env.pop("RAY_ADDRESS", None)
     gcs, dash = free_port(), free_port()
+    temp_dir = tempfile.mkdtemp(prefix="rt", dir="/tmp")  # short: Ray's socket paths must stay under 107 bytes
     head = subprocess.Popen(
         ["ray", "start", "--head", "--block", f"--port={gcs}", "--dashboard-host=127.0.0.1",
-         f"--dashboard-port={dash}", "--num-cpus=2", "--disable-usage-stats", f"--temp-dir={tmp_path / 'ray'}"],
+         f"--dashboard-port={dash}", "--num-cpus=2", "--disable-usage-stats", f"--temp-dir={temp_dir}"],
         env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     try:
         address = f"http://127.0.0.1:{dash}"
@@ -96,6 +99,7 @@ def test_ray_job_submit_runs_a_sweep_then_analyze(tmp_path, tiny_bert_dir):
     finally:
         os.killpg(head.pid, signal.SIGTERM)  # stops only the cluster this test started
         head.wait(timeout=60)
+        shutil.rmtree(temp_dir, ignore_errors=True)
     res = subprocess.run([sys.executable, "-m", "analysis.aggregate", str(tmp_path / "store" / "job"), "--out",
                           str(tmp_path / "pq")], cwd=REPO, capture_output=True, text=True)
     assert res.returncode == 0, res.stderr
