@@ -75,7 +75,8 @@ def _finished_trials(exp: Path, epochs: int) -> dict[str, tuple]:
     return done
 
 
-def test_interrupted_sweep_resumes_without_rerunning(tmp_path, tiny_bert_dir):
+@pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGKILL], ids=["ctrl-c", "driver-killed"])
+def test_interrupted_sweep_resumes_without_rerunning(tmp_path, tiny_bert_dir, stop):
     spec = tiny_spec(tmp_path, tiny_bert_dir, SCENARIOS, repeats=1,
                      data={"train_limit": 600}, train={"epochs": 3})
     exp = tmp_path / "store" / "resume"
@@ -85,7 +86,7 @@ def test_interrupted_sweep_resumes_without_rerunning(tmp_path, tiny_bert_dir):
         time.sleep(0.5)
     finished_before = _finished_trials(exp, 3)
     assert finished_before, "no trial finished in time"
-    proc.send_signal(signal.SIGINT)  # what Ctrl-C does: Tune saves the experiment state and stops
+    proc.send_signal(stop)  # Ctrl-C: Tune saves its state and stops; SIGKILL: the driver dies with no warning
     proc.communicate(timeout=120)
     assert len(finished_before) < 4
 
