@@ -41,7 +41,7 @@ def open_experiment(uri: str) -> tuple[pafs.FileSystem, str]:
     """(filesystem, path) for a local directory or a URI such as s3://bucket/prefix/experiment."""
     try:
         fs, path = pafs.FileSystem.from_uri(uri if "://" in uri else _abs(uri))
-    except (pafs.ArrowInvalid if hasattr(pafs, "ArrowInvalid") else ValueError, OSError, ValueError) as err:
+    except (OSError, ValueError) as err:  # pyarrow's ArrowInvalid is a ValueError
         raise AnalysisInputError(f"{uri}: cannot open ({err})") from None
     info = fs.get_file_info(path)
     if info.type != pafs.FileType.Directory:

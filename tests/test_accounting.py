@@ -125,3 +125,41 @@ def test_classifier_only_on_bert_trains_pooler_and_classifier(minilm_cfg):
 def test_unknown_architecture_lists_known():
     with pytest.raises(SpecError, match="known model_types: .*bert.*roberta"):
         architecture_for("gpt2")
+
+
+def tiny_config(model_type: str):
+    from transformers import AutoConfig
+
+    common = dict(vocab_size=100, num_labels=2)
+    kwargs = {
+        "distilbert": dict(dim=32, hidden_dim=64, n_layers=3, n_heads=2),
+        "deberta-v2": dict(hidden_size=32, intermediate_size=64, num_hidden_layers=3, num_attention_heads=2),
+        "llama": dict(hidden_size=32, intermediate_size=64, num_hidden_layers=3, num_attention_heads=2,
+                      num_key_value_heads=2, pad_token_id=0),
+        "bert": dict(hidden_size=32, intermediate_size=64, num_hidden_layers=3, num_attention_heads=2),
+    }[model_type]
+    return AutoConfig.for_model(model_type, **common, **kwargs)
+
+
+@pytest.mark.parametrize("model_type,expected", [
+    ("distilbert", ["distilbert.transformer.layer.1.attention.out_lin", "distilbert.transformer.layer.1.ffn.lin1"]),
+    ("deberta-v2", ["deberta.encoder.layer.1.attention.output.dense", "deberta.encoder.layer.1.intermediate.dense"]),
+    ("llama", ["model.layers.1.self_attn.o_proj", "model.layers.1.mlp.gate_proj", "model.layers.1.mlp.up_proj"]),
+    ("bert", ["bert.encoder.layer.1.attention.output.dense", "bert.encoder.layer.1.intermediate.dense"]),
+])
+def test_other_architectures_adapt_exactly_the_table_modules(model_type, expected):
+    from transformers import AutoModelForSequenceClassification
+
+    torch.manual_seed(0)
+    model = AutoModelForSequenceClassification.from_config(tiny_config(model_type))
+    placement = lora([1], ["o", "up"], r=2)
+    assert sorted(predicted_module_names(model, placement)) == sorted(expected)
+    peft_model = apply_placement(model, placement)
+    assert sorted(peft_model.base_model.targeted_module_names) == sorted(expected)
+    trainable = [n for n, p in peft_model.named_parameters() if p.requires_grad]
+    head = architecture_for(model_type).head
+    assert any(h in n for n in trainable for h in head)
+    assert all("lora_" in n or any(f"{h}." in n for h in head) for n in trainable)
+    with torch.no_grad():
+        out = peft_model(input_ids=torch.randint(1, 100, (2, 6)))
+    assert out.logits.shape == (2, 2)

@@ -142,7 +142,7 @@ def test_all_errors_reported_at_once(tmp_path, capsys):
 
 
 def test_console_script_help():
-    for args in ([], ["plan"]):
+    for args in ([], ["plan"], ["trial"], ["run"], ["analyze"], ["report"]):
         out = subprocess.run([sys.executable, "-m", "tune_jobs", *args, "--help"], capture_output=True, text=True,
                              cwd=REPO)
         assert out.returncode == 0 and "usage:" in out.stdout and len(out.stdout) > 300

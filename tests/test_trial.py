@@ -131,3 +131,24 @@ def test_real_minilm_on_real_sst2_learns():
     history = run_trial(trial.to_dict())
     assert history[0]["trainable_params"] == 480_386  # 6 layers x 6 components at r=8 + pooler + classifier
     assert history[0]["val_accuracy"] >= 0.75  # chance is 0.51 on the dev split
+
+
+def test_local_parquet_dataset(tmp_path):
+    import pandas as pd
+
+    from tune_jobs.data import load_splits
+
+    for src, dst in (("train.tsv", "train.parquet"), ("dev.tsv", "validation.parquet")):
+        df = pd.read_csv(SST2_DIR / src, sep="\t", quoting=3, nrows=50, keep_default_na=False)
+        df.to_parquet(tmp_path / dst)
+    ds = load_splits(str(tmp_path))
+    assert len(ds["train"]) == 50 and len(ds["validation"]) == 50
+    assert set(ds["train"].column_names) >= {"sentence", "label"}
+
+
+def test_tsv_loading_keeps_every_row():
+    from tune_jobs.data import load_splits
+
+    ds = load_splits(str(SST2_DIR))
+    assert (len(ds["train"]), len(ds["validation"])) == (67_349, 872)  # SOURCE.md counts; quotes are text
+    assert sum(ds["validation"]["label"]) == 444
