@@ -8,6 +8,7 @@ import matplotlib
 matplotlib.use("Agg")  # files only; no display on a cluster node or in CI
 
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from scipy.stats import gaussian_kde  # noqa: E402
@@ -67,6 +68,7 @@ def loss_curves(trials: pd.DataFrame, epochs: pd.DataFrame, order: list[str]):
             curve = merged[merged["group"] == group].groupby("epoch")[metric].mean()
             ax.plot(curve.index, curve.to_numpy(), marker="o", ms=3, label=group)
         ax.set_title(metric + " (mean over repeats)")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_xlabel("epoch")
         ax.grid(alpha=0.3)
     axes[1].legend(fontsize=8)

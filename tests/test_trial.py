@@ -152,3 +152,17 @@ def test_tsv_loading_keeps_every_row():
     ds = load_splits(str(SST2_DIR))
     assert (len(ds["train"]), len(ds["validation"])) == (67_349, 872)  # SOURCE.md counts; quotes are text
     assert sum(ds["validation"]["label"]) == 444
+
+
+def test_cpu_memory_meter_resets_between_trials():
+    import torch
+
+    from tune_jobs.trial import MemoryMeter
+
+    first = MemoryMeter(torch.device("cpu"))
+    block = np.ones(25_000_000)  # 200 MB
+    block[::512] = 2.0
+    assert first.peak_mb() >= 150
+    del block
+    second = MemoryMeter(torch.device("cpu"))  # a reused Ray actor: the next trial must not inherit that peak
+    assert second.peak_mb() < 50

@@ -93,27 +93,38 @@ def build_scheduler(optimizer, tc: TrialConfig, steps_per_epoch: int):
 
 
 class MemoryMeter:
-    """Peak memory of the trial: CUDA max allocated, or growth of the process's peak RSS on CPU."""
+    """Peak memory of the trial: CUDA max allocated, or growth of the process's peak RSS on CPU.
+
+    On CPU the kernel's RSS high-water mark is reset at the start (/proc/self/clear_refs), so a trial run in a
+    reused Ray actor does not inherit the peak of the trial before it.
+    """
 
     def __init__(self, device: torch.device):
         self.device = device
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)
             self.kind = "cuda_allocated"
-        else:
-            self.kind = "cpu_rss"
-            self.start_kb = self._rss_kb()
+            return
+        self.kind = "cpu_rss"
+        try:
+            with open("/proc/self/clear_refs", "w") as fh:
+                fh.write("5")  # reset VmHWM (peak RSS) to the current RSS
+        except OSError:
+            pass  # then VmHWM is the process's lifetime peak: an over-estimate in reused actors
+        self.start_kb = self._status_kb("VmRSS")
 
     @staticmethod
-    def _rss_kb() -> int:
-        with open("/proc/self/statm") as fh:
-            return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") // 1024
+    def _status_kb(key: str) -> int:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith(key + ":"):
+                    return int(line.split()[1])
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 
     def peak_mb(self) -> float:
         if self.kind == "cuda_allocated":
             return torch.cuda.max_memory_allocated(self.device) / 2**20
-        peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux; the process's lifetime peak
-        return max(peak_kb - self.start_kb, 0) / 1024
+        return max(self._status_kb("VmHWM") - self.start_kb, 0) / 1024
 
 
 def _trainable_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
