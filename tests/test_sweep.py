@@ -34,6 +34,19 @@ def results_of(path: Path):
     return tune.ExperimentAnalysis(str(path)).dataframe(metric="val_accuracy", mode="max")
 
 
+def tensorboard_view(trial_dir: Path) -> dict:
+    """What TensorBoard reads from a trial's event file: scalar tags and the HParams of the trial."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    from tensorboard.plugins.hparams import plugin_data_pb2
+
+    ea = EventAccumulator(str(next(trial_dir.glob("events.out.tfevents*"))))
+    ea.Reload()
+    start = plugin_data_pb2.HParamsPluginData.FromString(
+        ea.PluginTagToContent("hparams")["_hparams_/session_start_info"]).session_start_info
+    values = {k: (v.string_value or v.number_value) for k, v in start.hparams.items()}
+    return {"scalars": set(ea.Tags()["scalars"]), "hparams": values}
+
+
 def test_sweep_end_to_end(tmp_path, tiny_bert_dir):
     spec = tiny_spec(tmp_path, tiny_bert_dir, SCENARIOS, repeats=2)
     out = sweep(spec, "--storage", tmp_path / "store", "--name", "e2e")
@@ -48,6 +61,9 @@ def test_sweep_end_to_end(tmp_path, tiny_bert_dir):
         assert any(f.startswith("events.out.tfevents") for f in files)
         lines = (exp / d / "result.json").read_text().strip().splitlines()
         assert [json.loads(line)["epoch"] for line in lines] == [1, 2]
+    tb = tensorboard_view(exp / "vup-r2-rep1")
+    assert {"ray/tune/val_accuracy", "ray/tune/train_loss"} <= tb["scalars"]
+    assert tb["hparams"]["scenario"] == "vup" and tb["hparams"]["r"] == 2 and tb["hparams"]["layers"] == "0,1"
     df = results_of(exp)
     assert len(df) == 8
     for col in ("scenario", "baseline", "layers", "components", "r", "repeat", "seed"):

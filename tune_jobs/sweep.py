@@ -98,6 +98,7 @@ def run_sweep(study: Study, storage: str | None = None, name: str | None = None,
     """Run (or resume) the study's grid with Ray Tune; returns the ResultGrid."""
     from ray import tune
 
+    from .hparams_logger import HParamsTBXLogger
     from .progress import ConciseProgress, print_summary
 
     trials = [absolute_paths(t) for t in expand(study)]
@@ -109,6 +110,9 @@ def run_sweep(study: Study, storage: str | None = None, name: str | None = None,
     grid = [t.to_dict() for t in trials]
     # Ray warns on every frequent experiment snapshot; with an epoch checkpoint per report they are expected.
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+    # Tune's newer console output prints a config box and a driver-side TensorBoard path even at verbose=0;
+    # ConciseProgress replaces both (the right `tensorboard --logdir` is printed above).
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     connect_ray(address)
     prepare_data(trials)
     print(f"lora-sweep: {len(grid)} trials of study {study.name!r} -> {path}")
@@ -132,7 +136,8 @@ def run_sweep(study: Study, storage: str | None = None, name: str | None = None,
                 trial_dirname_creator=lambda trial: grid[trial.config["grid_index"]]["trial_name"],
             ),
             run_config=tune.RunConfig(
-                name=name, storage_path=storage, verbose=0, callbacks=[ConciseProgress(max_concurrent or study.max_concurrent)],
+                name=name, storage_path=storage, verbose=0,
+                callbacks=[ConciseProgress(max_concurrent or study.max_concurrent), HParamsTBXLogger()],
                 failure_config=tune.FailureConfig(max_failures=study.max_failures),
                 checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
             ),

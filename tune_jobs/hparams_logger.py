@@ -1,0 +1,41 @@
+"""TensorBoard logging for sweeps: Ray's TBX logger, with every grid-point field in the HParams table.
+
+Ray's `TBXLoggerCallback` logs as HParams only the keys a search algorithm varied (here: `grid_index`, since the
+grid is looked up by index), so the HParams tab would show nothing useful. This subclass logs the study's own
+fields instead; scalars (`ray/tune/<metric>` per epoch) are Ray's unchanged.
+"""
+
+from __future__ import annotations
+
+from ray.tune.logger import TBXLoggerCallback
+
+HPARAM_KEYS = (
+    "trial_name", "scenario", "baseline", "layers", "components", "r", "alpha", "lora_dropout", "repeat", "seed",
+    "model", "train_limit", "epochs", "learning_rate", "batch_size", "weight_decay", "warmup_ratio", "lr_schedule",
+    "hidden_dropout", "attention_dropout", "gradient_checkpointing",
+)
+METRIC_KEYS = ("val_accuracy", "val_loss", "train_loss", "trainable_params", "params_relative_pct",
+               "peak_memory_mb", "train_samples_per_s")
+
+
+def _hparam(value):
+    """HParams takes numbers, strings and bools: lists become 'a,b', None becomes '-'."""
+    if value is None:
+        return "-"
+    if isinstance(value, (list, tuple)):
+        return ",".join(map(str, value)) or "-"
+    return value
+
+
+class HParamsTBXLogger(TBXLoggerCallback):
+    """Ray's TensorBoard logger with the grid point's fields (scenario, layers, r, ...) as HParams."""
+
+    def _try_log_hparams(self, trial, result: dict) -> None:
+        from tensorboardX.summary import hparams
+
+        params = {k: _hparam(trial.config.get(k)) for k in HPARAM_KEYS if k in trial.config}
+        # Ray hands over the last result keyed by its scalar tags, `ray/tune/<metric>`; HParams links by tag.
+        metrics = {f"ray/tune/{k}": result[f"ray/tune/{k}"] for k in METRIC_KEYS
+                   if isinstance(result.get(f"ray/tune/{k}"), (int, float))}
+        for summary in hparams(hparam_dict=params, metric_dict=metrics):
+            self._trial_writer[trial].file_writer.add_summary(summary)
