@@ -273,8 +273,8 @@ def ray_trainable(config: dict) -> None:
 
     if checkpoint is None:
         run_trial(config, on_epoch=report)
-    else:
-        with checkpoint.as_directory() as path:
-            local = Path(tempfile.mkdtemp(prefix="lora-sweep-restore-"))
+        return
+    with tempfile.TemporaryDirectory(prefix="lora-sweep-restore-") as local:
+        with checkpoint.as_directory() as path:  # may be a download from S3: copy it out, then train
             shutil.copytree(path, local, dirs_exist_ok=True)
         run_trial(config, on_epoch=report, resume_from=local)
