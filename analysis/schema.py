@@ -6,8 +6,9 @@ import pyarrow as pa
 
 SCHEMA_VERSION = "1"
 
-# Config keys of a lora-sweep grid point and their Arrow types. Declared here, not imported from tune_jobs:
-# analysis reads files only and must work where the training code is not installed.
+# Config keys of a lora-sweep grid point and their Arrow types. Declared here rather than taken from the
+# training package's TrialConfig: analysis reads files only and must work where training code is not installed.
+# tests/test_analysis.py checks that the two lists agree.
 CONFIG_FIELDS: list[tuple[str, pa.DataType]] = [
     ("study", pa.string()), ("trial_name", pa.string()), ("scenario", pa.string()), ("baseline", pa.string()),
     ("layers", pa.list_(pa.int32())), ("components", pa.list_(pa.string())), ("r", pa.int32()),

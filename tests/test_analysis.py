@@ -217,3 +217,12 @@ def test_analyze_reads_an_experiment_on_s3(experiment, tmp_path, monkeypatch, ca
 def _local_reference(experiment, tmp_path):
     analyze(experiment, "--out", tmp_path / "local")
     return tmp_path / "local" / "trials.parquet"
+
+
+def test_schema_knows_every_trial_config_field():
+    from dataclasses import fields
+
+    from analysis.schema import CONFIG_NAMES
+    from tune_jobs.spec import TrialConfig
+
+    assert sorted(CONFIG_NAMES) == sorted(f.name for f in fields(TrialConfig))
