@@ -61,7 +61,7 @@ def _read_text(fs: pafs.FileSystem, path: str) -> str:
         return fh.read().decode("utf-8", errors="replace")
 
 
-def _trial_states(fs: pafs.FileSystem, exp: str, entries: list[pafs.FileInfo]) -> dict[str, dict]:
+def trial_states(fs: pafs.FileSystem, exp: str, entries: list[pafs.FileInfo]) -> dict[str, dict]:
     """relative_logdir -> {trial_id, status, num_failures} from the newest experiment_state file."""
     states = sorted(e.path for e in entries if e.base_name.startswith("experiment_state") and e.base_name.endswith(".json"))
     if not states:
@@ -116,7 +116,7 @@ def read_experiment(uri: str) -> list[TrialRecord]:
     """All trials of one experiment; AnalysisInputError for input that cannot be analysed at all."""
     fs, exp = open_experiment(uri)
     entries = fs.get_file_info(pafs.FileSelector(exp))
-    states = _trial_states(fs, exp, entries)
+    states = trial_states(fs, exp, entries)
     name = posixpath.basename(exp.rstrip("/"))
     dirs = {e.base_name: e.path for e in entries if e.type == pafs.FileType.Directory}
     trial_dirs = sorted(set(states) | {d for d in dirs if fs.get_file_info(posixpath.join(dirs[d], "result.json")).type

@@ -55,6 +55,33 @@ def experiment_path(storage: str, name: str) -> str:
     return f"{storage.rstrip('/')}/{name}"
 
 
+def check_same_grid(path: str, grid: list[dict]) -> None:
+    """Refuse to resume an experiment whose trials were made from a different spec (or profile).
+
+    Compares each trial recorded in the experiment state with the grid point of the same name, so an edited
+    spec cannot silently mix two studies in one experiment.
+    """
+    import pyarrow.fs as pafs
+
+    from analysis.load import open_experiment, trial_states
+
+    fs, exp = open_experiment(path)
+    by_name = {g["trial_name"]: g for g in grid}
+    for state in trial_states(fs, exp, fs.get_file_info(pafs.FileSelector(exp))).values():
+        stored = {k: v for k, v in state["config"].items() if k != "grid_index"}
+        name = stored.get("trial_name")
+        if not isinstance(name, str):
+            continue  # not resolved yet when the driver stopped
+        if name not in by_name:
+            raise SpecError("spec", f"differs from the experiment at {path}: it has trial {name} the spec no longer "
+                            "makes", allowed="resume with the spec and profile it was started with, or use a new --name")
+        wanted = by_name[name]
+        changed = sorted(k for k in wanted if k in stored and stored[k] != wanted[k])
+        if changed:
+            raise SpecError("spec", f"differs from the experiment at {path} in {', '.join(changed)} of trial {name}",
+                            allowed="resume with the spec and profile it was started with, or use a new --name")
+
+
 def trainable_for(study: Study):
     from ray import tune
 
@@ -113,18 +140,22 @@ def run_sweep(study: Study, storage: str | None = None, name: str | None = None,
     # Tune's newer console output prints a config box and a driver-side TensorBoard path even at verbose=0;
     # ConciseProgress replaces both (the right `tensorboard --logdir` is printed above).
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+    restoring = tune.Tuner.can_restore(path)  # checked before Ray starts: a mismatch must start nothing
+    if restoring:
+        check_same_grid(path, grid)
+    elif resume:
+        raise SpecError("--resume", "no experiment to resume at this storage and name", got=path,
+                        allowed="check --storage and --name (default name: <study>-<profile>)")
     connect_ray(address)
     prepare_data(trials)
     print(f"lora-sweep: {len(grid)} trials of study {study.name!r} -> {path}")
     print(f"  watch live: tensorboard --logdir {path}", flush=True)
-    if tune.Tuner.can_restore(path):
+    if restoring:
+        # Tune restores its own TuneConfig/RunConfig (concurrency, callbacks) from tuner.pkl.
         print(f"  resuming {path}: finished trials are kept, unfinished and errored ones run"
               + ("" if resume else " (an experiment of this name exists; reusing it)"), flush=True)
         tuner = tune.Tuner.restore(path, trainable=trainable_for(study), resume_unfinished=True, resume_errored=True,
                                    param_space=grid_param_space(grid))
-    elif resume:
-        raise SpecError("--resume", "no experiment to resume at this storage and name", got=path,
-                        allowed="check --storage and --name (default name: <study>-<profile>)")
     else:
         tuner = tune.Tuner(
             trainable_for(study),
