@@ -155,14 +155,18 @@ def test_tsv_loading_keeps_every_row():
 
 
 def test_cpu_memory_meter_resets_between_trials():
+    import mmap
+
     import torch
 
     from tune_jobs.trial import MemoryMeter
 
     first = MemoryMeter(torch.device("cpu"))
-    block = np.ones(25_000_000)  # 200 MB
-    block[::512] = 2.0
+    # A fresh anonymous mapping, touched page by page: new resident memory whatever the allocator keeps cached.
+    block = mmap.mmap(-1, 200 * 2**20)
+    for offset in range(0, len(block), mmap.PAGESIZE):
+        block[offset] = 1
     assert first.peak_mb() >= 150
-    del block
+    block.close()
     second = MemoryMeter(torch.device("cpu"))  # a reused Ray actor: the next trial must not inherit that peak
     assert second.peak_mb() < 50
