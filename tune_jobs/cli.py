@@ -24,7 +24,7 @@ class _Parser(argparse.ArgumentParser):
         self.exit(EXIT_USAGE, f"{self.prog}: {message} (see --help)\n")
 
 
-def _add_spec_args(p: argparse.ArgumentParser) -> None:
+def add_spec_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("spec", help="experiment spec (YAML), e.g. tune_jobs/experiments/layers.yaml")
     p.add_argument("--profile", help="apply a profile over the spec: 'demo' (CPU, offline), 'paper' (GPU), or one "
                                      "the spec defines under `profiles:`")
@@ -55,7 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Validate SPEC (every error at once), expand it into trials (scenario x rank x "
                                    "repeat) and print each with its trainable parameters and %% of full fine-tuning. "
                                    "Offline and in seconds: the model is built on the meta device, no weights load.")
-    _add_spec_args(p)
+    add_spec_args(p)
     p.add_argument("--json", action="store_true", help="print a JSON array of trial objects instead of a table")
     p.set_defaults(func=cmd_plan)
 

@@ -45,6 +45,14 @@ def check_tsv(path: Path) -> None:
                                 "with an integer label", got=line.rstrip("\n")[:80])
 
 
+def check_dataset_location(dataset: str) -> None:
+    """Fail early on a local dataset path that does not exist (hub ids are checked when they load)."""
+    if dataset.startswith((".", "/", "~")) and not Path(dataset).expanduser().is_dir():
+        raise SpecError("data.dataset", "local dataset directory not found", got=dataset,
+                        allowed="a directory with train.tsv and dev.tsv, e.g. ../shared/data/sst2 "
+                                "(relative paths are resolved from the current directory)")
+
+
 def load_splits(dataset: str):
     """`datasets.DatasetDict` with `train` and `validation` splits of (sentence, label).
 
@@ -64,8 +72,7 @@ def load_splits(dataset: str):
         else:
             ds = datasets.load_dataset("parquet", data_files={k: str(v) for k, v in files.items()})
     elif dataset.startswith((".", "/", "~")):
-        raise SpecError("data.dataset", "local dataset directory not found", got=dataset,
-                        allowed="a directory with train.tsv and dev.tsv (e.g. ../shared/data/sst2) or a hub id")
+        check_dataset_location(dataset)
     else:
         name, _, config = dataset.partition("/")
         try:

@@ -16,7 +16,8 @@ from pathlib import Path
 from lora_ext import SpecError
 
 from .spec import Study, TrialConfig, expand, load_study, with_overrides
-from .trial_cli import check_runtime_inputs
+from .cli import add_spec_args
+from .data import check_dataset_location
 
 DEFAULT_STORAGE = "lora_sweep_results"
 
@@ -130,7 +131,7 @@ def run_sweep(study: Study, storage: str | None = None, name: str | None = None,
 
     trials = [absolute_paths(t) for t in expand(study)]
     for ds in sorted({t.dataset for t in trials}):
-        check_runtime_inputs(ds)
+        check_dataset_location(ds)
     storage = storage_uri(storage)
     name = name or (f"{study.name}-{study.profile}" if study.profile else study.name)
     path = experiment_path(storage, name)
@@ -180,9 +181,7 @@ def run_sweep(study: Study, storage: str | None = None, name: str | None = None,
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("spec", help="experiment spec (YAML), e.g. tune_jobs/experiments/layers.yaml")
-    p.add_argument("--profile", help="'demo' (CPU, offline MiniLM), 'paper' (GPU cluster, RoBERTa-base), or a "
-                                     "profile the spec defines")
+    add_spec_args(p)
     p.add_argument("--storage", help=f"where experiments go: a local path, NFS mount or s3://bucket/prefix "
                                      f"(default ./{DEFAULT_STORAGE}); must be shared storage on a multi-node cluster")
     p.add_argument("--name", help="experiment name (default <study>-<profile>); rerunning with the same name and "

@@ -9,24 +9,18 @@ from pathlib import Path
 
 from lora_ext import SpecError
 
-
-def check_runtime_inputs(dataset: str) -> None:
-    """Fail before any training on a dataset path that does not exist (hub ids are checked when loading)."""
-    path = Path(dataset).expanduser()
-    if dataset.startswith((".", "/", "~")) and not path.is_dir():
-        raise SpecError("data.dataset", "local dataset directory not found", got=dataset,
-                        allowed="a directory with train.tsv and dev.tsv, e.g. ../shared/data/sst2 "
-                                "(relative paths are resolved from the current directory)")
+from .cli import add_spec_args
 
 
 def cmd_trial(args: argparse.Namespace) -> int:
+    from .data import check_dataset_location
     from .spec import load_study, select_trial, with_overrides
     from .trial import TrialDiverged, copy_checkpoint_to, run_trial
 
     study = load_study(args.spec, args.profile)
     trial = select_trial(study, args.scenario, args.r, args.repeat)
     trial = with_overrides(trial, epochs=args.epochs, train_limit=args.train_limit, dataset=args.data)
-    check_runtime_inputs(trial.dataset)
+    check_dataset_location(trial.dataset)
     if args.resume_from and not (Path(args.resume_from) / "trial_state.json").is_file():
         raise SpecError("--resume-from", "not a trial checkpoint directory (no trial_state.json)", got=args.resume_from)
     keep = copy_checkpoint_to(Path(args.checkpoint_dir)) if args.checkpoint_dir else None
@@ -53,8 +47,7 @@ def register(sub) -> None:
                     "epoch (epoch, train_loss, val_loss, val_accuracy, train_samples_per_s, epoch_time_s, "
                     "peak_memory_mb, memory_kind, trainable_params, total_params, params_relative_pct, "
                     "padding_efficiency, checkpoint_mb). Use it to debug or benchmark a placement before a sweep.")
-    p.add_argument("spec", help="experiment spec (YAML)")
-    p.add_argument("--profile", help="profile to apply ('demo' for a CPU, 'paper' for a GPU)")
+    add_spec_args(p)
     p.add_argument("--scenario", required=True, help="scenario name from the spec (see `lora-sweep plan`)")
     p.add_argument("--r", type=int, help="rank, when the scenario has several")
     p.add_argument("--repeat", type=int, default=0, help="repeat index (seed = base_seed + repeat); default 0")
