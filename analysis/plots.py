@@ -1,5 +1,5 @@
 """Figures of the report. Each function takes frames and returns a matplotlib Figure; nothing is computed here
-beyond what drawing needs (statistics come from `report.summarize`)."""
+beyond what drawing needs (statistics come from `report.summarize` and `compare.compare`)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import matplotlib
 matplotlib.use("Agg")  # files only; no display on a cluster node or in CI
 
 import matplotlib.pyplot as plt  # noqa: E402
-from matplotlib.ticker import MaxNLocator  # noqa: E402
+from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullFormatter  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from scipy.stats import gaussian_kde  # noqa: E402
@@ -20,12 +20,12 @@ def close(fig) -> None:
     plt.close(fig)
 
 
-def accuracy_by_scenario(trials: pd.DataFrame, order: list[str]):
-    """The article's figure: final val_accuracy per scenario as a strip of runs over a density curve."""
+def accuracy_by_scenario(trials: pd.DataFrame, order: list[str], metric: str = "val_accuracy"):
+    """The article's figure: the final-epoch metric per group as a strip of runs over a density curve."""
     fig, ax = plt.subplots(figsize=(8, 0.6 * len(order) + 1.5))
     rng = np.random.default_rng(0)
     for i, group in enumerate(order):
-        acc = trials.loc[trials["group"] == group, "final_val_accuracy"].to_numpy()
+        acc = trials.loc[trials["group"] == group, "value"].to_numpy(float)
         if len(acc) > 1 and np.ptp(acc) > 0:
             xs = np.linspace(acc.min() - 0.01, acc.max() + 0.01, 200)
             dens = gaussian_kde(acc)(xs)
@@ -33,27 +33,34 @@ def accuracy_by_scenario(trials: pd.DataFrame, order: list[str]):
         ax.scatter(acc, i + rng.uniform(-0.12, 0.12, len(acc)), s=18, color="black", zorder=3)
         ax.plot([acc.mean()] * 2, [i - 0.25, i + 0.25], color="red", lw=2)
     ax.set_yticks(range(len(order)), order)
-    ax.set_xlabel("final val_accuracy (dots: runs, red: mean, shade: density)")
-    ax.set_title("Validation accuracy by scenario")
+    ax.set_xlabel(f"final {metric} (dots: runs, red: mean, shade: density)")
+    ax.set_title(f"{metric} by group")
     ax.grid(axis="x", alpha=0.3)
     return fig
 
 
-def accuracy_vs_params(summary: pd.DataFrame):
-    """Mean accuracy (95 % CI) against % trainable parameters; the Pareto front (fewer params, higher accuracy)."""
+def _percent(x: float, _pos=None) -> str:
+    return f"{x:.2g} %" if x < 1 else f"{x:.3g} %"
+
+
+def accuracy_vs_params(summary: pd.DataFrame, metric: str = "val_accuracy", higher_better: bool = True):
+    """Group means (95 % t interval) against % trainable parameters; the Pareto front through the means."""
     fig, ax = plt.subplots(figsize=(8, 5))
-    x, y = summary["params_relative_pct"].to_numpy(float), summary["mean_val_accuracy"].to_numpy(float)
+    x, y = summary["params_relative_pct"].to_numpy(float), summary["mean"].to_numpy(float)
     err = np.vstack([y - summary["ci95_low"].to_numpy(float), summary["ci95_high"].to_numpy(float) - y])
     err = np.nan_to_num(err)
     ax.errorbar(x, y, yerr=err, fmt="o", capsize=3)
     for xi, yi, label in zip(x, y, summary["group"]):
         ax.annotate(label, (xi, yi), textcoords="offset points", xytext=(4, 4), fontsize=8)
-    front = pareto_front(x, y)
+    front = pareto_front(x, y if higher_better else -y)
     order = np.argsort(x[front])
-    ax.plot(x[front][order], y[front][order], "r--", label="Pareto front")
+    ax.plot(x[front][order], y[front][order], "r--", label="Pareto front (group means)")
     ax.set_xscale("log")
-    ax.set_xlabel("trainable parameters, % of full fine-tuning (log)")
-    ax.set_ylabel("mean final val_accuracy")
+    ax.xaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+    ax.xaxis.set_major_formatter(FuncFormatter(_percent))
+    ax.xaxis.set_minor_formatter(NullFormatter())
+    ax.set_xlabel("trainable parameters, % of full fine-tuning (log scale)")
+    ax.set_ylabel(f"mean final {metric} (bars: 95 % t interval)")
     ax.legend()
     ax.grid(alpha=0.3)
     return fig
@@ -93,17 +100,44 @@ def memory_by_layer(trials: pd.DataFrame):
     return fig
 
 
-def all_figures(trials: pd.DataFrame, epochs: pd.DataFrame, summary: pd.DataFrame) -> dict:
-    """Name -> Figure for every plot the data supports."""
-    from .report import usable
+def forest(comparisons: pd.DataFrame, reference: str, margin: float, metric: str = "val_accuracy"):
+    """Each group's difference vs the reference with its Holm-level interval, 0 and the ±margin band."""
+    rows = comparisons[(comparisons["a"] == reference) | (comparisons["b"] == reference)]
+    flip = np.where(rows["a"] == reference, -1.0, 1.0)  # always group - reference
+    names = np.where(rows["a"] == reference, rows["b"], rows["a"])
+    delta = rows["delta"].to_numpy(float) * flip
+    lo = np.where(flip > 0, rows["ci_low"], -rows["ci_high"].to_numpy(float)).astype(float)
+    hi = np.where(flip > 0, rows["ci_high"], -rows["ci_low"].to_numpy(float)).astype(float)
+    order = np.argsort(delta)
+    fig, ax = plt.subplots(figsize=(8, 0.45 * len(rows) + 1.6))
+    ax.axvspan(-margin, margin, color="tab:blue", alpha=0.12, label=f"±{margin:g} equivalence margin")
+    ax.axvline(0, color="black", lw=0.8)
+    colors = {"better": "tab:green", "worse": "tab:red", "equivalent": "tab:blue", "inconclusive": "gray"}
+    verdicts = rows["verdict"].to_numpy()
+    for pos, i in enumerate(order):
+        err = [[delta[i] - lo[i]], [hi[i] - delta[i]]] if lo[i] == lo[i] else None
+        ax.errorbar(delta[i], pos, xerr=err, fmt="o", capsize=3, color=colors.get(verdicts[i], "gray"))
+    ax.set_yticks(range(len(order)), [names[i] for i in order])
+    ax.set_xlabel(f"Δ final {metric} vs {reference} (bars: Holm-level interval; colour: verdict)")
+    ax.set_title(f"Difference from {reference}")
+    ax.legend(loc="best", fontsize=8)
+    ax.grid(axis="x", alpha=0.3)
+    return fig
 
-    good = usable(trials)
+
+def all_figures(good: pd.DataFrame, epochs: pd.DataFrame, summary: pd.DataFrame, comparisons: pd.DataFrame,
+                reference: str | None, margin: float, metric: str = "val_accuracy") -> dict:
+    """Name -> Figure for every plot the data supports (`good`: the analysed trials, with `group` and `value`).
+    The forest plot is drawn against the reference, or against the best group when all pairs were compared."""
     if good.empty:
         return {}
     order = list(summary["group"])
-    figs = {"accuracy_by_scenario": accuracy_by_scenario(good, order),
-            "accuracy_vs_params": accuracy_vs_params(summary),
+    higher_better = not metric.endswith("loss")
+    figs = {"accuracy_by_scenario": accuracy_by_scenario(good, order, metric),
+            "accuracy_vs_params": accuracy_vs_params(summary, metric, higher_better),
             "loss_curves": loss_curves(good, epochs, order)}
+    if not comparisons.empty:
+        figs["forest"] = forest(comparisons, reference or order[0], margin, metric)
     mem = memory_by_layer(good)
     if mem is not None:
         figs["memory_by_layer"] = mem

@@ -1,181 +1,304 @@
-"""`lora-sweep report`: trials.parquet/epochs.parquet -> summary tables, pairwise comparisons and PNG plots.
+"""`lora-sweep report`: trials.parquet/epochs.parquet -> summary, comparisons, verdicts, figures; report.md and a
+self-contained report.html.
 
-    python -m analysis.report DIR --out REPORT_DIR
+    python -m analysis.report DIR --out REPORT_DIR [--metric val_accuracy] [--reference GROUP] [--margin 0.005]
 
-Load (Parquet) -> summarize (pure pandas, `summarize`/`compare`) -> plot (`plots`, draws only).
+Load (Parquet) -> prepare (final-epoch metric, one group per configuration, duplicate runs dropped) -> summarize /
+compare (pure pandas, `analysis.compare`) -> draw (`analysis.plots`) -> render (`analysis.document`).
 """
 
 from __future__ import annotations
 
 import argparse
-import itertools
+import io
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from .stats import bootstrap_ci, bootstrap_diff_ci, holm, welch_p
+from . import stats
+from .compare import Design, compare, higher_is_better
+from .document import Block, to_html, to_markdown
+from .groups import drop_duplicate_runs, group_labels
 
 EXIT_INPUT = 2
-ALPHA = 0.05
+OPTIMISTIC = ("best_val_accuracy",)  # max over epochs on the reported set: never a verdict's metric
 
 
-def group_labels(trials: pd.DataFrame) -> pd.Series:
-    """`scenario`, or `scenario r=8` for scenarios run at several ranks: the unit every table compares."""
-    ranks = trials.groupby("scenario")["r"].nunique()
-    several = trials["scenario"].map(ranks) > 1
-    with_r = trials["scenario"] + " r=" + trials["r"].astype("Int64").astype(str)
-    return with_r.where(several, trials["scenario"])
+class ReportInputError(ValueError):
+    """Input or options the report cannot use; one line naming what and how to fix it."""
+
+
+@dataclass(frozen=True)
+class ReportOptions:
+    """What is compared and how strictly."""
+
+    metric: str = "val_accuracy"  # an epoch metric; its final-epoch value per trial
+    reference: str | None = None  # a group label or scenario name; None = all pairs
+    margin: float = 0.005  # equivalence margin, in the metric's units (0.005 = half an accuracy point)
+    alpha: float = 0.05
 
 
 def load(dir_: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """trials and epochs frames from `analyze`'s Parquet files."""
     trials_path, epochs_path = dir_ / "trials.parquet", dir_ / "epochs.parquet"
     for p in (trials_path, epochs_path):
         if not p.is_file():
-            raise FileNotFoundError(f"{p}: missing; run `lora-sweep analyze EXPERIMENT --out {dir_}` first")
-    trials = pd.read_parquet(trials_path)
-    epochs = pd.read_parquet(epochs_path)
+            raise ReportInputError(f"{p}: missing; run `lora-sweep analyze EXPERIMENT --out {dir_}` first")
+    trials, epochs = pd.read_parquet(trials_path), pd.read_parquet(epochs_path)
     if trials.empty:
-        raise FileNotFoundError(f"{trials_path}: has no trials")
-    trials["group"] = group_labels(trials)
+        raise ReportInputError(f"{trials_path}: has no trials")
     return trials, epochs
 
 
+def final_epoch(trials: pd.DataFrame, epochs: pd.DataFrame, column: str) -> pd.Series:
+    """Per trial (aligned to `trials`), `column` at its last epoch; nan where it was not reported."""
+    if column not in epochs.columns or epochs.empty:
+        return pd.Series(np.nan, index=trials.index, dtype=float)
+    last = epochs.sort_values("epoch").groupby(["experiment", "trial_id"], sort=False).tail(1)
+    keyed = last.set_index(["experiment", "trial_id"])[column]
+    return pd.Series(pd.MultiIndex.from_frame(trials[["experiment", "trial_id"]]).map(keyed.to_dict().get),
+                     index=trials.index, dtype=float)
+
+
+def check_metric(metric: str, epochs: pd.DataFrame) -> str:
+    """The epoch metric to compare; `final_` is implied. Refuses the optimistic best-epoch figures."""
+    name = metric.removeprefix("final_")
+    if metric in OPTIMISTIC or name.startswith("best_"):
+        raise ReportInputError(f"--metric: {metric} is the best epoch on the same dev set it reports (optimistic); "
+                               "compare final-epoch values, e.g. --metric val_accuracy")
+    numeric = [c for c in epochs.columns if pd.api.types.is_float_dtype(epochs[c]) and c.startswith(("val_", "sel_"))]
+    if name not in epochs.columns:
+        raise ReportInputError(f"--metric: no epoch metric named {metric!r}; known: {', '.join(sorted(numeric))}")
+    return name
+
+
+def prepare(trials: pd.DataFrame, epochs: pd.DataFrame, metric: str) -> tuple[pd.DataFrame, int]:
+    """Trials with `value` (final-epoch metric), `dev_examples`, `config_key` and `group`; duplicates dropped."""
+    trials = trials.assign(value=final_epoch(trials, epochs, metric),
+                           dev_examples=final_epoch(trials, epochs, "val_examples"))
+    kept, dropped = drop_duplicate_runs(trials)
+    return kept.assign(group=group_labels(kept)), dropped
+
+
 def usable(trials: pd.DataFrame) -> pd.DataFrame:
-    """Finished trials with an accuracy and no flagged problem; everything else is listed, never averaged in."""
-    ok = (trials["status"] == "TERMINATED") & trials["final_val_accuracy"].notna() & trials["problem"].isna()
+    """Finished trials with a value and no flagged problem; diverged and errored ones are listed, never averaged."""
+    ok = trials["status"].eq("TERMINATED") & trials["value"].notna() & trials["problem"].isna()
+    if "diverged" in trials:
+        ok &= ~trials["diverged"].fillna(False).astype(bool)
     return trials[ok]
 
 
-def summarize(trials: pd.DataFrame) -> pd.DataFrame:
-    """Per group (scenario, r): n, mean/std/median and 95 % bootstrap CI of final val_accuracy, params, memory, speed."""
+def problems(trials: pd.DataFrame) -> pd.DataFrame:
+    """Every trial that `usable` leaves out, with why."""
+    bad = trials.drop(usable(trials).index)
+    cols = [c for c in ("experiment", "trial_name", "status", "diverged_reason", "error", "problem",
+                        "epochs_completed") if c in bad]
+    return bad[cols]
+
+
+def summarize(good: pd.DataFrame, metric: str, margin: float) -> pd.DataFrame:
+    """Per group: n, mean, std, Student t 95 % interval, seeds needed for a half-width <= margin, noise floor of
+    the dev set, parameters, memory and speed."""
     rows = []
-    for group, g in usable(trials).groupby("group", sort=False):
-        acc = g["final_val_accuracy"].to_numpy()
-        lo, hi = bootstrap_ci(acc)
+    for group, g in good.groupby("group", sort=False):
+        v = g["value"].to_numpy(float)
+        lo, hi = stats.t_interval(v)
+        blo, bhi = stats.bca_interval(v)
+        std = float(v.std(ddof=1)) if len(v) > 1 else np.nan
+        needed = stats.seeds_for_halfwidth(std, margin)
+        dev_n = g["dev_examples"].median()
         rows.append({
-            "group": group, "scenario": g["scenario"].iloc[0], "r": g["r"].iloc[0], "n": len(g),
-            "mean_val_accuracy": acc.mean(), "std_val_accuracy": acc.std(ddof=1) if len(acc) > 1 else np.nan,
-            "median_val_accuracy": float(np.median(acc)), "ci95_low": lo, "ci95_high": hi,
+            "group": group, "scenario": g["scenario"].iloc[0], "r": g["r"].iloc[0],
+            "experiments": ",".join(sorted(g["experiment"].unique())), "model": g["model"].iloc[0],
+            "dataset": g["dataset"].iloc[0], "metric": metric, "n": len(v),
+            "seeds": ",".join(str(int(s)) for s in sorted(g["seed"].dropna())),
+            "mean": v.mean(), "std": std, "median": float(np.median(v)), "ci95_low": lo, "ci95_high": hi,
+            "ci95_halfwidth": (hi - lo) / 2, "bca95_low": blo, "bca95_high": bhi,
+            "seeds_for_margin": needed, "more_seeds": max(0, needed - len(v)) if needed else None,
+            "dev_examples": dev_n,
+            "noise_floor_se": stats.binomial_se(v.mean(), dev_n) if "accuracy" in metric else np.nan,
             "trainable_params": g["trainable_params"].median(), "params_relative_pct": g["params_relative_pct"].median(),
             "peak_memory_mb": g["peak_memory_mb"].median(), "memory_kind": g["memory_kind"].iloc[0],
             "train_samples_per_s": g["mean_train_samples_per_s"].median(),
         })
-    return pd.DataFrame(rows).sort_values("mean_val_accuracy", ascending=False, ignore_index=True) if rows else \
-        pd.DataFrame(columns=["group", "n", "mean_val_accuracy"])
-
-
-def compare(trials: pd.DataFrame) -> pd.DataFrame:
-    """Every pair of groups: difference of means, bootstrap CI, Welch p, Holm-adjusted p and a plain sentence."""
-    good = usable(trials)
-    groups = {k: g["final_val_accuracy"].to_numpy() for k, g in good.groupby("group", sort=True)}
-    rows = []
-    for a, b in itertools.combinations(sorted(groups), 2):
-        lo, hi = bootstrap_diff_ci(groups[a], groups[b])
-        rows.append({"a": a, "b": b, "n_a": len(groups[a]), "n_b": len(groups[b]),
-                     "delta": groups[a].mean() - groups[b].mean(), "ci95_low": lo, "ci95_high": hi,
-                     "p_welch": welch_p(groups[a], groups[b])})
     if not rows:
-        return pd.DataFrame(columns=["a", "b", "delta", "p_holm", "sentence"])
-    df = pd.DataFrame(rows)
-    df["p_holm"] = holm(df["p_welch"].tolist())
-    df["sentence"] = df.apply(_sentence, axis=1)
-    return df
+        return pd.DataFrame(columns=["group", "n", "mean", "ci95_low", "ci95_high", "params_relative_pct"])
+    return pd.DataFrame(rows).sort_values("mean", ascending=not higher_is_better(metric), ignore_index=True)
 
 
-def _sentence(row) -> str:
-    ci = "CI n/a (fewer than 2 runs)" if np.isnan(row["ci95_low"]) else \
-        f"95 % CI [{row['ci95_low']:+.3f}, {row['ci95_high']:+.3f}]"
-    if np.isnan(row["p_holm"]):
-        verdict = "too few runs to tell"
-    elif row["p_holm"] < ALPHA:
-        verdict = f"{row['a'] if row['delta'] > 0 else row['b']} is better (Holm p = {row['p_holm']:.3g})"
-    else:
-        verdict = f"not distinguishable from noise (Holm p = {row['p_holm']:.3g})"
-    return f"{row['a']} vs {row['b']}: Δ = {row['delta']:+.3f}, {ci}, {verdict}"
+def resolve_reference(reference: str | None, good: pd.DataFrame) -> str | None:
+    """A group label, or a scenario name that names exactly one group."""
+    if reference is None:
+        return None
+    labels = sorted(good["group"].unique())
+    if reference in labels:
+        return reference
+    matching = sorted(good.loc[good["scenario"] == reference, "group"].unique())
+    if len(matching) == 1:
+        return matching[0]
+    hint = f"scenario {reference} has several groups: {', '.join(matching)}" if matching else \
+        f"groups: {', '.join(labels)}"
+    raise ReportInputError(f"--reference: no single group {reference!r}; pick one ({hint})")
 
 
-def problems(trials: pd.DataFrame) -> pd.DataFrame:
-    bad = trials[(trials["status"] != "TERMINATED") | trials["problem"].notna() | trials["final_val_accuracy"].isna()]
-    return bad[["experiment", "trial_name", "status", "error", "problem", "epochs_completed"]]
+@dataclass(frozen=True)
+class Readout:
+    """Everything the report shows, computed once."""
+
+    opts: ReportOptions
+    trials: pd.DataFrame
+    good: pd.DataFrame
+    summary: pd.DataFrame
+    comparisons: pd.DataFrame
+    design: Design
+    dropped: int
+    reference: str | None
 
 
-def _md_table(df: pd.DataFrame, floats: str = "{:.4f}") -> str:
-    if df.empty:
-        return "(none)\n"
-    cols = list(df.columns)
-    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
-    for _, row in df.iterrows():
-        cells = []
-        for c in cols:
-            v = row[c]
-            if isinstance(v, float):
-                cells.append("" if np.isnan(v) else floats.format(v))
-            else:
-                cells.append("" if v is None else str(v))
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n"
+def read_out(trials: pd.DataFrame, epochs: pd.DataFrame, opts: ReportOptions) -> Readout:
+    """Prepare, summarize and compare; raises ReportInputError for a bad metric or reference."""
+    metric = check_metric(opts.metric, epochs)
+    opts = ReportOptions(metric, opts.reference, opts.margin, opts.alpha)
+    prepared, dropped = prepare(trials, epochs, metric)
+    good = usable(prepared)
+    reference = resolve_reference(opts.reference, good)
+    summary = summarize(good, metric, opts.margin)
+    comparisons, design = compare(good[["group", "seed", "value"]], metric, reference, opts.margin, opts.alpha)
+    return Readout(opts, prepared, good, summary, comparisons, design, dropped, reference)
 
 
-def write_report(trials: pd.DataFrame, epochs: pd.DataFrame, out: Path) -> list[Path]:
-    """Markdown + CSV tables and PNG plots into `out`; returns the files written."""
+SUMMARY_SHOWN = ["group", "n", "mean", "std", "ci95_low", "ci95_high", "noise_floor_se", "more_seeds",
+                 "params_relative_pct", "peak_memory_mb", "train_samples_per_s"]
+COMPARISON_SHOWN = ["a", "b", "verdict", "test", "n_seeds", "delta", "ci_low", "ci_high", "p_holm", "p_tost_holm"]
+
+
+def _blocks(ro: Readout, figures: dict[str, bytes]) -> list[Block]:
+    o, bad = ro.opts, problems(ro.trials)
+    studies = ", ".join(sorted(ro.trials["study"].dropna().unique())) or "(no study name)"
+    verdicts = ro.comparisons["verdict"].value_counts().to_dict() if not ro.comparisons.empty else {}
+    blocks = [
+        Block("h1", f"lora-sweep report: {studies}"),
+        Block("p", f"{len(ro.trials)} trials in {ro.trials['experiment'].nunique()} experiment(s): {len(ro.good)} "
+                   f"analysed in {ro.good['group'].nunique()} group(s) (one group = one configuration), "
+                   f"{len(bad)} errored, diverged or flagged (listed below, never averaged in), {ro.dropped} "
+                   "duplicate run(s) dropped (the same configuration and seed found more than once: in several "
+                   "experiments, or under several scenario names)."),
+        Block("h2", "How to read this"),
+        Block("p", f"Metric: the final epoch's {o.metric} on the dev set (not the best epoch, which is selected on "
+                   "the very set it reports and so is optimistic; best_val_accuracy stays in trials.parquet for "
+                   f"reference only). Group intervals: Student t, 95 %. Comparisons: Δ = a − b; an equivalence "
+                   f"margin of ±{o.margin:g}; α = {o.alpha:g} with Holm's correction over the "
+                   f"{len(ro.comparisons)} comparison(s) tested "
+                   f"({'each group vs ' + ro.reference if ro.reference else 'all pairs'}). The interval in each "
+                   "sentence is at the level Holm tested that comparison at, so it excludes 0 exactly when the verdict "
+                   "is better or worse. noise_floor_se is the binomial standard error of an accuracy on a dev set of "
+                   "this size: even when seeds agree, results on this dev set carry that much sampling error."),
+        Block("h2", f"{o.metric} per group (final epoch)"),
+        Block("table", "summary", table=ro.summary[[c for c in SUMMARY_SHOWN if c in ro.summary]]),
+        Block("h2", "Design"),
+        Block("p", _design_text(ro.design, ro.good)),
+    ]
+    if ro.design.left_out:
+        blocks.append(Block("list", items=tuple(f"{g}: {why}" for g, why in sorted(ro.design.left_out.items()))))
+    blocks += [
+        Block("h2", "Comparisons"),
+        Block("p", ", ".join(f"{verdicts.get(v, 0)} {v}" for v in ("better", "worse", "equivalent", "inconclusive"))
+              if verdicts else "Fewer than two groups: nothing to compare."),
+        Block("list", items=tuple(ro.comparisons.get("sentence", []))),
+        Block("table", "comparisons",
+              table=ro.comparisons[[c for c in COMPARISON_SHOWN if c in ro.comparisons]]),
+        Block("h2", "Errored, diverged or flagged trials"),
+        Block("table", "problems", table=bad),
+    ]
+    if figures:
+        blocks.append(Block("h2", "Figures"))
+        blocks += [Block("figure", name, png=png) for name, png in figures.items()]
+    return blocks
+
+
+def _design_text(design: Design, good: pd.DataFrame) -> str:
+    fit = design.fit
+    if fit is None:
+        return ("No blocked fit (no two groups share seeds with residual degrees of freedom): comparisons use the "
+                "paired t where seeds are shared, else Welch.")
+    seeds = sorted({s for g in fit.groups for s in fit.seeds_of[g]})
+    return (f"Seeds are blocks shared by every scenario (repeat k uses the same seed everywhere). The additive model "
+            f"group + seed is fitted to {len(fit.groups)} group(s) over {len(seeds)} seed(s), pooled residual "
+            f"variance with {fit.df} df, after leaving out any group whose noise differs significantly from the others' "
+            "(leave-one-out F test). Comparisons among these groups are contrasts of "
+            "that fit (test = blocked); groups left out fall back to the paired t on seed-matched differences, or "
+            "Welch when seeds are not shared.")
+
+
+def figures_png(ro: Readout, epochs: pd.DataFrame) -> dict[str, bytes]:
+    """Name -> PNG bytes of every figure the data supports."""
     from . import plots
 
-    out.mkdir(parents=True, exist_ok=True)
-    summary, pairs, bad = summarize(trials), compare(trials), problems(trials)
-    summary.to_csv(out / "summary.csv", index=False)
-    pairs.to_csv(out / "comparisons.csv", index=False)
-    shown = summary[["group", "n", "mean_val_accuracy", "std_val_accuracy", "median_val_accuracy", "ci95_low",
-                     "ci95_high", "params_relative_pct", "peak_memory_mb", "train_samples_per_s"]] \
-        if not summary.empty else summary
-    studies = ", ".join(sorted(trials["study"].dropna().unique()))
-    md = [f"# lora-sweep report: {studies}", "",
-          f"{len(trials)} trials in {trials['experiment'].nunique()} experiment(s); {len(usable(trials))} finished "
-          f"and analysed, {len(bad)} listed below as errored/flagged (never averaged in).", "",
-          "## Validation accuracy per scenario (final epoch)", "",
-          "95 % CI: percentile bootstrap of the mean over repeats. Peak memory: median, in MB "
-          f"({', '.join(sorted(trials['memory_kind'].dropna().unique())) or 'n/a'}).", "", _md_table(shown),
-          "## Pairwise comparisons", "",
-          "Difference of mean final val_accuracy, bootstrap 95 % CI, Welch's t-test, Holm-corrected over all pairs.",
-          ""]
-    md += [f"- {s}" for s in pairs.get("sentence", [])] or ["(fewer than two scenarios)"]
-    md += ["", "## Errored or flagged trials", "", _md_table(bad)]
-    figures = plots.all_figures(trials, epochs, summary)
-    written = [out / "summary.csv", out / "comparisons.csv"]
-    if figures:
-        md += ["## Figures", ""]
-    for name, fig in figures.items():
-        path = out / f"{name}.png"
-        fig.savefig(path, dpi=110, bbox_inches="tight")
+    out = {}
+    for name, fig in plots.all_figures(ro.good, epochs, ro.summary, ro.comparisons, ro.reference, ro.opts.margin,
+                                       ro.opts.metric).items():
+        buf = io.BytesIO()
+        fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
         plots.close(fig)
-        written.append(path)
-        md.append(f"![{name}]({name}.png)")
-    (out / "report.md").write_text("\n".join(md) + "\n")
-    return [out / "report.md", *written]
+        out[name] = buf.getvalue()
+    return out
+
+
+def write_report(trials: pd.DataFrame, epochs: pd.DataFrame, out: Path, opts: ReportOptions = ReportOptions()
+                 ) -> list[Path]:
+    """report.md, report.html, summary.csv, comparisons.csv and PNG figures into `out`; returns the files."""
+    ro = read_out(trials, epochs, opts)
+    figures = figures_png(ro, epochs)
+    out.mkdir(parents=True, exist_ok=True)
+    ro.summary.to_csv(out / "summary.csv", index=False)
+    ro.comparisons.to_csv(out / "comparisons.csv", index=False)
+    written = [out / "report.md", out / "report.html", out / "summary.csv", out / "comparisons.csv"]
+    for name, png in figures.items():
+        (out / f"{name}.png").write_bytes(png)
+        written.append(out / f"{name}.png")
+    blocks = _blocks(ro, figures)
+    (out / "report.md").write_text(to_markdown(blocks))
+    (out / "report.html").write_text(to_html(blocks, blocks[0].text))
+    return written
 
 
 def cmd_report(args: argparse.Namespace) -> int:
+    opts = ReportOptions(metric=args.metric, reference=args.reference, margin=args.margin)
     try:
+        if not opts.margin > 0:
+            raise ReportInputError(f"--margin: must be > 0 (got {opts.margin:g}); e.g. 0.005 for half a point")
         trials, epochs = load(Path(args.dir))
-    except (FileNotFoundError, OSError) as err:
+        files = write_report(trials, epochs, Path(args.out), opts)
+    except (ReportInputError, OSError) as err:
         print(f"error: {err}", file=sys.stderr)
         return EXIT_INPUT
-    files = write_report(trials, epochs, Path(args.out))
-    print(f"report: {len(files)} files in {args.out} (open {args.out}/report.md)")
+    print(f"report: {len(files)} files in {args.out} (open {args.out}/report.html)")
     return 0
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("dir", metavar="DIR", help="folder with trials.parquet and epochs.parquet (from `analyze`)")
-    p.add_argument("--out", required=True, help="folder for report.md, CSV tables and PNG plots")
+    p.add_argument("--out", required=True, help="folder for report.html, report.md, CSV tables and PNG figures")
+    p.add_argument("--metric", default="val_accuracy",
+                   help="epoch metric to compare, at each trial's final epoch (default val_accuracy)")
+    p.add_argument("--reference", metavar="GROUP",
+                   help="compare every group against this one (a group label such as 'lora_all r=8', or a scenario "
+                        "name with one group); default: all pairs")
+    p.add_argument("--margin", type=float, default=0.005,
+                   help="equivalence margin in the metric's units (default 0.005 = 0.5 accuracy points)")
 
 
 def register(sub) -> None:
-    p = sub.add_parser("report", help="tables, statistics and plots from analyze's Parquet files",
-                       description="Per scenario (and rank): n, mean, std, median and 95 %% bootstrap CI of the "
-                                   "final val_accuracy, %% trainable parameters, peak memory, samples/s; pairwise "
-                                   "comparisons (bootstrap CI, Welch, Holm); PNG plots. Errored trials are listed.")
+    p = sub.add_parser("report", help="statistics, verdicts and figures from analyze's Parquet files",
+                       description="One group per configuration: n, mean, Student t 95 %% interval of the final "
+                                   "epoch's metric, seeds needed for the margin, the dev set's noise floor; "
+                                   "comparisons that use the design (seeds as blocks; paired t or Welch where it "
+                                   "cannot), Holm-corrected, with TOST equivalence and one verdict each (better, "
+                                   "worse, equivalent, inconclusive). Writes report.html (self-contained), "
+                                   "report.md, summary.csv, comparisons.csv and PNG figures.")
     add_arguments(p)
     p.set_defaults(func=cmd_report)
 

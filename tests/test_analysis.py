@@ -11,6 +11,7 @@ from analysis.stats import holm, pareto_front
 from tune_jobs.cli import main
 
 EPOCHS = 4
+COMPONENTS_OF = {"good": ["v", "up"], "plain": ["q"], "flaky": ["k"], "broken": ["o"]}  # one configuration each
 
 
 def tiny_trainable(config):
@@ -31,7 +32,8 @@ def tiny_trainable(config):
         if config["scenario"] == "flaky" and epoch == 3 and not marker.exists():
             marker.write_text("failed once")
             raise RuntimeError("node lost (test)")
-        acc = 0.6 + 0.05 * epoch + 0.01 * config["repeat"] + (0.1 if config["scenario"] == "good" else 0)
+        noise = 0.004 * (((config["repeat"] + 1) * len(config["scenario"])) % 3 - 1)  # differs by scenario and seed
+        acc = 0.6 + 0.05 * epoch + 0.01 * config["repeat"] + (0.1 if config["scenario"] == "good" else 0) + noise
         metrics = {"epoch": epoch, "train_loss": 1.0 / epoch, "val_loss": 1.1 / epoch, "val_accuracy": acc,
                    "train_samples_per_s": 100.0 + config["repeat"], "epoch_time_s": 0.1, "peak_memory_mb": 50.0 + epoch,
                    "memory_kind": "cpu_rss", "trainable_params": 1000 * config["r"], "total_params": 10 ** 6,
@@ -50,8 +52,9 @@ def experiment(tmp_path_factory):
     (root / "markers").mkdir()
     space = {
         "study": "fixture", "scenario": tune.grid_search(["good", "plain", "flaky", "broken"]),
-        "repeat": tune.grid_search([0, 1, 2]), "r": 8, "layers": [0, 1], "components": ["v", "up"], "baseline": None,
-        "seed": 42, "model": "tiny", "learning_rate": 1e-3, "gradient_checkpointing": False,
+        "repeat": tune.grid_search([0, 1, 2]), "r": 8, "layers": [0, 1], "baseline": None,
+        "components": tune.sample_from(lambda config: COMPONENTS_OF[config["scenario"]]),
+        "seed": tune.sample_from(lambda config: 42 + config["repeat"]), "model": "tiny", "learning_rate": 1e-3, "gradient_checkpointing": False,
         "marker_dir": str(root / "markers"),
         "trial_name": tune.sample_from(lambda config: f"{config['scenario']}-rep{config['repeat']}"),
     }
@@ -91,7 +94,7 @@ def test_trials_and_epochs_parquet(experiment, tmp_path, capsys):
         assert epochs[epochs["trial_id"] == t["trial_id"]]["epoch"].tolist() == [1, 2, 3, 4]
     assert len(epochs) == 9 * EPOCHS + 3
     good = trials[trials["scenario"] == "good"].sort_values("repeat")
-    assert good["final_val_accuracy"].round(4).tolist() == [0.9, 0.91, 0.92]
+    assert good["final_val_accuracy"].round(4).tolist() == [0.9, 0.914, 0.916]
     assert list(good["layers"].iloc[0]) == [0, 1] and list(good["components"].iloc[0]) == ["v", "up"]
     assert good["last_checkpoint"].str.contains("checkpoint_").all()
     assert good["hostname"].notna().all() and good["mean_train_samples_per_s"].notna().all()
@@ -151,21 +154,83 @@ def test_bad_input_exit_2_and_no_partial_parquet(experiment, tmp_path, capsys, d
 
 
 def test_report_tables_comparisons_and_plots(experiment, tmp_path, capsys):
+    import pandas as pd
+    from scipy import stats as sps
+
     analyze(experiment, "--out", tmp_path / "pq")
     assert main(["report", str(tmp_path / "pq"), "--out", str(tmp_path / "rep")]) == 0
     md = (tmp_path / "rep" / "report.md").read_text()
-    for png in ("accuracy_by_scenario", "accuracy_vs_params", "loss_curves"):
+    for png in ("accuracy_by_scenario", "accuracy_vs_params", "loss_curves", "forest"):
         assert (tmp_path / "rep" / f"{png}.png").stat().st_size > 5000
         assert f"![{png}]({png}.png)" in md
     assert not (tmp_path / "rep" / "memory_by_layer.png").exists()  # no single-layer trials in this study
-    assert "good vs plain: Δ = +0.100" in md
+    assert "good r=8 vs plain r=8: Δ = +0.1000: good r=8 is better" in md
     assert "broken-rep0" in md and "ERROR" in md  # errored trials listed, not averaged in
-    import pandas as pd
     summary = pd.read_csv(tmp_path / "rep" / "summary.csv").set_index("group")
-    assert set(summary.index) == {"good", "plain", "flaky"} and summary.loc["good", "n"] == 3
-    assert summary.loc["good", "mean_val_accuracy"] == pytest.approx(0.91)
-    assert summary.loc["good", "ci95_low"] <= 0.91 <= summary.loc["good", "ci95_high"]
+    assert set(summary.index) == {"good r=8", "plain r=8", "flaky r=8"} and (summary["n"] == 3).all()
+    trials = pq.read_table(tmp_path / "pq" / "trials.parquet").to_pandas()
+    good = trials[trials["scenario"] == "good"]["final_val_accuracy"].to_numpy()
+    ci = sps.ttest_1samp(good, 0).confidence_interval(0.95)
+    assert summary.loc["good r=8", "mean"] == pytest.approx(good.mean())
+    assert (summary.loc["good r=8", "ci95_low"], summary.loc["good r=8", "ci95_high"]) == pytest.approx((ci.low, ci.high))
+    pairs = pd.read_csv(tmp_path / "rep" / "comparisons.csv")
+    assert len(pairs) == 3 and set(pairs["test"]) == {"blocked"} and (pairs["n_seeds"] == 3).all()
+    assert (pairs["df"] == 4).all()  # (3 groups - 1) x (3 seeds - 1)
     assert main(["report", str(tmp_path / "nothing"), "--out", str(tmp_path / "r2")]) == 2
+
+
+def test_report_html_embeds_every_figure_and_one_row_per_group(experiment, tmp_path):
+    from html.parser import HTMLParser
+
+    class Page(HTMLParser):
+        def __init__(self):
+            super().__init__()
+            self.images, self.table, self.summary_rows = [], None, 0
+
+        def handle_starttag(self, tag, attrs):
+            attrs = dict(attrs)
+            if tag == "img":
+                self.images.append(attrs.get("src", ""))
+            elif tag == "table":
+                self.table = attrs.get("id")
+            elif tag == "tr" and self.table == "summary":
+                self.summary_rows += 1
+
+        def handle_endtag(self, tag):
+            if tag == "table":
+                self.table = None
+
+    analyze(experiment, "--out", tmp_path / "pq")
+    assert main(["report", str(tmp_path / "pq"), "--out", str(tmp_path / "rep")]) == 0
+    page = Page()
+    page.feed((tmp_path / "rep" / "report.html").read_text())
+    pngs = sorted(p.stem for p in (tmp_path / "rep").glob("*.png"))
+    assert len(page.images) == len(pngs) >= 4
+    assert all(src.startswith("data:image/png;base64,iVBOR") for src in page.images)  # inline PNG, no file links
+    assert page.summary_rows == 1 + 3  # header + one row per group
+
+
+def test_duplicate_runs_across_experiments_counted_once(experiment, tmp_path):
+    import pandas as pd
+
+    copy = tmp_path / "copy_of_fixture"
+    shutil.copytree(experiment, copy)
+    analyze(experiment, copy, "--out", tmp_path / "pq")
+    assert main(["report", str(tmp_path / "pq"), "--out", str(tmp_path / "rep")]) == 0
+    summary = pd.read_csv(tmp_path / "rep" / "summary.csv")
+    assert len(summary) == 3 and (summary["n"] == 3).all()  # not 6: the copy's runs are the same runs
+    assert "9 duplicate run(s) dropped" in (tmp_path / "rep" / "report.md").read_text()
+
+
+def test_report_bad_options_are_one_line(experiment, tmp_path, capsys):
+    analyze(experiment, "--out", tmp_path / "pq")
+    capsys.readouterr()
+    for flags, needle in ((["--metric", "best_val_accuracy"], "optimistic"), (["--metric", "val_f1"], "no epoch metric"),
+                          (["--reference", "nope"], "--reference"), (["--margin", "0"], "--margin")):
+        assert main(["report", str(tmp_path / "pq"), "--out", str(tmp_path / "rep"), *flags]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and needle in err[0], (flags, err)
+    assert not (tmp_path / "rep").exists()
 
 
 def test_holm_and_pareto():

@@ -1,0 +1,92 @@
+"""What a group is: one configuration (everything that decides what a trial computes, seed aside).
+
+Names are labels, not identity: two scenarios that share a name but differ in model, data, placement, rank or any
+training setting are two groups, and one configuration run in several experiments (final.yaml's `lora_all r=8` and
+rank.yaml's) is one group whose identical (configuration, seed) runs are counted once.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+
+from .schema import CONFIG_NAMES
+
+# Labels and bookkeeping, not part of what a trial computes.
+NOT_CONFIGURATION = ("study", "trial_name", "scenario", "repeat", "seed")
+CONFIGURATION = [c for c in CONFIG_NAMES if c not in NOT_CONFIGURATION] + ["config_extra"]
+# Label parts tried in this order until every group's label is unique.
+LABEL_AXES = ("r", "rank_pattern", "alpha", "lora_dropout", "learning_rate", "epochs", "batch_size", "weight_decay",
+              "warmup_ratio", "lr_schedule", "precision", "gradient_checkpointing", "model", "dataset", "train_limit",
+              "max_length")
+
+
+def _canonical(value) -> str:
+    """A hashable, order-stable text of one config value (lists arrive from Parquet as numpy arrays)."""
+    if isinstance(value, np.ndarray):
+        value = value.tolist()
+    if isinstance(value, float) and value != value:
+        value = None
+    if value is pd.NA or value is pd.NaT:
+        value = None
+    if isinstance(value, (np.integer, np.floating, np.bool_)):
+        value = value.item()
+    return json.dumps(value, sort_keys=True, default=str)
+
+
+def config_keys(trials: pd.DataFrame) -> pd.Series:
+    """One text key per row: the canonical JSON of its configuration columns."""
+    cols = [c for c in CONFIGURATION if c in trials.columns]
+    if trials.empty:
+        return pd.Series([], dtype=str, index=trials.index)
+    parts = [trials[c].map(_canonical) for c in cols]
+    return pd.Series(["|".join(row) for row in zip(*parts)], index=trials.index, dtype=str)
+
+
+def drop_duplicate_runs(trials: pd.DataFrame) -> tuple[pd.DataFrame, int]:
+    """Keep the first of identical (configuration, seed) runs across experiments; return (trials, number dropped).
+
+    Only finished runs count as copies of each other: an errored attempt never hides a finished one."""
+    keyed = trials.assign(config_key=config_keys(trials))
+    finished = keyed["status"].eq("TERMINATED")
+    order = keyed.assign(_unfinished=~finished).sort_values(["_unfinished", "experiment", "trial_id"], kind="stable")
+    dup = order.duplicated(["config_key", "seed"], keep="first") & ~order["_unfinished"]
+    kept = order[~dup].drop(columns="_unfinished").sort_index()
+    return kept, int(dup.sum())
+
+
+def _axis_text(col: str, value) -> str:
+    if col == "r":
+        return f"r={int(value)}" if value == value and value is not None else ""
+    text = _canonical(value).strip('"')
+    short = {"learning_rate": "lr", "lora_dropout": "dropout", "gradient_checkpointing": "gc"}.get(col, col)
+    return f"{short}={text}"
+
+
+def group_labels(trials: pd.DataFrame) -> pd.Series:
+    """Readable, unique label per configuration: its scenario name(s) (with `r=R` for LoRA), then only the settings
+    that tell same-named groups apart (`upper r=8 lr=0.001`), then the experiment name where nothing else does."""
+    if trials.empty:
+        return pd.Series([], dtype=str, index=trials.index)
+    keys = trials["config_key"] if "config_key" in trials else config_keys(trials)
+    keyed = trials.assign(config_key=keys)
+    firsts = keyed.drop_duplicates("config_key").set_index("config_key")
+    names = keyed.groupby("config_key", sort=False)["scenario"].agg(lambda s: "=".join(sorted(set(map(str, s)))))
+    labels = {}
+    for key, row in firsts.iterrows():
+        lora = row.get("baseline") is None or row.get("baseline") != row.get("baseline")
+        r = row.get("r")
+        labels[key] = names[key] + (" " + _axis_text("r", r) if lora and r == r and r is not None else "")
+    axes = [*LABEL_AXES[1:], *(c for c in CONFIGURATION if c not in LABEL_AXES), "experiment"]
+    for col in (c for c in axes if c in firsts.columns):
+        by_label: dict[str, list[str]] = {}
+        for key, label in labels.items():
+            by_label.setdefault(label, []).append(key)
+        for same in (ks for ks in by_label.values() if len(ks) > 1):
+            if len({_canonical(firsts.at[k, col]) for k in same}) > 1:
+                for k in same:
+                    v = firsts.at[k, col]
+                    labels[k] += f" [{v}]" if col == "experiment" else " " + _axis_text(col, v)
+    return keys.map(labels)
