@@ -1,0 +1,190 @@
+"""analysis/stats.py and analysis/compare.py: the assumptions behind every number in the report, checked by
+simulation (coverage, false-positive rate) and against scipy's reference implementations."""
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import stats as sps
+
+from analysis import stats
+from analysis.compare import compare
+from analysis.groups import drop_duplicate_runs, group_labels
+
+
+@pytest.mark.parametrize("n", [3, 5])
+def test_t_interval_covers_at_the_repeat_counts_studies_use(n):
+    rng = np.random.default_rng(n)
+    reps = 4000
+    hits = sum(lo <= 0.83 <= hi for lo, hi in (stats.t_interval(rng.normal(0.83, 0.01, n)) for _ in range(reps)))
+    assert hits / reps >= 0.93  # nominal 0.95; the old percentile bootstrap gave 0.76 (n=3) and 0.83 (n=5)
+
+
+def test_t_interval_is_scipys_and_bca_only_for_large_n():
+    x = np.array([0.81, 0.83, 0.84, 0.82])
+    ci = sps.ttest_1samp(x, 0).confidence_interval(0.95)
+    assert stats.t_interval(x) == pytest.approx((ci.low, ci.high))
+    assert np.isnan(stats.t_interval(x[:1])).all()
+    assert np.isnan(stats.bca_interval(x)).all()  # too few values for a bootstrap to mean anything
+    lo, hi = stats.bca_interval(np.random.default_rng(0).normal(0.8, 0.01, stats.BCA_MIN_N))
+    assert lo < 0.8 < hi
+
+
+def test_welch_and_paired_match_scipy():
+    rng = np.random.default_rng(1)
+    a, b = rng.normal(0.8, 0.01, 5), rng.normal(0.81, 0.02, 4)
+    w = stats.welch(a, b)
+    ref = sps.ttest_ind(a, b, equal_var=False)
+    assert w.p_value() == pytest.approx(ref.pvalue) and w.df == pytest.approx(ref.df)
+    assert w.interval(0.95) == pytest.approx(tuple(ref.confidence_interval(0.95)))
+    c = rng.normal(0.8, 0.01, 5)
+    p = stats.paired(a, c)
+    ref = sps.ttest_rel(a, c)
+    assert p.p_value() == pytest.approx(ref.pvalue) and p.interval(0.9) == pytest.approx(tuple(ref.confidence_interval(0.9)))
+
+
+def _balanced(groups: int, seeds: int, rng, effect=None, noise=0.005, seed_sd=0.01) -> pd.DataFrame:
+    block = rng.normal(0, seed_sd, seeds)
+    effect = effect or [0.0] * groups
+    return pd.DataFrame([{"group": f"g{g}", "seed": 42 + s, "value": 0.85 + effect[g] + block[s] + rng.normal(0, noise)}
+                         for g in range(groups) for s in range(seeds)])
+
+
+def test_blocked_fit_is_the_two_way_anova_and_reduces_to_paired_t_for_two_groups():
+    rng = np.random.default_rng(2)
+    df = _balanced(4, 3, rng)
+    fit = stats.fit_blocks(df["value"].to_numpy(), df["group"].tolist(), df["seed"].tolist())
+    table = df.pivot(index="group", columns="seed", values="value").to_numpy()
+    resid = table - table.mean(1, keepdims=True) - table.mean(0, keepdims=True) + table.mean()
+    assert fit.df == (4 - 1) * (3 - 1)
+    assert fit.sigma2 == pytest.approx((resid ** 2).sum() / fit.df)
+    est = fit.contrast("g1", "g0")
+    assert est.delta == pytest.approx(table[1].mean() - table[0].mean())
+    assert est.se == pytest.approx(np.sqrt(2 * fit.sigma2 / 3))
+    two = df[df["group"].isin(["g0", "g1"])]
+    fit2 = stats.fit_blocks(two["value"].to_numpy(), two["group"].tolist(), two["seed"].tolist())
+    assert fit2.contrast("g1", "g0").p_value() == pytest.approx(sps.ttest_rel(table[1], table[0]).pvalue)
+
+
+def test_blocked_fit_handles_unbalanced_blocks_and_refuses_disconnected_groups():
+    rng = np.random.default_rng(3)
+    df = _balanced(3, 5, rng, effect=[0.0, 0.01, 0.02])
+    df = df.drop(df[(df["group"] == "g2") & (df["seed"] >= 45)].index)  # g2 has 3 seeds, the others 5
+    fit = stats.fit_blocks(df["value"].to_numpy(), df["group"].tolist(), df["seed"].tolist())
+    assert fit.df == len(df) - 5 - 2
+    assert fit.contrast("g2", "g0").n == 3
+    islands = pd.DataFrame({"group": ["a", "a", "b", "b"], "seed": [1, 2, 3, 4], "value": [0.8, 0.81, 0.7, 0.72]})
+    fit = stats.fit_blocks(islands["value"].to_numpy(), islands["group"].tolist(), islands["seed"].tolist())
+    assert fit.contrast("a", "b") is None  # no shared seed: the seed effects and the group difference are confounded
+
+
+def test_blocked_test_has_its_nominal_false_positive_rate_and_more_power_than_welch():
+    rng = np.random.default_rng(4)
+    false_pos, blocked_hits, welch_hits, reps = 0, 0, 0, 400
+    for _ in range(reps):
+        null = _balanced(6, 3, rng)
+        res, _ = compare(null, "val_accuracy", reference="g0")
+        false_pos += (res["p"] < 0.05).sum()
+        alt = _balanced(6, 3, rng, effect=[0, 0.012, 0, 0, 0, 0])
+        res, _ = compare(alt, "val_accuracy", reference="g0")
+        row = res[res["a"] == "g1"].iloc[0]
+        blocked_hits += row["p"] < 0.05
+        a, b = (alt.loc[alt["group"] == g, "value"].to_numpy() for g in ("g1", "g0"))
+        welch_hits += stats.welch(a, b).p_value() < 0.05
+    assert false_pos / (reps * 5) == pytest.approx(0.05, abs=0.02)
+    assert blocked_hits > 1.5 * welch_hits  # seeds shared across groups: blocking removes their variance
+
+
+def test_a_noisy_group_is_left_out_of_the_pool_and_compared_by_paired_t():
+    rng = np.random.default_rng(5)
+    caught = wrongly_left_out = 0
+    reps = 60
+    for _ in range(reps):
+        df = _balanced(8, 3, rng, effect=[0.003 * g for g in range(8)], noise=0.004)
+        _, null_design = compare(df, "val_accuracy", reference="g0")
+        wrongly_left_out += bool(null_design.left_out)
+        noisy = df["group"] == "g7"  # a baseline-like group with 7.5x the seed-to-seed spread
+        df.loc[noisy, "value"] += rng.normal(0, 0.03, noisy.sum())
+        res, design = compare(df, "val_accuracy", reference="g0")
+        if list(design.left_out) == ["g7"]:
+            caught += 1
+            assert design.fit.df == (7 - 1) * (3 - 1)  # the 7 others pooled, as in a study's blocked fit
+            assert res.set_index("a").loc["g7", "test"] == "paired-t"
+            assert set(res.set_index("a").drop("g7")["test"]) == {"blocked"}
+    assert caught / reps >= 0.7  # 3 seeds give the F test 2 df for the noisy group: power about 0.85
+    assert wrongly_left_out / reps <= 0.12  # Bonferroni over groups: about 5 % of null studies
+
+
+def test_welch_when_seeds_are_not_shared():
+    df = pd.DataFrame({"group": ["a"] * 3 + ["b"] * 3, "seed": [1, 2, 3, 4, 5, 6],
+                       "value": [0.80, 0.81, 0.82, 0.70, 0.72, 0.71]})
+    res, design = compare(df, "val_accuracy")
+    assert design.fit is None and res.iloc[0]["test"] == "welch" and res.iloc[0]["verdict"] == "better"
+
+
+def test_holm_levels_make_the_interval_agree_with_the_verdict():
+    rng = np.random.default_rng(6)
+    for _ in range(50):
+        df = _balanced(5, 4, rng, effect=list(rng.normal(0, 0.006, 5)))
+        res, _ = compare(df, "val_accuracy", margin=0.005)
+        for _, r in res.iterrows():
+            excludes_zero = r["ci_low"] > 0 or r["ci_high"] < 0
+            assert excludes_zero == (r["p_holm"] < 0.05)
+            inside = -0.005 < r["eq_low"] and r["eq_high"] < 0.005
+            assert inside == (r["p_tost_holm"] < 0.05)
+            assert r["verdict"] == ("equivalent" if inside else ("better" if excludes_zero and r["delta"] > 0 else
+                                    "worse" if excludes_zero else "inconclusive"))
+
+
+def test_holm_and_its_levels():
+    assert stats.holm([0.01, 0.04, 0.03]) == pytest.approx([0.03, 0.06, 0.06])
+    assert stats.holm([float("nan"), 0.02])[1] == pytest.approx(0.02)
+    # 0.01 < 0.05/3 rejected; 0.03 >= 0.05/2 fails, and Holm stops there: 0.04 is tested at that level too
+    assert stats.holm_levels([0.01, 0.04, 0.03], 0.05) == pytest.approx([0.05 / 3, 0.025, 0.025])
+
+
+def test_equivalence_and_inconclusive_verdicts_say_what_the_data_supports():
+    rng = np.random.default_rng(7)
+    tight = _balanced(2, 8, rng, noise=0.0005)  # many seeds, tiny noise, no effect
+    res, _ = compare(tight, "val_accuracy", margin=0.005)
+    assert res.iloc[0]["verdict"] == "equivalent" and "within ±0.005" in res.iloc[0]["sentence"]
+    loose = _balanced(2, 2, rng, noise=0.01)
+    res, _ = compare(loose, "val_accuracy", margin=0.005)
+    assert res.iloc[0]["verdict"] == "inconclusive" and "not evidence of no effect" in res.iloc[0]["sentence"]
+
+
+def test_lower_is_better_for_losses():
+    df = pd.DataFrame({"group": ["a"] * 3 + ["b"] * 3, "seed": [1, 2, 3] * 2,
+                       "value": [0.30, 0.31, 0.29, 0.40, 0.42, 0.41]})
+    res, _ = compare(df, "val_loss")
+    assert (res.iloc[0]["a"], res.iloc[0]["verdict"]) == ("a", "better")
+
+
+def test_seeds_needed_and_noise_floor():
+    n = stats.seeds_for_halfwidth(0.004, 0.005)
+    assert sps.t.ppf(0.975, n - 1) * 0.004 / np.sqrt(n) <= 0.005 < sps.t.ppf(0.975, n - 2) * 0.004 / np.sqrt(n - 1)
+    assert stats.binomial_se(0.83, 872) == pytest.approx(0.0127, abs=1e-4)  # about 1.3 points on SST-2's dev set
+    assert stats.binomial_se(0.94, 872) == pytest.approx(0.0080, abs=1e-4)
+
+
+def _trials(**over) -> dict:
+    base = {"experiment": "e1", "trial_id": "t", "status": "TERMINATED", "scenario": "lora_all", "baseline": None,
+            "layers": [0, 1], "components": ["q", "v"], "r": 8, "rank_pattern": "{}", "alpha": None, "seed": 42,
+            "model": "minilm-l6", "dataset": "glue/sst2", "learning_rate": 1e-3, "config_extra": None}
+    return {**base, **over}
+
+
+def test_groups_are_configurations_and_labels_stay_readable():
+    rows = [
+        _trials(trial_id="a"), _trials(trial_id="b", seed=43),
+        _trials(trial_id="c", experiment="e2", model="roberta-base"),  # same name, other model: another group
+        _trials(trial_id="d", r=1), _trials(trial_id="e", rank_pattern='{"v": 4}'),
+        _trials(trial_id="f", experiment="e3"),  # the same configuration and seed as "a": the same run
+        _trials(trial_id="g", scenario="base", baseline="classifier_only", r=None, layers=[], components=[]),
+    ]
+    kept, dropped = drop_duplicate_runs(pd.DataFrame(rows))
+    assert dropped == 1 and "f" not in set(kept["trial_id"])
+    labels = dict(zip(kept["trial_id"], group_labels(kept)))
+    assert labels["a"] == labels["b"]
+    assert len({labels[t] for t in "acde"}) == 4
+    assert labels["d"] == "lora_all r=1" and labels["g"] == "base"
+    assert "model=roberta-base" in labels["c"] and "rank_pattern" in labels["e"]
