@@ -1,19 +1,34 @@
 """lora_ext: LoRA placement vocabulary -> PEFT config, applying it to a model, and exact parameter accounting.
 
 Knows nothing of Ray. See `placement` for the layer/component vocabulary and `architectures` for the
-per-model module table.
+per-model module table. Names load on first use (PEP 562), so `from lora_ext import SpecError` does not
+import torch: the CLI's help and the analysis commands stay fast.
 """
 
-from .accounting import ParamCount, count_params, count_trainable
-from .adapt import apply_placement, predicted_module_names, to_lora_config
-from .architectures import ARCHITECTURES, COMPONENTS, Architecture, architecture_for, num_layers
-from .errors import SpecError, SpecErrors
-from .model_configs import MINILM_ALIAS, load_model_config, model_location
-from .placement import BASELINES, Placement, resolve_components, resolve_layers
+from __future__ import annotations
 
-__all__ = [
-    "ARCHITECTURES", "BASELINES", "COMPONENTS", "MINILM_ALIAS", "Architecture", "ParamCount", "Placement",
-    "SpecError", "SpecErrors", "apply_placement", "architecture_for", "count_params", "count_trainable",
-    "load_model_config", "model_location", "num_layers", "predicted_module_names", "resolve_components",
-    "resolve_layers", "to_lora_config",
-]
+import importlib
+
+_HOME = {
+    "ParamCount": "accounting", "count_params": "accounting", "count_trainable": "accounting",
+    "apply_placement": "adapt", "predicted_module_names": "adapt", "to_lora_config": "adapt",
+    "ARCHITECTURES": "architectures", "COMPONENTS": "architectures", "Architecture": "architectures",
+    "architecture_for": "architectures", "num_layers": "architectures",
+    "SpecError": "errors", "SpecErrors": "errors",
+    "MINILM_ALIAS": "model_configs", "load_model_config": "model_configs", "model_location": "model_configs",
+    "BASELINES": "placement", "Placement": "placement", "resolve_components": "placement",
+    "resolve_layers": "placement",
+}
+__all__ = sorted(_HOME)
+
+
+def __getattr__(name: str):
+    if name not in _HOME:
+        raise AttributeError(f"module 'lora_ext' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{_HOME[name]}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return __all__

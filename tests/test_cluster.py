@@ -46,6 +46,25 @@ def test_aws_config_shape():
     assert "--dashboard-host=127.0.0.1" in " ".join(cfg["head_start_ray_commands"])
 
 
+def test_aws_nodes_boot_an_image_that_fits_the_pins_and_workers_get_only_s3():
+    import json
+    import subprocess
+
+    cfg = yaml.safe_load((REPO / "cluster.yaml").read_text())
+    for name, t in cfg["available_node_types"].items():
+        image = t["node_config"]["ImageId"]
+        assert image != "latest_dlami", name  # Ray 2.60 maps it to an Ubuntu 18.04 / CUDA 11.2 image
+        assert image.startswith("resolve:ssm:/aws/service/deeplearning/ami/x86_64/") and "ubuntu-22.04" in image
+        if t["resources"].get("GPU"):
+            assert t["node_config"]["IamInstanceProfile"] == {"Name": "lora-sweep-worker"}
+    assert any("sys.version_info >= (3, 10)" in c for c in cfg["setup_commands"])
+    policy = json.loads((REPO / "cluster" / "worker-s3-policy.json").read_text())
+    actions = {a for st in policy["Statement"] for a in st["Action"]}
+    assert actions and all(a.startswith("s3:") for a in actions)
+    script = REPO / "cluster" / "create-worker-profile.sh"
+    assert subprocess.run(["bash", "-n", str(script)]).returncode == 0 and "lora-sweep-worker" in script.read_text()
+
+
 @pytest.mark.parametrize("damage,match", [
     (lambda c: c.__setitem__("availble_node_types", c.pop("available_node_types")), "availble_node_types"),
     (lambda c: c["available_node_types"]["gpu_a10g_spot"]["resources"].__setitem__("GPU", 0.25), "integer"),
