@@ -7,7 +7,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from analysis.stats import holm, pareto_front
+from analysis.stats import pareto_front
 from tune_jobs.cli import main
 
 EPOCHS = 4
@@ -233,9 +233,21 @@ def test_report_bad_options_are_one_line(experiment, tmp_path, capsys):
     assert not (tmp_path / "rep").exists()
 
 
-def test_holm_and_pareto():
-    assert holm([0.01, 0.04, 0.03]) == pytest.approx([0.03, 0.06, 0.06])
-    assert holm([float("nan"), 0.02])[1] == pytest.approx(0.02)
+def test_analyze_and_report_never_import_training_libraries(experiment, tmp_path):
+    import subprocess
+    import sys
+
+    code = ("import sys\nfrom tune_jobs.cli import main\n"
+            f"assert main(['analyze', {str(experiment)!r}, '--out', {str(tmp_path)!r}]) == 0\n"
+            f"assert main(['report', {str(tmp_path)!r}, '--out', {str(tmp_path / 'rep')!r}]) == 0\n"
+            "print(sorted(m for m in ('torch', 'ray', 'transformers', 'peft', 'datasets') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip().splitlines()[-1] == "[]"
+    assert (tmp_path / "rep" / "report.html").is_file()
+
+
+def test_pareto():
     assert pareto_front([1, 2, 3, 2], [0.8, 0.9, 0.85, 0.7]).tolist() == [True, True, False, False]
 
 

@@ -148,6 +148,33 @@ def test_console_script_help():
         assert out.returncode == 0 and "usage:" in out.stdout and len(out.stdout) > 300
 
 
+HEAVY = ("torch", "ray", "transformers", "peft", "datasets", "pandas", "matplotlib")
+
+
+def test_top_level_help_imports_nothing_heavy_and_lists_every_subcommand():
+    code = ("import sys, contextlib, io\nfrom tune_jobs.cli import main\nbuf = io.StringIO()\n"
+            "with contextlib.redirect_stdout(buf), contextlib.suppress(SystemExit):\n    main(['--help'])\n"
+            f"print(sorted(m for m in {HEAVY!r} if m in sys.modules)); print(buf.getvalue())")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO)
+    loaded, _, text = out.stdout.partition("\n")
+    assert loaded == "[]", loaded
+    from tune_jobs.cli import SUBCOMMANDS
+    for name in SUBCOMMANDS:
+        assert f"    {name} " in text
+
+
+def test_subcommand_help_texts_match_the_table():
+    import argparse
+    import importlib
+
+    from tune_jobs.cli import SUBCOMMANDS
+
+    for name, (module, help_) in SUBCOMMANDS.items():
+        sub = argparse.ArgumentParser().add_subparsers()
+        importlib.import_module(module).register(sub)
+        assert sub._choices_actions[0].help == help_, name
+
+
 def test_custom_profile_in_spec(tmp_path):
     spec = tmp_path / "spec.yaml"
     spec.write_text(GOOD + textwrap.dedent("""\

@@ -1,33 +1,35 @@
-"""`lora-sweep`: one command line for planning, running and analysing LoRA placement studies."""
+"""`lora-sweep`: one command line for planning, running and analysing LoRA placement studies.
+
+Subcommand modules are imported only for the subcommand being run (and its --help), so `lora-sweep --help`
+imports nothing heavy and `analyze`/`report` never import torch, ray or transformers.
+"""
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
-from lora_ext import SpecError, SpecErrors
+from .cli_args import OneLineParser, add_spec_args, run_guarded
 
-EXIT_USAGE = 2
 EPILOG = """\
 typical session:
   lora-sweep plan tune_jobs/experiments/final.yaml --profile paper      what would run, params per trial
   lora-sweep trial tune_jobs/experiments/final.yaml --profile demo --scenario lora_all --r 8
   lora-sweep run tune_jobs/experiments/layers.yaml --profile demo       the whole grid with Ray Tune
+  lora-sweep analyze lora_sweep_results/layers-demo --out analysis_out  Parquet for pandas / DuckDB
+  lora-sweep report analysis_out --out analysis_out/report              statistics, verdicts, report.html
 Profiles: 'demo' (offline MiniLM on a CPU, 4,000 SST-2 rows) and 'paper' (RoBERTa-base, full SST-2, GPUs)."""
 
-
-class _Parser(argparse.ArgumentParser):
-    """argparse that exits 2 with one line (no usage dump) on a bad argument."""
-
-    def error(self, message: str) -> None:  # noqa: D401 - argparse API
-        self.exit(EXIT_USAGE, f"{self.prog}: {message} (see --help)\n")
-
-
-def add_spec_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("spec", help="experiment spec (YAML), e.g. tune_jobs/experiments/layers.yaml")
-    p.add_argument("--profile", help="apply a profile over the spec: 'demo' (CPU, offline), 'paper' (GPU), or one "
-                                     "the spec defines under `profiles:`")
+# name -> (module with `register(subparsers)`, one-line help shown by `lora-sweep --help`)
+SUBCOMMANDS: dict[str, tuple[str, str]] = {
+    "plan": ("tune_jobs.cli", "validate a spec and list its trials with exact trainable parameters"),
+    "trial": ("tune_jobs.trial_cli", "run one trial of a spec locally, without Ray (one JSON line of metrics per epoch)"),
+    "run": ("tune_jobs.sweep", "run a whole study as a Ray Tune grid (local Ray, or a cluster via --address)"),
+    "analyze": ("analysis.aggregate", "turn experiment directories into trials.parquet + epochs.parquet"),
+    "report": ("analysis.report", "statistics, verdicts and figures from analyze's Parquet files"),
+}
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
@@ -40,18 +42,8 @@ def cmd_plan(args: argparse.Namespace) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(
-        prog="lora-sweep",
-        description="Sweep LoRA placements (layers x components x rank x repeat) of a transformer classifier "
-                    "with Ray Tune, then analyse them. Specs are YAML files; see tune_jobs/experiments/.",
-        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    parser.add_argument("--debug", action="store_true", help="show full tracebacks instead of one-line errors")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
-    sub.required = True
-
-    p = sub.add_parser("plan", help="validate a spec and list its trials with exact trainable parameters",
+def register(sub) -> None:
+    p = sub.add_parser("plan", help=SUBCOMMANDS["plan"][1],
                        description="Validate SPEC (every error at once), expand it into trials (scenario x rank x "
                                    "repeat) and print each with its trainable parameters and %% of full fine-tuning. "
                                    "Offline and in seconds: the model is built on the meta device, no weights load.")
@@ -59,32 +51,36 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print a JSON array of trial objects instead of a table")
     p.set_defaults(func=cmd_plan)
 
-    for register in _registrars():
-        register(sub)
+
+def chosen_subcommand(argv: Sequence[str]) -> str | None:
+    """The first argument that names a subcommand (options such as --debug may come before it)."""
+    return next((a for a in argv if a in SUBCOMMANDS), None)
+
+
+def build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
+    """The full parser of the subcommand named in `argv`; the others are listed by name and help only."""
+    parser = OneLineParser(
+        prog="lora-sweep",
+        description="Sweep LoRA placements (layers x components x rank x repeat) of a transformer classifier "
+                    "with Ray Tune, then analyse them. Specs are YAML files; see tune_jobs/experiments/.",
+        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--debug", action="store_true", help="show full tracebacks instead of one-line errors")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=OneLineParser)
+    sub.required = True
+    chosen = chosen_subcommand(argv)
+    for name, (module, help_) in SUBCOMMANDS.items():
+        if name == chosen:
+            importlib.import_module(module).register(sub)
+        else:
+            sub.add_parser(name, help=help_, add_help=False)
     return parser
 
 
-def _registrars() -> list[Callable]:
-    from analysis import aggregate, report
-
-    from . import sweep, trial_cli
-
-    return [trial_cli.register, sweep.register, aggregate.register, report.register]
-
-
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    try:
-        return int(args.func(args) or 0)
-    except (SpecError, SpecErrors) as err:
-        if args.debug:
-            raise
-        print(f"error: {err}".replace("\n", "\nerror: "), file=sys.stderr)
-        return EXIT_USAGE
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = build_parser(argv).parse_args(argv)
+    return run_guarded(args.func, args)
 
 
 if __name__ == "__main__":

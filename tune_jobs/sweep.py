@@ -16,7 +16,7 @@ from pathlib import Path
 from lora_ext import SpecError
 
 from .spec import Study, TrialConfig, expand, load_study, with_overrides
-from .cli import add_spec_args
+from .cli_args import OneLineParser, add_spec_args, run_guarded
 from .data import check_dataset_location
 
 DEFAULT_STORAGE = "lora_sweep_results"
@@ -212,9 +212,11 @@ def register(sub) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from .cli import main as cli_main
-
-    return cli_main(["run", *(sys.argv[1:] if argv is None else argv)])
+    """`python -m tune_jobs.sweep SPEC ...`: the same as `lora-sweep run SPEC ...`."""
+    parser = OneLineParser(prog="python -m tune_jobs.sweep", description=__doc__)
+    parser.add_argument("--debug", action="store_true", help="show full tracebacks instead of one-line errors")
+    add_arguments(parser)
+    return run_guarded(cmd_run, parser.parse_args(sys.argv[1:] if argv is None else argv))
 
 
 if __name__ == "__main__":

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from lora_ext import SpecError
 
-from .cli import add_spec_args
+from .cli_args import add_spec_args
 
 
 def cmd_trial(args: argparse.Namespace) -> int:

@@ -1,0 +1,38 @@
+"""Pieces every subcommand's parser shares (kept apart from cli.py so subcommand modules never import it back)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable
+
+from lora_ext.errors import SpecError, SpecErrors
+
+EXIT_USAGE = 2
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse that exits 2 with one line (no usage dump) on a bad argument."""
+
+    def error(self, message: str) -> None:  # noqa: D401 - argparse API
+        self.exit(EXIT_USAGE, f"{self.prog}: {message} (see --help)\n")
+
+
+def add_spec_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("spec", help="experiment spec (YAML), e.g. tune_jobs/experiments/layers.yaml")
+    p.add_argument("--profile", help="apply a profile over the spec: 'demo' (CPU, offline), 'paper' (GPU), or one "
+                                     "the spec defines under `profiles:`")
+
+
+def run_guarded(func: Callable[[argparse.Namespace], int | None], args: argparse.Namespace) -> int:
+    """Run a subcommand; bad input (SpecError) becomes one `error:` line per problem and exit 2."""
+    try:
+        return int(func(args) or 0)
+    except (SpecError, SpecErrors) as err:
+        if getattr(args, "debug", False):
+            raise
+        print(f"error: {err}".replace("\n", "\nerror: "), file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
