@@ -13,11 +13,11 @@ from dataclasses import dataclass, field
 
 import pyarrow.fs as pafs
 
+from raylog import ExperimentFileError, open_experiment, read_text, trial_states
+
 from .schema import CONFIG_NAMES, EPOCH_METRICS
 
-
-class AnalysisInputError(ValueError):
-    """Input that cannot be analysed; the message names the path and the problem in one line."""
+AnalysisInputError = ExperimentFileError  # input that cannot be analysed: one line naming the path and the problem
 
 
 @dataclass
@@ -37,55 +37,10 @@ class TrialRecord:
     extra: dict = field(default_factory=dict)
 
 
-def open_experiment(uri: str) -> tuple[pafs.FileSystem, str]:
-    """(filesystem, path) for a local directory or a URI such as s3://bucket/prefix/experiment."""
-    try:
-        fs, path = pafs.FileSystem.from_uri(uri if "://" in uri else _abs(uri))
-    except (OSError, ValueError) as err:  # pyarrow's ArrowInvalid is a ValueError
-        raise AnalysisInputError(f"{uri}: cannot open ({err})") from None
-    info = fs.get_file_info(path)
-    if info.type != pafs.FileType.Directory:
-        raise AnalysisInputError(f"{uri}: not a directory; pass a Ray Tune experiment directory "
-                                 "(STORAGE/NAME, the folder that holds experiment_state-*.json)")
-    return fs, path
-
-
-def _abs(path: str) -> str:
-    import os
-
-    return os.path.abspath(path)
-
-
-def _read_text(fs: pafs.FileSystem, path: str) -> str:
-    with fs.open_input_stream(path) as fh:
-        return fh.read().decode("utf-8", errors="replace")
-
-
-def trial_states(fs: pafs.FileSystem, exp: str, entries: list[pafs.FileInfo]) -> dict[str, dict]:
-    """relative_logdir -> {trial_id, status, num_failures} from the newest experiment_state file."""
-    states = sorted(e.path for e in entries if e.base_name.startswith("experiment_state") and e.base_name.endswith(".json"))
-    if not states:
-        raise AnalysisInputError(f"{exp}: not a Ray Tune experiment (no experiment_state-*.json); pass STORAGE/NAME "
-                                 "as printed by `lora-sweep run`")
-    try:
-        data = json.loads(_read_text(fs, states[-1]))
-    except json.JSONDecodeError as err:
-        raise AnalysisInputError(f"{states[-1]}: corrupt experiment state ({err})") from None
-    out = {}
-    for item in data.get("trial_data", []):
-        trial = json.loads(item[0]) if isinstance(item[0], str) else item[0]
-        runtime = json.loads(item[1]) if isinstance(item[1], str) else item[1]
-        config = trial.get("config")
-        out[trial["relative_logdir"]] = {"trial_id": trial["trial_id"], "status": trial["status"],
-                                         "num_failures": int(runtime.get("num_failures", 0) or 0),
-                                         "config": config if isinstance(config, dict) else {}}
-    return out
-
-
 def _parse_results(fs: pafs.FileSystem, path: str) -> tuple[list[dict], str | None]:
     """The reports in result.json, deduplicated by epoch (the last report of an epoch wins), and a problem note."""
     try:
-        text = _read_text(fs, path)
+        text = read_text(fs, path)
     except FileNotFoundError:
         return [], None
     rows, problem = [], None
@@ -131,7 +86,7 @@ def read_experiment(uri: str) -> list[TrialRecord]:
         state = states.get(rel, {})
         if "params.json" in files:
             try:
-                config = json.loads(_read_text(fs, posixpath.join(tdir, "params.json")))
+                config = json.loads(read_text(fs, posixpath.join(tdir, "params.json")))
             except json.JSONDecodeError as err:
                 raise AnalysisInputError(f"{tdir}/params.json: corrupt ({err})") from None
         elif state.get("status") in ("ERROR", "PENDING") and "result.json" not in files:
@@ -144,7 +99,7 @@ def read_experiment(uri: str) -> list[TrialRecord]:
         results, problem = _parse_results(fs, posixpath.join(tdir, "result.json"))
         error = None
         if "error.txt" in files:
-            error_text = _read_text(fs, posixpath.join(tdir, "error.txt")).strip().splitlines()
+            error_text = read_text(fs, posixpath.join(tdir, "error.txt")).strip().splitlines()
             error = next((line for line in reversed(error_text) if line.strip()), "error")[:500]
         status = state.get("status") or ("ERROR" if error else "TERMINATED" if results else "UNKNOWN")
         trial_id = state.get("trial_id") or (results[0].get("trial_id") if results else rel)

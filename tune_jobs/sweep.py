@@ -64,7 +64,7 @@ def check_same_grid(path: str, grid: list[dict]) -> None:
     """
     import pyarrow.fs as pafs
 
-    from analysis.load import open_experiment, trial_states
+    from raylog import open_experiment, trial_states
 
     fs, exp = open_experiment(path)
     by_name = {g["trial_name"]: g for g in grid}
