@@ -25,7 +25,8 @@ class Architecture:
         components: component -> module paths relative to one layer (Llama's `up` is up_proj and gate_proj).
         head: module names of the classification head, trained in full via PEFT's `modules_to_save`.
         num_layers_key: config attribute that holds the number of layers.
-        dropout_keys: config attributes for (hidden, attention, classifier) dropout; "" where the family has none.
+        dropout_keys: config attributes set for (hidden, attention, classifier) dropout; () where the family has
+            none. Several where the family reads several (DeBERTa's head: `cls_dropout` and `pooler_dropout`).
     """
 
     name: str
@@ -33,7 +34,14 @@ class Architecture:
     components: dict[str, tuple[str, ...]]
     head: tuple[str, ...]
     num_layers_key: str = "num_hidden_layers"
-    dropout_keys: tuple[str, str, str] = ("hidden_dropout_prob", "attention_probs_dropout_prob", "classifier_dropout")
+    dropout_keys: tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...]] = (
+        ("hidden_dropout_prob",), ("attention_probs_dropout_prob",), ("classifier_dropout",))
+
+    def set_dropouts(self, config, hidden: float | None, attention: float | None, classifier: float | None) -> None:
+        """Write the spec's dropouts into a transformers config under this family's names (None leaves a default)."""
+        for keys, value in zip(self.dropout_keys, (hidden, attention, classifier)):
+            for key in keys if value is not None else ():
+                setattr(config, key, value)
 
     def module_regex(self, layers: tuple[int, ...], components: tuple[str, ...]) -> str:
         """Regex that fully matches exactly the selected modules' qualified names (for PEFT `target_modules`)."""
@@ -78,6 +86,8 @@ ARCHITECTURES: dict[str, Architecture] = {
             "down": ("output.dense",),
         },
         ("pooler", "classifier"),
+        # DebertaV2ForSequenceClassification ignores `classifier_dropout`: its head reads these two
+        dropout_keys=(("hidden_dropout_prob",), ("attention_probs_dropout_prob",), ("cls_dropout", "pooler_dropout")),
     ),
     "distilbert": Architecture(
         "DistilBERT",
@@ -92,7 +102,7 @@ ARCHITECTURES: dict[str, Architecture] = {
         },
         ("pre_classifier", "classifier"),
         num_layers_key="n_layers",
-        dropout_keys=("dropout", "attention_dropout", "seq_classif_dropout"),
+        dropout_keys=(("dropout",), ("attention_dropout",), ("seq_classif_dropout",)),
     ),
 }
 _LLAMA = Architecture(
@@ -107,7 +117,7 @@ _LLAMA = Architecture(
         "down": ("mlp.down_proj",),
     },
     ("score",),
-    dropout_keys=("", "attention_dropout", ""),
+    dropout_keys=((), ("attention_dropout",), ()),
 )
 for _llama_type in ("llama", "mistral", "qwen2", "qwen3", "gemma", "gemma2"):
     ARCHITECTURES[_llama_type] = _LLAMA

@@ -163,3 +163,18 @@ def test_other_architectures_adapt_exactly_the_table_modules(model_type, expecte
     with torch.no_grad():
         out = peft_model(input_ids=torch.randint(1, 100, (2, 6)))
     assert out.logits.shape == (2, 2)
+
+
+@pytest.mark.parametrize("model_type,head_dropouts", [
+    ("deberta-v2", lambda m: [m.dropout.p, m.pooler.dropout.p]),  # reads cls_dropout and pooler_dropout
+    ("bert", lambda m: [m.dropout.p]),
+    ("distilbert", lambda m: [m.dropout.p]),
+])
+def test_spec_dropouts_reach_every_family_s_modules(model_type, head_dropouts):
+    from transformers import AutoModelForSequenceClassification
+
+    config = tiny_config(model_type)
+    architecture_for(model_type).set_dropouts(config, hidden=0.05, attention=0.07, classifier=0.33)
+    model = AutoModelForSequenceClassification.from_config(config)
+    assert head_dropouts(model) == pytest.approx([0.33] * len(head_dropouts(model)))
+    assert {round(m.p, 2) for m in model.modules() if isinstance(m, torch.nn.Dropout)} == {0.05, 0.07, 0.33}

@@ -60,9 +60,7 @@ def load_model_and_tokenizer(tc: TrialConfig):
         raise SpecError("model", f"cannot load model or tokenizer ({str(err).splitlines()[0][:120]})", got=tc.model,
                         allowed="the alias minilm-l6, a local model directory, or a hub id with network access") from None
     arch = architecture_for(config.model_type)
-    for key, value in zip(arch.dropout_keys, (tc.hidden_dropout, tc.attention_dropout, tc.classifier_dropout)):
-        if key and value is not None:
-            setattr(config, key, value)
+    arch.set_dropouts(config, tc.hidden_dropout, tc.attention_dropout, tc.classifier_dropout)
     if tokenizer.pad_token is None:  # decoder-only models (Llama) ship without one
         tokenizer.pad_token = tokenizer.eos_token
     config.pad_token_id = tokenizer.pad_token_id
