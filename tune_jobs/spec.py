@@ -484,10 +484,13 @@ def value_text(value: Any) -> str:
         return "none"
     if isinstance(value, (list, tuple)):
         return "_".join(map(value_text, value))
-    if isinstance(value, float) and value != 0 and abs(value) < 0.01:
-        mantissa, exponent = f"{value:.5e}".split("e")
-        return f"{mantissa.rstrip('0').rstrip('.')}e{int(exponent)}"
-    return f"{value:.6g}" if isinstance(value, float) else str(value)
+    if not isinstance(value, float):
+        return str(value)
+    text = f"{value:.6g}" if value == 0 or abs(value) >= 0.01 else f"{value:.5e}"
+    if "e" not in text:
+        return text
+    mantissa, exponent = text.split("e")
+    return f"{mantissa.rstrip('0').rstrip('.') if '.' in mantissa else mantissa}e{int(exponent)}"
 
 
 def _setting_label(key: str, value: Any) -> str:
