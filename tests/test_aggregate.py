@@ -22,7 +22,7 @@ def record(name: str, results: list[dict]) -> TrialRecord:
 
 def test_selection_and_divergence_columns():
     ok = record("ok-r8-lr1e-3-rep0", [epoch(1, 0.8, 0.75), epoch(2, 0.85, 0.82)])
-    reason = "train loss nan at epoch 2 step 3 (lr=1e+12)"
+    reason = "train loss nan at epoch 2 step 3 (lr=1e12)"
     boom = record("boom-r8-lr1e12-rep0", [epoch(1, 0.7, 0.71), {
         "epoch": 2, "diverged": True, "diverged_reason": reason, "val_accuracy": None, "peak_memory_mb": 90.0,
         "memory_kind": "cpu_rss", "trainable_params": 1000, "total_params": 10 ** 6, "params_relative_pct": 0.1}])

@@ -10,7 +10,8 @@ import pytest
 from lora_ext import SpecError
 from tests.conftest import EXPERIMENTS, REPO
 from tune_jobs.cli import main
-from tune_jobs.spec import expand, load_study, select_trial
+from tune_jobs.grid import expand, select_trial
+from tune_jobs.spec import load_study
 
 SHIPPED = sorted(p.name for p in EXPERIMENTS.glob("*.yaml"))
 

@@ -12,7 +12,8 @@ from tests.conftest import EXPERIMENTS, SST2_DIR, tiny_spec
 from tune_jobs.cli import main
 from tune_jobs.data import (TrialData, check_tsv, length_grouped_batches, padding_efficiency, selection_split,
                             subset_indices, tokenized_splits)
-from tune_jobs.spec import expand, load_study, select_trial, with_overrides
+from tune_jobs.grid import expand, select_trial, with_overrides
+from tune_jobs.spec import load_study
 from tune_jobs.trial import STATE_FILE, run_trial
 
 SCEN = "scenarios:\n  - {name: vup, layers: all, components: v+up}\n  - {name: head, baseline: classifier_only}\n"
@@ -83,7 +84,7 @@ def test_length_grouped_batches_pad_little(tiny_bert_dir):
     assert len(data.dev_lengths) == 872
 
 
-DIVERGED_REASON = r"^train loss (nan|inf) at epoch 1 step \d+ \(lr=1e\+12\)$"
+DIVERGED_REASON = r"^train loss (nan|inf) at epoch 1 step \d+ \(lr=1e12\)$"
 
 
 def test_nan_loss_is_a_result_not_an_error(trial_cfg):

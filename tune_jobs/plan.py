@@ -7,7 +7,8 @@ from dataclasses import dataclass
 
 from lora_ext import ParamCount, count_params, load_model_config
 
-from .spec import TRAIN_SCHEMA, Study, TrialConfig, axis_settings, expand, value_text
+from .grid import axis_settings, expand, value_text
+from .spec import TRAIN_SCHEMA, Study, TrialConfig
 
 
 @dataclass(frozen=True)

@@ -15,9 +15,10 @@ from pathlib import Path
 
 from lora_ext import SpecError
 
-from .spec import Study, TrialConfig, expand, load_study, with_overrides
 from .cli import add_spec_args
 from .data import check_dataset_location
+from .grid import expand, with_overrides
+from .spec import Study, TrialConfig, load_study
 
 DEFAULT_STORAGE = "lora_sweep_results"
 

@@ -27,6 +27,7 @@ import torch
 from lora_ext import SpecError, apply_placement, architecture_for, count_trainable, model_location
 
 from .data import TrialData, length_grouped_batches, padding_efficiency
+from .grid import value_text
 from .spec import TrialConfig
 
 METRIC_NAMES = (
@@ -39,7 +40,7 @@ OnEpoch = Callable[[dict, "str | None"], None]  # (metrics, checkpoint dir; None
 
 
 class TrialDiverged(RuntimeError):
-    """A loss became NaN or infinite; the message is the reason, e.g. `train loss nan at epoch 2 step 5 (lr=1)`."""
+    """A loss became NaN or infinite; the message is the reason, e.g. `train loss nan at epoch 2 step 5 (lr=1e12)`."""
 
 
 def seed_everything(seed: int) -> None:
@@ -182,7 +183,7 @@ def evaluate(model, split, lengths: np.ndarray, collator, batch_size: int, devic
 
 
 def _lr_text(tc: TrialConfig) -> str:
-    return f"(lr={tc.learning_rate:g})"
+    return f"(lr={value_text(tc.learning_rate)})"
 
 
 def train_epoch(model, data: TrialData, collator, tc: TrialConfig, epoch: int, optimizer, scheduler, device,

@@ -16,7 +16,8 @@ EXIT_DIVERGED = 1  # the trial ran but its loss turned NaN/inf (bad input stays 
 
 def cmd_trial(args: argparse.Namespace) -> int:
     from .data import check_dataset_location
-    from .spec import load_study, select_trial, with_overrides
+    from .grid import select_trial, with_overrides
+    from .spec import load_study
     from .trial import copy_checkpoint_to, run_trial
 
     study = load_study(args.spec, args.profile)
