@@ -56,7 +56,7 @@ def _data_text(study: Study) -> str:
     data, sel = study.data, study.data.selection
     text = f"data {data.dataset}" + (f" (train_limit {data.train_limit})" if data.train_limit else "")
     if sel:
-        held = f"{sel.rows:,} rows" if sel.rows else f"{sel.fraction:.0%}"
+        held = f"{sel.rows:,} rows" if sel.rows else f"{100 * sel.fraction:g} %"
         text += f", selection split {held} of train (seed {study.base_seed})"
     return text
 
