@@ -31,7 +31,8 @@ TRIALS_SCHEMA = pa.schema([
     ("config_extra", pa.string()),  # JSON of config keys this schema does not know
     # final_*: the last finished epoch's; null for a diverged trial (it has no final result), which has
     # diverged = true and diverged_reason such as "train loss nan at epoch 2 step 5 (lr=1e12)"
-    ("final_val_accuracy", pa.float64()), ("final_sel_accuracy", pa.float64()), ("best_val_accuracy", pa.float64()), ("final_val_loss", pa.float64()),
+    ("final_val_accuracy", pa.float64()), ("final_sel_accuracy", pa.float64()), ("best_val_accuracy", pa.float64()),
+    ("final_val_loss", pa.float64()),
     ("final_train_loss", pa.float64()), ("epochs_completed", pa.int32()), ("trainable_params", pa.int64()),
     ("total_params", pa.int64()), ("params_relative_pct", pa.float64()), ("peak_memory_mb", pa.float64()),
     ("memory_kind", pa.string()), ("mean_train_samples_per_s", pa.float64()), ("total_time_s", pa.float64()),

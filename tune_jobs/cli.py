@@ -53,7 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("plan", help="validate a spec and list its trials with exact trainable parameters",
                        description="Validate SPEC (every error at once), expand it into trials (scenario x rank x "
-                                   "repeat) and print each with its trainable parameters and %% of full fine-tuning. "
+                                   "training-setting axes x repeat) and print each with its trainable parameters and %% of full fine-tuning. "
                                    "Offline and in seconds: the model is built on the meta device, no weights load.")
     add_spec_args(p)
     p.add_argument("--json", action="store_true", help="print a JSON array of trial objects instead of a table")

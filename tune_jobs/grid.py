@@ -125,7 +125,8 @@ def select_trial(study: Study, scenario: str, r: int | None = None, repeat: int 
         if key not in varied:
             raise SpecError("--axis", f"scenario {scenario} has no axis {key}", got=key,
                             allowed=f"its axes: {', '.join(varied) or 'none'}")
-        value = _config_value(TRAIN_SCHEMA[key](yaml.safe_load(text) if isinstance(text, str) else text, f"--axis {key}"))
+        raw = yaml.safe_load(text) if isinstance(text, str) else text  # "1e-3", "[0.9, 0.95]", "true"
+        value = _config_value(TRAIN_SCHEMA[key](raw, f"--axis {key}"))
         matches = [t for t in matches if getattr(t, key) == value]
         if not matches:
             raise SpecError(f"--axis {key}", "not a value of the axis", got=text,

@@ -90,7 +90,8 @@ def _selection(value: Any, path: str) -> Selection:
     if errors:
         raise errors[0]
     if len(clean) != 1:
-        raise SpecError(path, "give fraction or rows, one of them", got=value, allowed="e.g. {fraction: 0.1} or {rows: 2000}")
+        raise SpecError(path, "give fraction or rows, one of them", got=value,
+                        allowed="e.g. {fraction: 0.1} or {rows: 2000}")
     return Selection(**clean)
 
 
@@ -379,7 +380,8 @@ def parse_study(raw: dict, profile: str | None = None) -> Study:
         body = f.check_section(item, {k: _any for k in SCENARIO_KEYS}, f"scenarios[{i}]", errors)
         name = body.get("name")
         if not isinstance(name, str) or not name.strip():
-            errors.append(SpecError(f"scenarios[{i}].name", "missing or empty", got=name, allowed="a short unique name"))
+            errors.append(SpecError(f"scenarios[{i}].name", "missing or empty", got=name,
+                                    allowed="a short unique name"))
             continue
         path = f"scenarios[{i}] ({name})"
         if name in seen:

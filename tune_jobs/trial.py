@@ -174,7 +174,8 @@ def evaluate(model, split, lengths: np.ndarray, collator, batch_size: int, devic
     loss_sum, correct = 0.0, 0
     with torch.no_grad():
         for start in range(0, len(order), batch_size):
-            batch = {k: v.to(device) for k, v in TrialData.batch(split, order[start:start + batch_size], collator).items()}
+            rows = order[start:start + batch_size]
+            batch = {k: v.to(device) for k, v in TrialData.batch(split, rows, collator).items()}
             with autocast():
                 out = model(**batch)
             loss_sum += float(out.loss) * len(batch["labels"])
@@ -211,7 +212,9 @@ def train_epoch(model, data: TrialData, collator, tc: TrialConfig, epoch: int, o
 
 def evaluate_all(model, data: TrialData, collator, tc: TrialConfig, epoch: int, device, autocast) -> dict:
     """val_* on the dev split and sel_* on the selection split (when there is one); TrialDiverged on a NaN/inf loss."""
-    splits = [("val", data.dev, data.dev_lengths)] + ([("sel", data.sel, data.sel_lengths)] if data.sel is not None else [])
+    splits = [("val", data.dev, data.dev_lengths)]
+    if data.sel is not None:
+        splits.append(("sel", data.sel, data.sel_lengths))
     out = {}
     for prefix, split, lengths in splits:
         loss, acc = evaluate(model, split, lengths, collator, tc.eval_batch_size, device, autocast)
