@@ -30,28 +30,37 @@ def _last(results: list[dict], key: str):
     return None
 
 
+def _epochs(rec: TrialRecord) -> list[dict]:
+    """The reports of finished epochs (a diverged trial's last report is not one)."""
+    return [r for r in rec.results if not r.get("diverged")]
+
+
 def trial_row(rec: TrialRecord) -> dict:
     """One row of trials.parquet."""
     known, extra = split_config(rec.config)
     if isinstance(known.get("rank_pattern"), dict):
         known["rank_pattern"] = json.dumps(known["rank_pattern"], sort_keys=True)
-    res = rec.results
-    accs = [r["val_accuracy"] for r in res if r.get("val_accuracy") is not None]
-    speeds = [r["train_samples_per_s"] for r in res if r.get("train_samples_per_s") is not None]
+    res, done = rec.results, _epochs(rec)  # every report (sizes, memory, node) / finished epochs (metrics)
+    diverged = next((r for r in res if r.get("diverged")), None)
+    final = done if diverged is None else []
+    accs = [r["val_accuracy"] for r in done if r.get("val_accuracy") is not None]
+    speeds = [r["train_samples_per_s"] for r in done if r.get("train_samples_per_s") is not None]
     peaks = [r["peak_memory_mb"] for r in res if r.get("peak_memory_mb") is not None]
     return {
         "experiment": rec.experiment, "trial_id": rec.trial_id, "trial_dir": rec.trial_dir, "status": rec.status,
         "error": rec.error, "problem": rec.problem, **known,
         "config_extra": json.dumps(extra, sort_keys=True) if extra else None,
-        "final_val_accuracy": accs[-1] if accs else None, "best_val_accuracy": max(accs) if accs else None,
-        "final_val_loss": _last(res, "val_loss"), "final_train_loss": _last(res, "train_loss"),
-        "epochs_completed": len(res), "trainable_params": _last(res, "trainable_params"),
+        "final_val_accuracy": _last(final, "val_accuracy"), "final_sel_accuracy": _last(final, "sel_accuracy"),
+        "best_val_accuracy": max(accs) if accs else None,
+        "final_val_loss": _last(final, "val_loss"), "final_train_loss": _last(final, "train_loss"),
+        "epochs_completed": len(done), "trainable_params": _last(res, "trainable_params"),
         "total_params": _last(res, "total_params"), "params_relative_pct": _last(res, "params_relative_pct"),
         "peak_memory_mb": max(peaks) if peaks else None, "memory_kind": _last(res, "memory_kind"),
         "mean_train_samples_per_s": statistics.fmean(speeds) if speeds else None,
         "total_time_s": _last(res, "time_total_s"), "hostname": _last(res, "hostname"),
         "node_ip": _last(res, "node_ip"), "node_id": _last(res, "node_id"), "num_restarts": rec.num_restarts,
-        "last_checkpoint": rec.last_checkpoint,
+        "last_checkpoint": rec.last_checkpoint, "diverged": diverged is not None,
+        "diverged_reason": diverged.get("diverged_reason") if diverged else None,
     }
 
 
@@ -59,7 +68,7 @@ def epoch_rows(rec: TrialRecord) -> list[dict]:
     """Rows of epochs.parquet for one trial (already one per epoch)."""
     head = {"experiment": rec.experiment, "trial_id": rec.trial_id, "scenario": rec.config.get("scenario"),
             "r": rec.config.get("r"), "repeat": rec.config.get("repeat"), "seed": rec.config.get("seed")}
-    return [{**head, **{name: row.get(name) for name, _ in EPOCH_METRICS}} for row in rec.results]
+    return [{**head, **{name: row.get(name) for name, _ in EPOCH_METRICS}} for row in _epochs(rec)]
 
 
 def _versions() -> dict[str, str]:
@@ -118,6 +127,8 @@ def cmd_analyze(args: argparse.Namespace) -> int:
         print(f"warning: {note} (trial flagged in the `problem` column; the rest is analysed)", file=sys.stderr)
     statuses = trials.column("status").to_pylist()
     counts = ", ".join(f"{statuses.count(s)} {s}" for s in sorted(set(statuses)))
+    diverged = sum(trials.column("diverged").to_pylist())
+    counts += f"; {diverged} diverged" if diverged else ""
     print(f"{trials.num_rows} trials ({counts}), {epochs.num_rows} epoch rows -> {args.out}/trials.parquet, "
           f"{args.out}/epochs.parquet")
     return 0

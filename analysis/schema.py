@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pyarrow as pa
 
-SCHEMA_VERSION = "1"
+SCHEMA_VERSION = "2"  # 2: selection split (sel_* metrics, selection_* config), divergence columns
 
 # Config keys of a lora-sweep grid point and their Arrow types. Declared here rather than taken from the
 # training package's TrialConfig: analysis reads files only and must work where training code is not installed.
@@ -15,6 +15,7 @@ CONFIG_FIELDS: list[tuple[str, pa.DataType]] = [
     ("rank_pattern", pa.string()), ("alpha", pa.float64()), ("lora_dropout", pa.float64()),
     ("repeat", pa.int32()), ("seed", pa.int64()), ("model", pa.string()), ("model_init", pa.string()),
     ("dataset", pa.string()), ("train_limit", pa.int64()), ("max_length", pa.int32()), ("num_labels", pa.int32()),
+    ("selection_fraction", pa.float64()), ("selection_rows", pa.int64()), ("selection_seed", pa.int64()),
     ("epochs", pa.int32()), ("learning_rate", pa.float64()), ("batch_size", pa.int32()),
     ("eval_batch_size", pa.int32()), ("weight_decay", pa.float64()), ("adam_betas", pa.list_(pa.float64())),
     ("adam_epsilon", pa.float64()), ("warmup_ratio", pa.float64()), ("lr_schedule", pa.string()),
@@ -28,16 +29,20 @@ TRIALS_SCHEMA = pa.schema([
     ("error", pa.string()), ("problem", pa.string()),
     *CONFIG_FIELDS,
     ("config_extra", pa.string()),  # JSON of config keys this schema does not know
-    ("final_val_accuracy", pa.float64()), ("best_val_accuracy", pa.float64()), ("final_val_loss", pa.float64()),
+    # final_*: the last finished epoch's; null for a diverged trial (it has no final result), which has
+    # diverged = true and diverged_reason such as "train loss nan at epoch 2 step 5 (lr=1e12)"
+    ("final_val_accuracy", pa.float64()), ("final_sel_accuracy", pa.float64()), ("best_val_accuracy", pa.float64()),
+    ("final_val_loss", pa.float64()),
     ("final_train_loss", pa.float64()), ("epochs_completed", pa.int32()), ("trainable_params", pa.int64()),
     ("total_params", pa.int64()), ("params_relative_pct", pa.float64()), ("peak_memory_mb", pa.float64()),
     ("memory_kind", pa.string()), ("mean_train_samples_per_s", pa.float64()), ("total_time_s", pa.float64()),
     ("hostname", pa.string()), ("node_ip", pa.string()), ("node_id", pa.string()), ("num_restarts", pa.int32()),
-    ("last_checkpoint", pa.string()),
+    ("last_checkpoint", pa.string()), ("diverged", pa.bool_()), ("diverged_reason", pa.string()),
 ])
 
 EPOCH_METRICS: list[tuple[str, pa.DataType]] = [
     ("epoch", pa.int32()), ("train_loss", pa.float64()), ("val_loss", pa.float64()), ("val_accuracy", pa.float64()),
+    ("sel_loss", pa.float64()), ("sel_accuracy", pa.float64()),  # on the selection split, when the study has one
     ("train_samples_per_s", pa.float64()), ("epoch_time_s", pa.float64()), ("peak_memory_mb", pa.float64()),
     ("memory_kind", pa.string()), ("trainable_params", pa.int64()), ("total_params", pa.int64()),
     ("params_relative_pct", pa.float64()), ("padding_efficiency", pa.float64()), ("checkpoint_mb", pa.float64()),

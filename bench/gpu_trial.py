@@ -24,7 +24,8 @@ sys.path.insert(0, str(REPO))
 
 from lora_ext import load_model_config  # noqa: E402
 from lora_ext.model_configs import random_model_dir  # noqa: E402
-from tune_jobs.spec import expand, parse_study  # noqa: E402
+from tune_jobs.grid import expand  # noqa: E402
+from tune_jobs.spec import parse_study  # noqa: E402
 from tune_jobs.trial import run_trial  # noqa: E402
 
 A10G = {"lora_all_r8": 776, "full_ft": 909, "classifier_only": 2376}

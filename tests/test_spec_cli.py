@@ -7,9 +7,11 @@ import textwrap
 
 import pytest
 
+from lora_ext import SpecError
 from tests.conftest import EXPERIMENTS, REPO
 from tune_jobs.cli import main
-from tune_jobs.spec import expand, load_study
+from tune_jobs.grid import expand, select_trial
+from tune_jobs.spec import load_study
 
 SHIPPED = sorted(p.name for p in EXPERIMENTS.glob("*.yaml"))
 
@@ -183,3 +185,129 @@ def test_custom_profile_in_spec(tmp_path):
     """))
     trials = expand(load_study(spec, "quick"))
     assert len(trials) == 6 and {t.r for t in trials} == {2, 4} and {t.epochs for t in trials} == {1}
+
+
+# ---------------------------------------------------------------- training-setting axes, selection, precedence
+
+AXES = GOOD.replace("components: all}", "components: all, ranks: [1, 8], train: {learning_rate: [5e-4, 1e-3]}}") \
+    + "repeats: 2\n"
+
+
+def spec_file(tmp_path, text):
+    path = tmp_path / "spec.yaml"
+    path.write_text(text)
+    return path
+
+
+def test_scenario_learning_rate_axis_times_ranks_times_repeats(tmp_path):
+    trials = expand(load_study(spec_file(tmp_path, AXES)))
+    assert len(trials) == 2 * 2 * 2
+    assert [t.trial_name for t in trials] == [f"a-r{r}-lr{lr}-rep{k}" for r in (1, 8) for lr in ("5e-4", "1e-3")
+                                              for k in (0, 1)]
+    configs = {(t.r, t.learning_rate, t.repeat) for t in trials}
+    assert configs == {(r, lr, k) for r in (1, 8) for lr in (5e-4, 1e-3) for k in (0, 1)}  # distinct columns
+
+
+def test_study_level_axis_and_scenario_scalar_override(tmp_path):
+    text = GOOD + "  - {name: b, layers: all, components: v, train: {learning_rate: 2e-3}}\n" \
+        + "  - {name: head, baseline: classifier_only}\ntrain: {learning_rate: [1e-3, 2e-3], weight_decay: [0, 0.1]}\n"
+    trials = expand(load_study(spec_file(tmp_path, text)))
+    names = [t.trial_name for t in trials if t.scenario == "b"]
+    assert names == ["b-r8-wd0-rep0", "b-r8-wd0.1-rep0"]  # lr is fixed in b: not in its names
+    for scenario, prefix in (("a", "a-r8-"), ("head", "head-")):  # the study's axes reach baselines too
+        assert [t.trial_name for t in trials if t.scenario == scenario] == [
+            f"{prefix}lr{lr}-wd{wd}-rep0" for lr in ("1e-3", "2e-3") for wd in ("0", "0.1")]
+    assert {t.learning_rate for t in trials if t.scenario == "b"} == {2e-3}
+
+
+def test_list_valued_setting_takes_a_list_of_lists(tmp_path):
+    one = expand(load_study(spec_file(tmp_path, GOOD + "train: {adam_betas: [0.9, 0.95]}\n")))
+    assert len(one) == 1 and one[0].adam_betas == [0.9, 0.95] and one[0].trial_name == "a-r8-rep0"
+    two = expand(load_study(spec_file(tmp_path, GOOD + "train: {adam_betas: [[0.9, 0.98], [0.9, 0.999]]}\n")))
+    assert [(t.trial_name, t.adam_betas) for t in two] == [("a-r8-betas-0.9_0.98-rep0", [0.9, 0.98]),
+                                                           ("a-r8-betas-0.9_0.999-rep0", [0.9, 0.999])]
+
+
+AXIS_BAD = [
+    ("axis element", "train: {learning_rate: [1e-3, -1]}\n", "train.learning_rate[1]: must be a number > 0"),
+    ("scenario axis element", None, "scenarios[0] (a).train.epochs[0]: must be an integer >= 1"),
+    ("pair axis element", "train: {adam_betas: [[0.9, 0.98], [0.9]]}\n", "train.adam_betas[1]: must be a list of two"),
+    ("duplicate", "train: {learning_rate: [1e-3, 0.001]}\n", "train.learning_rate: duplicate value in an axis"),
+    ("empty axis", "train: {learning_rate: []}\n", "train.learning_rate: an axis needs at least one value"),
+    ("both fractions", "data: {selection: {fraction: 0.1, rows: 10}}\n", "data.selection: give fraction or rows"),
+    ("bad fraction", "data: {selection: {fraction: 1.0}}\n", "data.selection.fraction: must be a number in (0, 1)"),
+    ("selection key", "data: {selection: {row: 10}}\n", "data.selection.row: unknown key"),
+    ("profile scenario", "profiles: {p: {scenarios: {zz: {train: {epochs: 2}}}}}\n", "profiles.p.scenarios.zz"),
+]
+
+
+@pytest.mark.parametrize("label,extra,message", AXIS_BAD, ids=[c[0] for c in AXIS_BAD])
+def test_bad_axis_or_selection_is_one_line(tmp_path, capsys, label, extra, message):
+    text = GOOD + extra if extra else GOOD.replace("components: all}", "components: all, train: {epochs: [0, 2]}}")
+    argv = ["plan", str(spec_file(tmp_path, text))] + (["--profile", "p"] if "profiles:" in text else [])
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and message in err[0], err
+
+
+PRECEDENCE = [  # (layer added, epochs it sets); each level adds one layer over the ones before it
+    ("defaults", None),
+    ("spec train", "train: {epochs: 4}\n"),
+    ("scenario train", None),
+    ("profile train", "profiles: {p: {train: {epochs: 6}}}\n"),
+    ("profile scenario train", "profiles: {p: {train: {epochs: 6}, scenarios: {a: {train: {epochs: 7}}}}}\n"),
+]
+
+
+@pytest.mark.parametrize("level", range(len(PRECEDENCE)), ids=[p[0] for p in PRECEDENCE])
+def test_precedence_of_training_settings(tmp_path, level):
+    text = GOOD
+    if level >= 2:
+        text = text.replace("components: all}", "components: all, train: {epochs: 5}}")
+    if level >= 1:
+        text += "train: {epochs: 4}\n"
+    if level >= 3:
+        text += PRECEDENCE[level][1]
+    trials = expand(load_study(spec_file(tmp_path, text), "p" if level >= 3 else None))
+    assert [t.epochs for t in trials] == [[3, 4, 5, 6, 7][level]]
+
+
+def test_plan_shows_profile_scenario_override_winning(tmp_path, capsys):
+    text = GOOD + "  - {name: b, layers: all, components: v}\n" \
+        + "profiles: {quick: {train: {epochs: 2}, scenarios: {a: {train: {epochs: 3, learning_rate: [1e-3, 2e-3]}}}}}\n"
+    assert main(["plan", str(spec_file(tmp_path, text)), "--profile", "quick", "--json"]) == 0
+    rows = {r["trial_name"]: r for r in json.loads(capsys.readouterr().out)}
+    assert {n: r["epochs"] for n, r in rows.items()} == {"a-r8-lr1e-3-rep0": 3, "a-r8-lr2e-3-rep0": 3, "b-r8-rep0": 2}
+    assert main(["plan", str(spec_file(tmp_path, text)), "--profile", "quick"]) == 0
+    table = {line.split()[0]: line.split() for line in capsys.readouterr().out.splitlines() if "-rep0" in line}
+    assert table["a-r8-lr2e-3-rep0"][6:8] == ["3", "2e-3"] and table["b-r8-rep0"][6:8] == ["2", "1.4e-3"]
+
+
+def test_selection_split_in_every_trial_and_the_plan(tmp_path, capsys):
+    text = AXES + "base_seed: 11\ndata: {selection: {rows: 500}, train_limit: 1000}\n"
+    trials = expand(load_study(spec_file(tmp_path, text)))
+    assert {(t.selection_rows, t.selection_fraction, t.selection_seed) for t in trials} == {(500, None, 11)}
+    assert {t.seed for t in trials} == {11, 12}  # trial seeds vary; the held-out rows' seed does not
+    assert main(["plan", str(tmp_path / "spec.yaml")]) == 0
+    assert "selection split 500 rows of train (seed 11)" in capsys.readouterr().out
+
+
+def test_select_trial_picks_an_axis_value(tmp_path):
+    study = load_study(spec_file(tmp_path, AXES))
+    trial = select_trial(study, "a", r=8, repeat=1, axis={"learning_rate": "1e-3"})
+    assert (trial.trial_name, trial.learning_rate) == ("a-r8-lr1e-3-rep1", 1e-3)
+    with pytest.raises(SpecError, match="--axis: scenario a varies learning_rate; pick a value.*learning_rate=5e-4"):
+        select_trial(study, "a", r=8)
+    with pytest.raises(SpecError, match="--axis learning_rate: not a value of the axis.*one of 5e-4, 1e-3"):
+        select_trial(study, "a", r=8, axis={"learning_rate": "3e-3"})
+
+
+@pytest.mark.parametrize("profile,counts", [("paper", (6, 3, 5)), ("demo", (6, 2, 2))])
+def test_rank_study_has_a_learning_rate_axis_per_rank(profile, counts):
+    study = load_study(EXPERIMENTS / "rank.yaml", profile)
+    trials = expand(study)
+    ranks, rates, repeats = counts
+    assert len(trials) == ranks * rates * repeats
+    for r in (1, 32):
+        assert len({t.learning_rate for t in trials if t.r == r}) == rates
+    assert all(t.selection_rows or t.selection_fraction for t in trials)

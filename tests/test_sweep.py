@@ -131,3 +131,38 @@ def test_bad_spec_starts_nothing(tmp_path, tiny_bert_dir):
     out = sweep(spec, "--storage", tmp_path / "store")
     assert out.returncode == 2 and "out of range" in out.stderr
     assert not (tmp_path / "store").exists()
+
+
+def test_diverged_trial_ends_once_is_not_retried_nor_resumed(tmp_path, tiny_bert_dir):
+    """An absurd learning rate on one axis point: that trial ends once, TERMINATED and diverged; the other finishes."""
+    import pandas as pd
+    import pyarrow.parquet as pq
+
+    from tune_jobs.cli import main
+
+    scen = "scenarios:\n  - {name: vup, layers: all, components: v+up, train: {learning_rate: [3.0e-3, 1.0e+12]}}\n"
+    spec = tiny_spec(tmp_path, tiny_bert_dir, scen, data={"selection": {"rows": 64}}, max_failures=2)
+    args = (spec, "--storage", tmp_path / "store", "--name", "div")
+    out = sweep(*args)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    assert "2 trials (1 DIVERGED, 1 TERMINATED)" in out.stdout and "| diverged 1 |" in out.stdout
+    assert "diverged (not retried, never averaged in): vup-r4-lr1e12-rep0: train loss" in out.stdout
+    exp = tmp_path / "store" / "div"
+    boom, good = exp / "vup-r4-lr1e12-rep0", exp / "vup-r4-lr3e-3-rep0"
+    reports = [json.loads(line) for line in (boom / "result.json").read_text().splitlines()]
+    assert len(reports) == 1 and reports[0]["diverged"] is True and not (boom / "error.txt").exists()
+    for line in (good / "result.json").read_text().splitlines():  # the selection split, every epoch
+        assert {"sel_accuracy", "sel_loss", "val_accuracy"} <= set(json.loads(line))
+    before = {d: (d / "result.json").read_bytes() for d in (boom, good)}
+
+    again = sweep(*args)  # same command: resumes, and neither trial runs again
+    assert again.returncode == 0 and "resuming" in again.stdout and "(1 DIVERGED, 1 TERMINATED)" in again.stdout
+    assert {d: (d / "result.json").read_bytes() for d in (boom, good)} == before
+
+    assert main(["analyze", str(exp), "--out", str(tmp_path / "pq")]) == 0
+    trials = pq.read_table(tmp_path / "pq" / "trials.parquet").to_pandas().set_index("trial_name")
+    row = trials.loc["vup-r4-lr1e12-rep0"]
+    assert row["status"] == "TERMINATED" and row["diverged"] and row["num_restarts"] == 0
+    assert row["diverged_reason"].startswith("train loss") and pd.isna(row["final_val_accuracy"])
+    ok = trials.loc["vup-r4-lr3e-3-rep0"]
+    assert not ok["diverged"] and 0 <= ok["final_sel_accuracy"] <= 1 and ok["selection_rows"] == 64

@@ -1,6 +1,7 @@
 """The trial: determinism, resume equivalence, gradient checkpointing, batching, bad input, real MiniLM."""
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -9,9 +10,11 @@ import pytest
 from lora_ext import SpecError
 from tests.conftest import EXPERIMENTS, SST2_DIR, tiny_spec
 from tune_jobs.cli import main
-from tune_jobs.data import TrialData, check_tsv, length_grouped_batches, padding_efficiency
-from tune_jobs.spec import expand, load_study, select_trial, with_overrides
-from tune_jobs.trial import STATE_FILE, TrialDiverged, run_trial
+from tune_jobs.data import (TrialData, check_tsv, length_grouped_batches, padding_efficiency, selection_split,
+                            subset_indices, tokenized_splits)
+from tune_jobs.grid import expand, select_trial, with_overrides
+from tune_jobs.spec import load_study
+from tune_jobs.trial import STATE_FILE, run_trial
 
 SCEN = "scenarios:\n  - {name: vup, layers: all, components: v+up}\n  - {name: head, baseline: classifier_only}\n"
 LEARNED = ("train_loss", "val_loss", "val_accuracy", "trainable_params", "total_params", "padding_efficiency")
@@ -81,9 +84,65 @@ def test_length_grouped_batches_pad_little(tiny_bert_dir):
     assert len(data.dev_lengths) == 872
 
 
-def test_nan_loss_stops_with_clear_error(trial_cfg):
-    with pytest.raises(TrialDiverged, match="train_loss became (nan|inf).*lower learning_rate"):
-        run_trial(dict(trial_cfg, learning_rate=1e12, epochs=1))
+DIVERGED_REASON = r"^train loss (nan|inf) at epoch 1 step \d+ \(lr=1e12\)$"
+
+
+def test_nan_loss_is_a_result_not_an_error(trial_cfg):
+    reports = []
+    history = run_trial(dict(trial_cfg, learning_rate=1e12, epochs=2), on_epoch=lambda m, d: reports.append((m, d)))
+    assert len(history) == 1 and len(reports) == 1  # stopped at once: no second epoch, no exception
+    last, checkpoint_dir = reports[0]
+    assert last["diverged"] is True and re.match(DIVERGED_REASON, last["diverged_reason"]), last
+    assert checkpoint_dir is None  # nothing to resume from
+    assert "val_accuracy" in last and last["val_accuracy"] is None  # Tune requires the sweep metric's key
+    assert last["trainable_params"] > 0 and last["memory_kind"] == "cpu_rss"
+
+
+def test_trial_cli_diverged_exit_1_with_reason(tmp_path, tiny_bert_dir, capsys):
+    spec = tiny_spec(tmp_path, tiny_bert_dir, SCEN, train={"learning_rate": 1e12})
+    assert main(["trial", str(spec), "--scenario", "vup", "--checkpoint-dir", str(tmp_path / "ck")]) == 1
+    captured = capsys.readouterr()
+    err = [line for line in captured.err.splitlines() if line.startswith("error:")]
+    assert len(err) == 1 and "trial vup-r4-rep0 diverged: train loss" in err[0] and "lower learning_rate" in err[0]
+    lines = [json.loads(line) for line in captured.out.strip().splitlines()]
+    assert len(lines) == 1 and lines[0]["diverged"] is True
+    assert not (tmp_path / "ck").exists()
+
+
+def test_selection_split_is_fixed_disjoint_and_seeded():
+    held, rest = selection_split(1000, 0.1, None, seed=42)
+    assert len(held) == 100 and len(rest) == 900 and not set(held) & set(rest)
+    assert sorted([*held, *rest]) == list(range(1000))
+    again, _ = selection_split(1000, None, 100, seed=42)
+    assert (again == held).all()  # fraction 0.1 of 1,000 rows = rows 100, same seed: the same rows
+    assert not (selection_split(1000, None, 100, seed=43)[0] == held).all()
+    with pytest.raises(SpecError, match="data.selection: holds out 1,000 of the train split's 1,000 rows"):
+        selection_split(1000, None, 1000, seed=42)
+
+
+def test_selection_rows_never_trained_on(tiny_bert_dir):
+    """train_limit draws (with the trial seed) from what the hold-out leaves; the hold-out uses the study seed."""
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(tiny_bert_dir)
+    full = tokenized_splits(str(SST2_DIR), tok, 32)["train"]
+    held, rest = selection_split(len(full), None, 300, seed=7)
+    for trial_seed in (7, 8):
+        data = TrialData.build(str(SST2_DIR), tok, 32, 96, trial_seed, selection_rows=300, selection_seed=7)
+        assert data.sel["input_ids"] == full.select(held)["input_ids"]  # the same rows whatever the trial seed
+        trained = rest[subset_indices(len(rest), 96, trial_seed)]
+        assert data.train["input_ids"] == full.select(trained)["input_ids"] and not set(trained) & set(held)
+        assert len(data.sel_lengths) == 300 and len(data.train_lengths) == 96
+
+
+def test_selection_metrics_every_epoch(trial_cfg):
+    cfg = dict(trial_cfg, selection_rows=200, selection_seed=7)
+    history = run_trial(cfg)
+    assert [m["epoch"] for m in history] == [1, 2]
+    for m in history:
+        assert 0 <= m["sel_accuracy"] <= 1 and m["sel_loss"] > 0 and 0 <= m["val_accuracy"] <= 1
+    assert history[0]["sel_loss"] != history[0]["val_loss"]  # a different split from dev
+    assert "sel_loss" not in run_trial(dict(trial_cfg, epochs=1))[0]  # no selection split, no sel_* metrics
 
 
 def test_malformed_tsv_names_file_and_line(tmp_path):

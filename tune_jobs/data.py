@@ -134,6 +134,16 @@ def subset_indices(n_rows: int, limit: int | None, seed: int) -> np.ndarray:
     return np.sort(np.random.default_rng(seed).permutation(n_rows)[:limit])
 
 
+def selection_split(n_rows: int, fraction: float | None, rows: int | None, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(held-out selection rows, train rows left), both sorted; the same for every trial of a study (its base seed)."""
+    held = rows if rows is not None else max(1, round(fraction * n_rows))
+    if held >= n_rows:
+        raise SpecError("data.selection", f"holds out {held:,} of the train split's {n_rows:,} rows, leaving none to "
+                        "train on", allowed="a smaller fraction or fewer rows")
+    order = np.random.default_rng([seed, 1]).permutation(n_rows)  # a stream apart from the trial's subset draw
+    return np.sort(order[:held]), np.sort(order[held:])
+
+
 def length_grouped_batches(lengths: np.ndarray, batch_size: int, seed: int, chunk_batches: int = 64) -> list[np.ndarray]:
     """Batches of similar-length rows: shuffle, sort by length inside chunks of `chunk_batches` batches, shuffle
     the batches. Random enough for SGD, and dynamic padding then wastes little (see `padding_efficiency`)."""
@@ -157,22 +167,34 @@ def padding_efficiency(lengths: np.ndarray, batches: list[np.ndarray]) -> float:
 
 @dataclass
 class TrialData:
-    """Tokenized splits of one trial plus the row lengths the batcher needs."""
+    """Tokenized splits of one trial plus the row lengths the batcher needs.
+
+    `sel` (None without `data.selection`) is held out of the train split before `train_limit` draws from the rest.
+    """
 
     train: object  # datasets.Dataset
     dev: object
     train_lengths: np.ndarray
     dev_lengths: np.ndarray
+    sel: object = None
+    sel_lengths: np.ndarray | None = None
 
     @classmethod
-    def build(cls, dataset: str, tokenizer, max_length: int, train_limit: int | None, seed: int) -> TrialData:
+    def build(cls, dataset: str, tokenizer, max_length: int, train_limit: int | None, seed: int,
+              selection_fraction: float | None = None, selection_rows: int | None = None,
+              selection_seed: int = 0) -> TrialData:
         splits = tokenized_splits(dataset, tokenizer, max_length)
-        train = splits["train"]
-        train = train.select(subset_indices(len(train), train_limit, seed))
-        dev = splits["validation"]
-        return cls(train, dev, np.asarray(train["length"]), np.asarray(dev["length"]))
+        train, dev, sel = splits["train"], splits["validation"], None
+        rows = np.arange(len(train))
+        if selection_fraction is not None or selection_rows is not None:
+            held, rows = selection_split(len(train), selection_fraction, selection_rows, selection_seed)
+            sel = train.select(held)
+        train = train.select(rows[subset_indices(len(rows), train_limit, seed)])
+        return cls(train, dev, np.asarray(train["length"]), np.asarray(dev["length"]), sel,
+                   None if sel is None else np.asarray(sel["length"]))
 
-    def batch(self, split, indices: np.ndarray, collator) -> dict:
+    @staticmethod
+    def batch(split, indices: np.ndarray, collator) -> dict:
         rows = split[[int(i) for i in indices]]
         features = [{k: rows[k][j] for k in rows if k != "length"} for j in range(len(indices))]
         return collator(features)

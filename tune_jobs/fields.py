@@ -110,15 +110,32 @@ def unknown_key_error(key: str, known: list[str] | tuple[str, ...], path: str) -
     return SpecError(where, "unknown key", got=key, allowed=hint + "known keys: " + ", ".join(known))
 
 
-def check_section(raw: Any, schema: dict[str, Check], path: str, errors: list[SpecError]) -> dict:
-    """Check a (partial) mapping against `schema`; collect errors; return the clean values present."""
-    try:
-        raw = mapping(raw, path)
-    except SpecError as err:
-        errors.append(err)
-        return {}
+Sourced = dict[str, tuple[Any, str]]  # key -> (raw value, YAML path of the mapping it came from)
+
+
+def merge_layers(layers: list[tuple[str, Any]], errors: list[SpecError]) -> Sourced:
+    """Merge mappings key by key, later layers winning; each value remembers the path of its layer.
+
+    A layer is (YAML path, mapping or None); a value is replaced whole (a list or a nested mapping is not merged).
+    """
+    merged: Sourced = {}
+    for path, body in layers:
+        if body is None:
+            continue
+        try:
+            mapping(body, path)
+        except SpecError as err:
+            errors.append(err)
+            continue
+        for key, value in body.items():
+            merged[key] = (value, path)
+    return merged
+
+
+def check_merged(merged: Sourced, schema: dict[str, Check], errors: list[SpecError]) -> dict:
+    """Check every merged value against `schema` (errors name the layer it came from); return the clean values."""
     clean = {}
-    for key, value in raw.items():
+    for key, (value, path) in merged.items():
         if key not in schema:
             errors.append(unknown_key_error(key, list(schema), path))
             continue
@@ -127,3 +144,39 @@ def check_section(raw: Any, schema: dict[str, Check], path: str, errors: list[Sp
         except SpecError as err:
             errors.append(err)
     return clean
+
+
+def layered(schema: dict[str, Check], layers: list[tuple[str, Any]], errors: list[SpecError]) -> dict:
+    """One section of a spec: its layers merged in order (see `merge_layers`), then checked once."""
+    return check_merged(merge_layers(layers, errors), schema, errors)
+
+
+def check_section(raw: Any, schema: dict[str, Check], path: str, errors: list[SpecError]) -> dict:
+    """Check a (partial) mapping against `schema`; collect errors; return the clean values present."""
+    if raw is None:
+        errors.append(SpecError(path, "must be a mapping of keys to values", got=raw))
+        return {}
+    return layered(schema, [(path, raw)], errors)
+
+
+class Axis(tuple):
+    """The values of a training setting that the grid expands over (two or more, distinct)."""
+
+
+def axis(check: Check, list_valued: bool = False) -> Check:
+    """A setting, or a list of them (a grid axis), each element through `check` (paths like `x[1]`).
+
+    For a setting whose value is itself a list (`adam_betas`), only a list of lists is an axis.
+    """
+
+    def run(value: Any, path: str) -> Any:
+        if not isinstance(value, list) or (list_valued and not any(isinstance(v, list) for v in value)):
+            return check(value, path)
+        if not value:
+            raise SpecError(path, "an axis needs at least one value", got=value, allowed="e.g. [5e-4, 1e-3]")
+        values = tuple(check(v, f"{path}[{i}]") for i, v in enumerate(value))
+        if len(set(values)) != len(values):
+            raise SpecError(path, "duplicate value in an axis", got=value, allowed="list each value once")
+        return values[0] if len(values) == 1 else Axis(values)
+
+    return run

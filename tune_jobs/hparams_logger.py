@@ -9,13 +9,14 @@ from __future__ import annotations
 
 from ray.tune.logger import TBXLoggerCallback
 
+from .spec import TRAIN_SCHEMA
+
 HPARAM_KEYS = (
     "trial_name", "scenario", "baseline", "layers", "components", "r", "alpha", "lora_dropout", "repeat", "seed",
-    "model", "train_limit", "epochs", "learning_rate", "batch_size", "weight_decay", "warmup_ratio", "lr_schedule",
-    "hidden_dropout", "attention_dropout", "gradient_checkpointing",
+    "model", "train_limit", "selection_fraction", "selection_rows", *TRAIN_SCHEMA,  # every setting can be an axis
 )
-METRIC_KEYS = ("val_accuracy", "val_loss", "train_loss", "trainable_params", "params_relative_pct",
-               "peak_memory_mb", "train_samples_per_s")
+METRIC_KEYS = ("val_accuracy", "val_loss", "sel_accuracy", "sel_loss", "train_loss", "trainable_params",
+               "params_relative_pct", "peak_memory_mb", "train_samples_per_s")
 
 
 def _hparam(value):

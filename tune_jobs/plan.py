@@ -7,7 +7,8 @@ from dataclasses import dataclass
 
 from lora_ext import ParamCount, count_params, load_model_config
 
-from .spec import Study, TrialConfig, expand
+from .grid import axis_settings, expand, value_text
+from .spec import TRAIN_SCHEMA, Study, TrialConfig
 
 
 @dataclass(frozen=True)
@@ -22,8 +23,9 @@ class PlannedTrial:
         return {
             "trial_name": t.trial_name, "scenario": t.scenario, "baseline": t.baseline, "layers": t.layers,
             "components": t.components, "r": t.r, "rank_pattern": t.rank_pattern, "alpha": t.alpha,
-            "repeat": t.repeat, "seed": t.seed, "model": t.model, "epochs": t.epochs,
-            "learning_rate": t.learning_rate, "batch_size": t.batch_size,
+            "repeat": t.repeat, "seed": t.seed, "model": t.model,
+            **{k: getattr(t, k) for k in TRAIN_SCHEMA},
+            "selection_fraction": t.selection_fraction, "selection_rows": t.selection_rows,
             "trainable_params": self.params.trainable, "total_params": self.params.full_model_total,
             "params_relative_pct": round(self.params.relative_pct, 4),
         }
@@ -50,22 +52,35 @@ def _layers_text(layers: list[int]) -> str:
     return ",".join(map(str, layers))
 
 
+def _data_text(study: Study) -> str:
+    data, sel = study.data, study.data.selection
+    text = f"data {data.dataset}" + (f" (train_limit {data.train_limit})" if data.train_limit else "")
+    if sel:
+        held = f"{sel.rows:,} rows" if sel.rows else f"{100 * sel.fraction:g} %"
+        text += f", selection split {held} of train (seed {study.base_seed})"
+    return text
+
+
 def format_table(study: Study, planned: list[PlannedTrial]) -> str:
-    """Human-readable plan: one row per trial, then totals."""
-    header = f"{'trial':<26} {'layers':<16} {'components':<18} {'r':>3} {'rep':>3} {'seed':>5} " \
-             f"{'trainable':>12} {'% full FT':>9}"
+    """Human-readable plan: one row per trial (with its epochs, learning rate and any other axis), then totals."""
+    extra = [k for k in axis_settings(study) if k not in ("epochs", "learning_rate")]
+    width = max([26, *(len(p.trial.trial_name) for p in planned)])
+    header = f"{'trial':<{width}} {'layers':<16} {'components':<18} {'r':>3} {'rep':>3} {'seed':>5} {'ep':>3} " \
+             f"{'lr':>8} " + "".join(f"{k:>12} " for k in extra) + f"{'trainable':>12} {'% full FT':>9}"
     lines = [
         f"study {study.name!r}" + (f" (profile {study.profile})" if study.profile else "")
-        + f": model {study.model} ({study.model_type}, {study.num_layers} layers), data {study.data.dataset}",
+        + f": model {study.model} ({study.model_type}, {study.num_layers} layers), {_data_text(study)}",
         header, "-" * len(header),
     ]
     for p in planned:
         t = p.trial
         comps = t.baseline or ("+".join(t.components) if len(t.components) < 6 else "all")
         r = "-" if t.r is None else (str(t.r) + ("*" if t.rank_pattern else ""))
-        lines.append(f"{t.trial_name:<26} {_layers_text(t.layers):<16} {comps:<18} {r:>3} {t.repeat:>3} "
-                     f"{t.seed:>5} {p.params.trainable:>12,} {p.params.relative_pct:>8.3f}%")
-    distinct = len({(p.trial.scenario, p.trial.r) for p in planned})
+        axes = "".join(f"{value_text(getattr(t, k)):>12} " for k in extra)
+        lines.append(f"{t.trial_name:<{width}} {_layers_text(t.layers):<16} {comps:<18} {r:>3} {t.repeat:>3} "
+                     f"{t.seed:>5} {t.epochs:>3} {value_text(t.learning_rate):>8} {axes}{p.params.trainable:>12,} "
+                     f"{p.params.relative_pct:>8.3f}%")
+    distinct = len({p.trial.trial_name.rsplit("-rep", 1)[0] for p in planned})
     total = planned[0].params.full_model_total if planned else 0
     lines.append("-" * len(header))
     lines.append(f"{len(planned)} trials, {distinct} distinct configurations; full model {total:,} parameters")

@@ -1,4 +1,8 @@
-"""A concise progress line for a sweep (instead of Ray's full table): counts, best so far, ETA."""
+"""A concise progress line for a sweep (instead of Ray's full table): counts, best so far, ETA.
+
+A diverged trial (NaN/inf loss) ends TERMINATED with `diverged: True` in its last result; it is counted, and
+summarised, as diverged rather than done.
+"""
 
 from __future__ import annotations
 
@@ -39,16 +43,22 @@ class ConciseProgress(tune.Callback):
     def _name(trial) -> str:
         return str(trial.config.get("trial_name", trial.trial_id))
 
+    @staticmethod
+    def _status(trial, status: str) -> str:
+        diverged = status == "TERMINATED" and bool((trial.last_result or {}).get("diverged"))
+        return "DIVERGED" if diverged else status
+
     def _line(self, trials, event: str, force: bool = True, now_status: tuple | None = None) -> None:
         now = time.time()
         if not force and now - self.last_print < self.min_interval_s:
             return
         self.last_print = now
         # Ray calls back before it updates the trial's status; `now_status` = (trial, the status it is moving to)
-        status = {t.trial_id: t.status for t in trials}
+        status = {t.trial_id: self._status(t, t.status) for t in trials}
         if now_status is not None:
-            status[now_status[0].trial_id] = now_status[1]
-        count = {s: sum(1 for v in status.values() if v == s) for s in ("RUNNING", "PENDING", "TERMINATED", "ERROR")}
+            status[now_status[0].trial_id] = self._status(*now_status)
+        count = {s: sum(1 for v in status.values() if v == s)
+                 for s in ("RUNNING", "PENDING", "TERMINATED", "DIVERGED", "ERROR")}
         left = count["RUNNING"] + count["PENDING"]
         self.max_running = max(self.max_running, count["RUNNING"])
         best = f"best {self.best[1]} {self.best[0]:.4f}" if self.best else "best -"
@@ -57,7 +67,8 @@ class ConciseProgress(tune.Callback):
             parallel = self.concurrency or self.max_running
             eta = f"{sum(self.durations) / len(self.durations) * left / parallel / 60:.1f} min"
         print(f"[{(now - self.t0) / 60:5.1f} min] running {count['RUNNING']} | pending {count['PENDING']} | "
-              f"done {count['TERMINATED']} | errored {count['ERROR']} | {best} | ETA {eta} | {event}",
+              f"done {count['TERMINATED']} | diverged {count['DIVERGED']} | errored {count['ERROR']} | {best} | "
+              f"ETA {eta} | {event}",
               file=sys.stdout, flush=True)
 
     def on_trial_start(self, iteration, trials, trial, **info):
@@ -65,6 +76,9 @@ class ConciseProgress(tune.Callback):
         self._line(trials, f"started {self._name(trial)}", now_status=(trial, "RUNNING"))
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
+        if result.get("diverged"):
+            self._line(trials, f"{self._name(trial)} diverged: {result.get('diverged_reason')}")
+            return
         acc = result.get("val_accuracy")
         if acc is None:
             return
@@ -74,27 +88,38 @@ class ConciseProgress(tune.Callback):
 
     def on_trial_complete(self, iteration, trials, trial, **info):
         start = self.started_at.pop(trial.trial_id, None)
-        if start is not None:
+        diverged = self._status(trial, "TERMINATED") == "DIVERGED"
+        if start is not None and not diverged:  # a diverged trial stops early: its time would skew the ETA
             self.durations.append(time.time() - start)
-        self._line(trials, f"finished {self._name(trial)}", now_status=(trial, "TERMINATED"))
+        word = "diverged (not retried)" if diverged else "finished"
+        self._line(trials, f"{word} {self._name(trial)}", now_status=(trial, "TERMINATED"))
 
     def on_trial_error(self, iteration, trials, trial, **info):
         self.started_at.pop(trial.trial_id, None)
         self._line(trials, f"ERROR in {self._name(trial)} (see {trial.path}/error.txt)", now_status=(trial, "ERROR"))
 
 
+def result_status(result) -> str:
+    """TERMINATED, ERROR, or DIVERGED for a trial that ended normally with `diverged: True`."""
+    if result.error:
+        return "ERROR"
+    return "DIVERGED" if (result.metrics or {}).get("diverged") else "TERMINATED"
+
+
 def print_summary(results, wall_s: float, path: str) -> None:
-    """The final line of a sweep: statuses, best trial, where the results are."""
+    """The final lines of a sweep: statuses, best trial, diverged trials, where the results are."""
     statuses: dict[str, int] = {}
     for r in results:
-        status = "ERROR" if r.error else "TERMINATED"
-        statuses[status] = statuses.get(status, 0) + 1
+        statuses[result_status(r)] = statuses.get(result_status(r), 0) + 1
+    done = [r for r in results if result_status(r) == "TERMINATED" and r.metrics.get("val_accuracy") is not None]
     best = ""
-    try:
-        b = results.get_best_result()
+    if done:
+        b = max(done, key=lambda r: r.metrics["val_accuracy"])
         best = f"; best {b.config.get('trial_name')} val_accuracy {b.metrics['val_accuracy']:.4f}"
-    except (RuntimeError, KeyError, TypeError):
-        pass
     summary = ", ".join(f"{n} {s}" for s, n in sorted(statuses.items()))
     print(f"lora-sweep: {len(results)} trials ({summary}) in {wall_s / 60:.1f} min{best}; results in {path}",
           flush=True)
+    for r in results:
+        if result_status(r) == "DIVERGED":
+            print(f"  diverged (not retried, never averaged in): {r.config.get('trial_name')}: "
+                  f"{r.metrics.get('diverged_reason')}", flush=True)

@@ -1,13 +1,15 @@
-"""Experiment specs: YAML -> validated `Study` -> grid of `TrialConfig` (scenario x rank x repeat).
+"""Experiment specs: YAML -> validated `Study` (its grid of `TrialConfig`s: `tune_jobs.grid`).
 
 Precedence of training settings, lowest first: `TrainConfig` defaults < spec `train` < scenario `train` <
-profile `train` < profile `scenarios.<name>.train`. A profile overrides only the fields it names, so the
-article's per-scenario learning rates survive `--profile demo`.
+profile `train` < profile `scenarios.<name>.train`. Each section is merged from those layers (plain mappings, the
+later key wins) and then checked once, so a profile overrides only the fields it names and the article's
+per-scenario learning rates survive `--profile demo`. A list-valued training setting is a grid axis.
 """
 
 from __future__ import annotations
 
 import copy
+import itertools
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any
@@ -68,6 +70,29 @@ TRAIN_SCHEMA: dict[str, f.Check] = {
     "gradient_checkpointing": f.boolean,
     "precision": f.choice("auto", "bf16", "fp32"),
 }
+# Every training setting may also be a list: a grid axis (a list of lists for list-valued settings, adam_betas).
+TRAIN_AXES: dict[str, f.Check] = {
+    k: f.axis(check, isinstance(getattr(TrainConfig, k), tuple)) for k, check in TRAIN_SCHEMA.items()
+}
+
+
+@dataclass(frozen=True)
+class Selection:
+    """The held-out selection split: a fraction of the train split or a number of its rows (exactly one)."""
+
+    fraction: float | None = None
+    rows: int | None = None
+
+
+def _selection(value: Any, path: str) -> Selection:
+    errors: list[SpecError] = []
+    clean = f.check_section(value, {"fraction": f.number(0, 1, low_open=True), "rows": f.integer(1)}, path, errors)
+    if errors:
+        raise errors[0]
+    if len(clean) != 1:
+        raise SpecError(path, "give fraction or rows, one of them", got=value,
+                        allowed="e.g. {fraction: 0.1} or {rows: 2000}")
+    return Selection(**clean)
 
 
 @dataclass(frozen=True)
@@ -75,9 +100,10 @@ class DataConfig:
     """Where the data comes from and how much of it a trial uses."""
 
     dataset: str = "glue/sst2"  # hub id (glue/sst2) or a local directory of train/dev TSV or Parquet files
-    train_limit: int | None = None  # seeded random subset of the train split; None = all of it
+    train_limit: int | None = None  # seeded random subset of the train rows left after the selection split
     max_length: int = 128  # tokens; longer sentences are truncated
     num_labels: int = 2
+    selection: Selection | None = None  # rows held out of training (seeded by base_seed) to choose settings on
 
 
 DATA_SCHEMA: dict[str, f.Check] = {
@@ -85,6 +111,7 @@ DATA_SCHEMA: dict[str, f.Check] = {
     "train_limit": f.optional(f.integer(1)),
     "max_length": f.integer(8, 4096),
     "num_labels": f.integer(2),
+    "selection": f.optional(_selection),
 }
 
 
@@ -142,6 +169,8 @@ STUDY_SCHEMA: dict[str, f.Check] = {
 }
 SCENARIO_KEYS = ("name", "baseline", "layers", "components", "ranks", "alpha", "dropout", "train", "repeats")
 PROFILE_KEYS = tuple(k for k in STUDY_SCHEMA if k not in ("name", "profiles", "scenarios")) + ("scenarios",)
+SECTIONS = ("data", "train", "lora")
+REPEATS_SCHEMA: dict[str, f.Check] = {"repeats": f.integer(1)}
 
 
 @dataclass(frozen=True)
@@ -155,8 +184,15 @@ class Scenario:
     ranks: tuple  # ints or per-component tuples; () for baselines
     alpha: float | None
     lora_dropout: float
-    train: TrainConfig
+    train: TrainConfig  # settings shared by the scenario's trials (an axis setting holds its first value)
     repeats: int
+    axes: tuple[tuple[str, tuple], ...] = ()  # training-setting axes (setting, values), in TRAIN_SCHEMA order
+
+    def train_points(self) -> list[tuple[dict[str, Any], TrainConfig]]:
+        """(axis values, training settings) for every point of the scenario's training-setting grid."""
+        keys = [k for k, _ in self.axes]
+        combos = itertools.product(*(values for _, values in self.axes))
+        return [(dict(zip(keys, c)), replace(self.train, **dict(zip(keys, c)))) for c in combos]
 
 
 @dataclass(frozen=True)
@@ -200,6 +236,9 @@ class TrialConfig:
     train_limit: int | None
     max_length: int
     num_labels: int
+    selection_fraction: float | None
+    selection_rows: int | None
+    selection_seed: int | None  # the study's base_seed: every trial holds out the same rows
     epochs: int
     learning_rate: float
     batch_size: int
@@ -274,34 +313,50 @@ def load_study(path: str | Path, profile: str | None = None) -> Study:
     return parse_study(read_yaml(path), profile)
 
 
-def parse_study(raw: dict, profile: str | None = None) -> Study:
-    """Validate a raw spec mapping (see `load_study`)."""
-    errors: list[SpecError] = []
-    top = f.check_section(raw, STUDY_SCHEMA, "", errors)
+def _pick(body: Any, keys) -> dict:
+    return {k: body[k] for k in keys if k in body} if isinstance(body, dict) else {}
+
+
+def _omit(body: Any, keys) -> dict:
+    return {k: v for k, v in body.items() if k not in keys} if isinstance(body, dict) else {}
+
+
+def _any(value: Any, path: str) -> Any:
+    return value
+
+
+def _chosen_profile(raw: dict, name: str | None, errors: list[SpecError]) -> tuple[dict, str]:
+    """The profile's mapping (built-in, with the spec's `profiles.<name>` merged over it) and its YAML path."""
+    if name is None:
+        return {}, ""
     profiles = builtin_profiles()
-    for pname, pbody in (top.get("profiles") or {}).items():
-        profiles[pname] = _deep_merge(profiles.get(pname, {}), pbody if isinstance(pbody, dict) else {})
-    prof: dict = {}
-    if profile is not None:
-        if profile not in profiles:
-            raise SpecErrors([SpecError("--profile", "unknown profile", got=profile,
-                                        allowed="known profiles: " + ", ".join(sorted(profiles)))])
-        prof = f.check_section(profiles[profile], {k: STUDY_SCHEMA.get(k, f.mapping) for k in PROFILE_KEYS},
-                               f"profiles.{profile}", errors)
+    own = raw.get("profiles")
+    for pname, body in (own.items() if isinstance(own, dict) else ()):
+        profiles[pname] = _deep_merge(profiles.get(pname, {}), body if isinstance(body, dict) else {})
+    if name not in profiles:
+        raise SpecErrors([SpecError("--profile", "unknown profile", got=name,
+                                    allowed="known profiles: " + ", ".join(sorted(profiles)))])
+    path = f"profiles.{name}"
+    return f.check_section(profiles[name], {k: _any for k in PROFILE_KEYS}, path, errors), path
+
+
+def _profile_scenarios(prof: dict, ppath: str, names: set, errors: list[SpecError]) -> dict[str, dict]:
+    """A profile's per-scenario overrides (`scenarios: {NAME: {train: ...}}`), each naming a spec scenario."""
+    over = f.check_section(prof["scenarios"], {n: _any for n in sorted(names)}, f"{ppath}.scenarios", errors) \
+        if "scenarios" in prof else {}
+    return {n: f.check_section(body, {"train": _any}, f"{ppath}.scenarios.{n}", errors) for n, body in over.items()}
+
+
+def parse_study(raw: dict, profile: str | None = None) -> Study:
+    """Validate a raw spec mapping (see `load_study` and the module docstring for the layers merged)."""
+    errors: list[SpecError] = []
+    prof, pp = _chosen_profile(raw, profile, errors)
+    top = f.layered(STUDY_SCHEMA, [("", _omit(raw, SECTIONS)), (pp, _omit(prof, SECTIONS + ("scenarios",)))], errors)
+    data = DataConfig(**f.layered(DATA_SCHEMA, [("data", raw.get("data")), (f"{pp}.data", prof.get("data"))], errors))
     if "scenarios" not in raw:
         errors.append(SpecError("scenarios", "missing", allowed="a list of scenarios, each with a name"))
-    merged = {k: v for k, v in top.items() if k not in ("data", "train", "lora")}
-    merged.update({k: v for k, v in prof.items() if k not in ("data", "train", "lora", "scenarios")})
 
-    data = DataConfig(**_merged_section(DATA_SCHEMA, [(raw.get("data"), "data"),
-                                                       (prof.get("data"), f"profiles.{profile}.data")], errors))
-    lora_base = _merged_section(LORA_SCHEMA, [(raw.get("lora"), "lora")], errors)
-    lora_prof = _merged_section(LORA_SCHEMA, [(prof.get("lora"), f"profiles.{profile}.lora")], errors)
-    train_base = _merged_section(TRAIN_SCHEMA, [(raw.get("train"), "train")], errors)
-    train_prof = _merged_section(TRAIN_SCHEMA, [(prof.get("train"), f"profiles.{profile}.train")], errors)
-    prof_scen = prof.get("scenarios") or {}
-
-    model = merged.get("model", "")
+    model = top.get("model", "")
     n_layers, model_type = 0, ""
     if not model:
         errors.append(SpecError("model", "missing", allowed="e.g. 'minilm-l6' or 'roberta-base'"))
@@ -312,56 +367,56 @@ def parse_study(raw: dict, profile: str | None = None) -> Study:
         except SpecError as err:
             errors.append(err)
 
-    scenarios: list[Scenario] = []
     raw_scen = raw.get("scenarios")
     if raw_scen is not None and (not isinstance(raw_scen, list) or not raw_scen):
         errors.append(SpecError("scenarios", "must be a non-empty list", got=raw_scen))
         raw_scen = []
+    raw_scen = raw_scen or []
+    names = {s["name"] for s in raw_scen if isinstance(s, dict) and isinstance(s.get("name"), str)}
+    prof_scen = _profile_scenarios(prof, pp, names, errors)
+    scenarios: list[Scenario] = []
     seen: set[str] = set()
-    for i, item in enumerate(raw_scen or []):
-        path = f"scenarios[{i}]"
-        body = f.check_section(item, {k: (lambda v, p: v) for k in SCENARIO_KEYS}, path, errors)
+    for i, item in enumerate(raw_scen):
+        body = f.check_section(item, {k: _any for k in SCENARIO_KEYS}, f"scenarios[{i}]", errors)
         name = body.get("name")
         if not isinstance(name, str) or not name.strip():
-            errors.append(SpecError(f"{path}.name", "missing or empty", got=name, allowed="a short unique name"))
+            errors.append(SpecError(f"scenarios[{i}].name", "missing or empty", got=name,
+                                    allowed="a short unique name"))
             continue
         path = f"scenarios[{i}] ({name})"
         if name in seen:
             errors.append(SpecError(f"{path}.name", "duplicate scenario name", got=name))
         seen.add(name)
-        override = prof_scen.get(name, {}) if isinstance(prof_scen, dict) else {}
-        train = _merged_section(TRAIN_SCHEMA, [(body.get("train"), f"{path}.train"),
-                                               (override.get("train"), f"profiles.{profile}.scenarios.{name}.train")],
-                                errors)
-        tc = TrainConfig(**{**train_base, **train, **train_prof})
-        scenarios.extend(_scenario(body, path, name, tc, lora_base, lora_prof, merged, prof.get("repeats"),
-                                   n_layers, errors))
+        train = f.layered(TRAIN_AXES, [("train", raw.get("train")), (f"{path}.train", body.get("train")),
+                                       (f"{pp}.train", prof.get("train")),
+                                       (f"{pp}.scenarios.{name}.train", prof_scen.get(name, {}).get("train"))], errors)
+        lora = f.layered(LORA_SCHEMA, [("lora", raw.get("lora")), (path, _pick(body, LORA_SCHEMA)),
+                                       (f"{pp}.lora", prof.get("lora"))], errors)
+        repeats = f.layered(REPEATS_SCHEMA, [("", _pick(raw, REPEATS_SCHEMA)), (path, _pick(body, REPEATS_SCHEMA)),
+                                             (pp, _pick(prof, REPEATS_SCHEMA))], errors).get("repeats", 1)
+        scenarios.extend(_scenario(body, path, name, train, lora, repeats, n_layers, errors))
     if errors:
-        raise SpecErrors(errors)
+        raise SpecErrors(_unique(errors))
     return Study(
-        name=merged.get("name", "study"), description=merged.get("description", ""), profile=profile,
-        model=model, model_init=merged.get("model_init", "pretrained"), data=data,
-        base_seed=merged.get("base_seed", 42), resources=merged.get("resources", {"cpu": 1}),
-        max_failures=merged.get("max_failures", 2), max_concurrent=merged.get("max_concurrent"),
+        name=top.get("name", "study"), description=top.get("description", ""), profile=profile,
+        model=model, model_init=top.get("model_init", "pretrained"), data=data,
+        base_seed=top.get("base_seed", 42), resources=top.get("resources", {"cpu": 1}),
+        max_failures=top.get("max_failures", 2), max_concurrent=top.get("max_concurrent"),
         scenarios=tuple(scenarios), num_layers=n_layers, model_type=model_type,
     )
 
 
-def _merged_section(schema: dict, sources: list[tuple[Any, str]], errors: list[SpecError]) -> dict:
-    out: dict = {}
-    for raw, path in sources:
-        if raw is not None:
-            out.update(f.check_section(raw, schema, path, errors))
-    return out
+def _unique(errors: list[SpecError]) -> list[SpecError]:
+    """A spec-level value is checked once per scenario it reaches: report each problem once."""
+    return list({str(e): e for e in errors}.values())
 
 
-def _scenario(body: dict, path: str, name: str, train: TrainConfig, lora_base: dict, lora_prof: dict,
-              merged: dict, profile_repeats: int | None, n_layers: int, errors: list[SpecError]) -> list[Scenario]:
+def _scenario(body: dict, path: str, name: str, train: dict, lora: dict, repeats: int, n_layers: int,
+              errors: list[SpecError]) -> list[Scenario]:
     """Validate one scenario; `layers: each` yields one scenario per layer, named `<name>_L<i>`."""
+    axes = tuple((k, train[k]) for k in TRAIN_SCHEMA if isinstance(train.get(k), f.Axis))
+    tc = TrainConfig(**{k: v[0] if isinstance(v, f.Axis) else v for k, v in train.items()})
     try:
-        # precedence as for training settings: spec < scenario < profile
-        repeats = f.integer(1)(body.get("repeats", merged.get("repeats", 1)), f"{path}.repeats")
-        repeats = profile_repeats or repeats
         baseline = body.get("baseline")
         if baseline is not None:
             if baseline not in BASELINES:
@@ -371,14 +426,12 @@ def _scenario(body: dict, path: str, name: str, train: TrainConfig, lora_base: d
             if extra:
                 raise SpecError(f"{path}.{extra[0]}", "a baseline has no LoRA placement", got=body[extra[0]],
                                 allowed=f"remove it, or drop `baseline: {baseline}`")
-            return [Scenario(name, baseline, (), (), (), None, 0.0, train, repeats)]
+            return [Scenario(name, baseline, (), (), (), None, 0.0, tc, repeats, axes)]
         if "layers" not in body:
             raise SpecError(f"{path}.layers", "missing", allowed="e.g. all, upper, lower, even, 3 or [0, 5]")
         if "components" not in body:
             raise SpecError(f"{path}.components", "missing", allowed="e.g. all, v+up, [q, v]")
         components = resolve_components(body["components"], f"{path}.components")
-        lora = {**lora_base, **f.check_section({k: body[k] for k in ("ranks", "alpha", "dropout") if k in body},
-                                               LORA_SCHEMA, path, errors), **lora_prof}
         ranks = lora.get("ranks", (8,))
         for i, r in enumerate(ranks):
             if isinstance(r, tuple) and set(c for c, _ in r) - set(components):
@@ -386,13 +439,11 @@ def _scenario(body: dict, path: str, name: str, train: TrainConfig, lora_base: d
                 raise SpecError(f"{path}.ranks[{i}]", "rank given for a component the scenario does not adapt",
                                 got=bad, allowed="components: " + "+".join(components))
         common = dict(components=components, ranks=ranks, alpha=lora.get("alpha"),
-                      lora_dropout=lora.get("dropout", 0.0), train=train, repeats=repeats, baseline=None)
-        if body["layers"] == "each":
-            if n_layers == 0:
-                return []
-            return [Scenario(name=f"{name}_L{i}", layers=(i,), **common) for i in range(n_layers)]
+                      lora_dropout=lora.get("dropout", 0.0), train=tc, repeats=repeats, baseline=None, axes=axes)
         if n_layers == 0:  # model unknown: its error is already reported
             return []
+        if body["layers"] == "each":
+            return [Scenario(name=f"{name}_L{i}", layers=(i,), **common) for i in range(n_layers)]
         layers = resolve_layers(body["layers"], n_layers, f"{path}.layers")
         return [Scenario(name=name, layers=layers, **common)]
     except SpecError as err:
@@ -400,70 +451,5 @@ def _scenario(body: dict, path: str, name: str, train: TrainConfig, lora_base: d
         return []
 
 
-# ---------------------------------------------------------------- expansion
-
-
-def _rank_parts(rank) -> tuple[int, dict[str, int]]:
-    """PEFT wants one `r` plus `rank_pattern` exceptions: use the largest rank as `r`."""
-    if isinstance(rank, int):
-        return rank, {}
-    per = dict(rank)
-    top = max(per.values())
-    return top, {c: r for c, r in per.items() if r != top}
-
-
-def _rank_label(rank) -> str:
-    if isinstance(rank, int):
-        return f"r{rank}"
-    return "r" + "-".join(f"{c}{r}" for c, r in rank)
-
-
-def expand(study: Study) -> list[TrialConfig]:
-    """The study's grid: every scenario x rank x repeat (baselines are not multiplied by rank)."""
-    trials = []
-    for sc in study.scenarios:
-        ranks = sc.ranks if sc.baseline is None else (None,)
-        for rank in ranks:
-            r, pattern = _rank_parts(rank) if rank is not None else (None, {})
-            for repeat in range(sc.repeats):
-                label = sc.name if rank is None else f"{sc.name}-{_rank_label(rank)}"
-                trials.append(TrialConfig(
-                    study=study.name, trial_name=f"{label}-rep{repeat}", scenario=sc.name, baseline=sc.baseline,
-                    layers=list(sc.layers), components=list(sc.components), r=r, rank_pattern=pattern,
-                    alpha=sc.alpha, lora_dropout=sc.lora_dropout, repeat=repeat, seed=study.base_seed + repeat,
-                    model=study.model, model_init=study.model_init, dataset=study.data.dataset,
-                    train_limit=study.data.train_limit, max_length=study.data.max_length,
-                    num_labels=study.data.num_labels,
-                    **{k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(sc.train).items()},
-                ))
-    return trials
-
-
-def select_trial(study: Study, scenario: str, r: int | None = None, repeat: int = 0) -> TrialConfig:
-    """The grid point a user names on the command line (`--scenario`, `--r`, `--repeat`)."""
-    trials = expand(study)
-    names = sorted({t.scenario for t in trials})
-    if scenario not in names:
-        raise SpecError("--scenario", "no such scenario in the spec", got=scenario, allowed="one of " + ", ".join(names))
-    matches = [t for t in trials if t.scenario == scenario]
-    ranks = sorted({t.r for t in matches if t.r is not None})
-    if r is not None:
-        matches = [t for t in matches if t.r == r]
-        if not matches:
-            raise SpecError("--r", "scenario has no such rank", got=r, allowed=f"ranks of {scenario}: {ranks or 'none'}")
-    elif len(ranks) > 1:
-        raise SpecError("--r", f"scenario {scenario} has several ranks; pick one", allowed=f"one of {ranks}")
-    repeats = sorted({t.repeat for t in matches})
-    chosen = [t for t in matches if t.repeat == repeat]
-    if not chosen:
-        raise SpecError("--repeat", "no such repeat", got=repeat, allowed=f"one of {repeats}")
-    return chosen[0]
-
-
-def with_overrides(trial: TrialConfig, **changes: Any) -> TrialConfig:
-    """A copy of a trial config with some fields changed (CLI flags such as --epochs)."""
-    return replace(trial, **{k: v for k, v in changes.items() if v is not None})
-
-
-__all__ = ["DataConfig", "Scenario", "Study", "TrainConfig", "TrialConfig", "expand", "load_study", "parse_study",
-           "read_yaml", "select_trial", "with_overrides"]
+__all__ = ["DataConfig", "Scenario", "Selection", "Study", "TrainConfig", "TrialConfig", "load_study", "parse_study",
+           "read_yaml"]

@@ -15,9 +15,10 @@ from pathlib import Path
 
 from lora_ext import SpecError
 
-from .spec import Study, TrialConfig, expand, load_study, with_overrides
 from .cli_args import OneLineParser, add_spec_args, run_guarded
 from .data import check_dataset_location
+from .grid import expand, with_overrides
+from .spec import Study, TrialConfig, load_study
 
 DEFAULT_STORAGE = "lora_sweep_results"
 
@@ -203,10 +204,11 @@ def cmd_run(args: argparse.Namespace) -> int:
 def register(sub) -> None:
     p = sub.add_parser(
         "run", help="run a whole study as a Ray Tune grid (local Ray, or a cluster via --address)",
-        description="Validate SPEC completely, then run every trial (scenario x rank x repeat) with Ray Tune. "
+        description="Validate SPEC completely, then run every trial (scenario x rank x axes x repeat) with Ray Tune. "
                     "Results go to STORAGE/NAME (one folder per trial: params.json, result.json, progress.csv, "
                     "TensorBoard events, checkpoint). Rerun the same command (or add --resume) after an "
-                    "interruption: finished trials are kept. Exit 0 when every trial finished, 1 when some errored.")
+                    "interruption: finished trials are kept. Exit 0 when every trial finished (a diverged trial, NaN/inf loss, is "
+                    "finished: not retried, marked diverged), 1 when some errored.")
     add_arguments(p)
     p.set_defaults(func=cmd_run)
 

@@ -3,7 +3,9 @@
 `run_trial(config)` takes one plain dict (a grid point of the spec, `TrialConfig.to_dict()`), needs no Ray, and
 calls `on_epoch(metrics, checkpoint_dir)` after every epoch; `ray_trainable` wraps it for Ray Tune.
 Checkpoints hold only what trains (adapters + head, or everything for full fine-tuning), optimizer, scheduler,
-RNG state and the metrics so far; never the frozen base model.
+RNG state and the metrics so far; never the frozen base model. A NaN/inf loss is a result, not an error: the
+trial stops with one last report `{diverged: True, diverged_reason: ...}` (no checkpoint) and returns normally,
+so Ray neither retries nor resumes it.
 """
 
 from __future__ import annotations
@@ -25,18 +27,20 @@ import torch
 from lora_ext import SpecError, apply_placement, architecture_for, count_trainable, model_location
 
 from .data import TrialData, length_grouped_batches, padding_efficiency
+from .grid import value_text
 from .spec import TrialConfig
 
 METRIC_NAMES = (
-    "epoch", "train_loss", "val_loss", "val_accuracy", "train_samples_per_s", "epoch_time_s", "peak_memory_mb",
-    "memory_kind", "trainable_params", "total_params", "params_relative_pct", "padding_efficiency", "checkpoint_mb",
-)
+    "epoch", "train_loss", "val_loss", "val_accuracy", "sel_loss", "sel_accuracy", "train_samples_per_s",
+    "epoch_time_s", "peak_memory_mb", "memory_kind", "trainable_params", "total_params", "params_relative_pct",
+    "padding_efficiency", "checkpoint_mb",
+)  # sel_* only with a selection split; a diverged trial's last report: epoch, diverged, diverged_reason, ...
 STATE_FILE = "trial_state.json"
-OnEpoch = Callable[[dict, str], None]
+OnEpoch = Callable[[dict, "str | None"], None]  # (metrics, checkpoint dir; None for the diverged report)
 
 
 class TrialDiverged(RuntimeError):
-    """The training loss became NaN or infinite."""
+    """A loss became NaN or infinite; the message is the reason, e.g. `train loss nan at epoch 2 step 5 (lr=1e12)`."""
 
 
 def seed_everything(seed: int) -> None:
@@ -161,14 +165,15 @@ def load_checkpoint(path: Path, model, optimizer, scheduler) -> tuple[int, list[
     return state["epoch"], state["history"]
 
 
-def evaluate(model, data: TrialData, collator, batch_size: int, device, autocast) -> tuple[float, float]:
-    """Loss and accuracy on the whole dev split (eval mode: no dropout, LoRA dropout included)."""
+def evaluate(model, split, lengths: np.ndarray, collator, batch_size: int, device, autocast) -> tuple[float, float]:
+    """Loss and accuracy on a whole split (eval mode: no dropout, LoRA dropout included)."""
     model.eval()
-    order = np.argsort(-data.dev_lengths, kind="stable")
+    order = np.argsort(-lengths, kind="stable")
     loss_sum, correct = 0.0, 0
     with torch.no_grad():
         for start in range(0, len(order), batch_size):
-            batch = {k: v.to(device) for k, v in data.batch(data.dev, order[start:start + batch_size], collator).items()}
+            rows = order[start:start + batch_size]
+            batch = {k: v.to(device) for k, v in TrialData.batch(split, rows, collator).items()}
             with autocast():
                 out = model(**batch)
             loss_sum += float(out.loss) * len(batch["labels"])
@@ -176,9 +181,50 @@ def evaluate(model, data: TrialData, collator, batch_size: int, device, autocast
     return loss_sum / len(order), correct / len(order)
 
 
+def _lr_text(tc: TrialConfig) -> str:
+    return f"(lr={value_text(tc.learning_rate)})"
+
+
+def train_epoch(model, data: TrialData, collator, tc: TrialConfig, epoch: int, optimizer, scheduler, device,
+                autocast) -> tuple[float, int, list[np.ndarray]]:
+    """One epoch of length-grouped batches: (loss sum, samples seen, batches); TrialDiverged on a NaN/inf loss."""
+    model.train()
+    batches = length_grouped_batches(data.train_lengths, tc.batch_size, seed=tc.seed * 1000 + epoch)
+    loss_sum, seen = 0.0, 0
+    for step, idx in enumerate(batches, start=1):
+        batch = {k: v.to(device) for k, v in data.batch(data.train, idx, collator).items()}
+        with autocast():
+            loss = model(**batch).loss
+        if not torch.isfinite(loss):
+            raise TrialDiverged(f"train loss {float(loss.detach()):g} at epoch {epoch} step {step} {_lr_text(tc)}")
+        loss.backward()
+        if tc.grad_clip is not None:
+            torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], tc.grad_clip)
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+        loss_sum += float(loss.detach()) * len(idx)
+        seen += len(idx)
+    return loss_sum, seen, batches
+
+
+def evaluate_all(model, data: TrialData, collator, tc: TrialConfig, epoch: int, device, autocast) -> dict:
+    """val_* on the dev split and sel_* on the selection split (when there is one); TrialDiverged on a NaN/inf loss."""
+    splits = [("val", data.dev, data.dev_lengths)]
+    if data.sel is not None:
+        splits.append(("sel", data.sel, data.sel_lengths))
+    out = {}
+    for prefix, split, lengths in splits:
+        loss, acc = evaluate(model, split, lengths, collator, tc.eval_batch_size, device, autocast)
+        if not math.isfinite(loss):
+            raise TrialDiverged(f"{prefix} loss {loss:g} at epoch {epoch} {_lr_text(tc)}")
+        out.update({f"{prefix}_loss": loss, f"{prefix}_accuracy": acc})
+    return out
+
+
 def run_trial(config: dict, on_epoch: OnEpoch | None = None, resume_from: str | Path | None = None,
               device: str | None = None) -> list[dict]:
-    """Train one grid point; returns the per-epoch metrics. See the module docstring."""
+    """Train one grid point; returns the per-epoch metrics (the last one `diverged` if a loss turned NaN/inf)."""
     from transformers import DataCollatorWithPadding
 
     tc = TrialConfig.from_dict(config)
@@ -198,7 +244,8 @@ def run_trial(config: dict, on_epoch: OnEpoch | None = None, resume_from: str | 
     def autocast():
         return torch.autocast(dev.type, dtype=torch.bfloat16, enabled=use_bf16)
 
-    data = TrialData.build(tc.dataset, tokenizer, tc.max_length, tc.train_limit, tc.seed)
+    data = TrialData.build(tc.dataset, tokenizer, tc.max_length, tc.train_limit, tc.seed, tc.selection_fraction,
+                           tc.selection_rows, tc.selection_seed or 0)
     collator = DataCollatorWithPadding(tokenizer)
     steps_per_epoch = math.ceil(len(data.train_lengths) / tc.batch_size)
     optimizer = build_optimizer(model, tc)
@@ -206,34 +253,27 @@ def run_trial(config: dict, on_epoch: OnEpoch | None = None, resume_from: str | 
     start_epoch, history = 0, []
     if resume_from is not None:
         start_epoch, history = load_checkpoint(Path(resume_from), model, optimizer, scheduler)
+    sizes = {"trainable_params": trainable, "total_params": total_params,
+             "params_relative_pct": 100.0 * trainable / total_params}
 
     for epoch in range(start_epoch + 1, tc.epochs + 1):
         t0 = time.perf_counter()
-        model.train()
-        batches = length_grouped_batches(data.train_lengths, tc.batch_size, seed=tc.seed * 1000 + epoch)
-        loss_sum, seen = 0.0, 0
-        for step, idx in enumerate(batches):
-            batch = {k: v.to(dev) for k, v in data.batch(data.train, idx, collator).items()}
-            with autocast():
-                loss = model(**batch).loss
-            if not torch.isfinite(loss):
-                raise TrialDiverged(f"train_loss became {float(loss.detach())} at epoch {epoch} step {step} of trial "
-                                    f"{tc.trial_name}; lower learning_rate (now {tc.learning_rate:g}) or set grad_clip")
-            loss.backward()
-            if tc.grad_clip is not None:
-                torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], tc.grad_clip)
-            optimizer.step()
-            scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
-            loss_sum += float(loss.detach()) * len(idx)
-            seen += len(idx)
-        train_time = time.perf_counter() - t0
-        val_loss, val_acc = evaluate(model, data, collator, tc.eval_batch_size, dev, autocast)
+        try:
+            loss_sum, seen, batches = train_epoch(model, data, collator, tc, epoch, optimizer, scheduler, dev, autocast)
+            train_time = time.perf_counter() - t0
+            evals = evaluate_all(model, data, collator, tc, epoch, dev, autocast)
+        except TrialDiverged as err:
+            # val_accuracy: None because Tune requires the sweep's metric key in every report
+            last = {"epoch": epoch, "diverged": True, "diverged_reason": str(err), "val_accuracy": None,
+                    "peak_memory_mb": memory.peak_mb(), "memory_kind": memory.kind, **sizes}
+            history.append(last)
+            if on_epoch is not None:
+                on_epoch(last, None)
+            break
         metrics = {
-            "epoch": epoch, "train_loss": loss_sum / seen, "val_loss": val_loss, "val_accuracy": val_acc,
+            "epoch": epoch, "train_loss": loss_sum / seen, **evals,
             "train_samples_per_s": seen / train_time, "epoch_time_s": time.perf_counter() - t0,
-            "peak_memory_mb": memory.peak_mb(), "memory_kind": memory.kind, "trainable_params": trainable,
-            "total_params": total_params, "params_relative_pct": 100.0 * trainable / total_params,
+            "peak_memory_mb": memory.peak_mb(), "memory_kind": memory.kind, **sizes,
             "padding_efficiency": padding_efficiency(data.train_lengths, batches),
         }
         with tempfile.TemporaryDirectory(prefix="lora-sweep-ckpt-") as tmp:
@@ -248,7 +288,9 @@ def run_trial(config: dict, on_epoch: OnEpoch | None = None, resume_from: str | 
 def copy_checkpoint_to(target: Path) -> OnEpoch:
     """An `on_epoch` callback for the CLI: keep the latest checkpoint in `target` (replaced atomically)."""
 
-    def keep(metrics: dict, checkpoint_dir: str) -> None:
+    def keep(metrics: dict, checkpoint_dir: str | None) -> None:
+        if checkpoint_dir is None:  # the diverged report has no checkpoint: keep the last good one
+            return
         tmp = target.with_name(target.name + ".tmp")
         shutil.rmtree(tmp, ignore_errors=True)
         shutil.copytree(checkpoint_dir, tmp)
@@ -266,8 +308,9 @@ def ray_trainable(config: dict) -> None:
     checkpoint = tune.get_checkpoint()
     node_id = ray.get_runtime_context().get_node_id()  # hostnames repeat on loopback test clusters; node ids don't
 
-    def report(metrics: dict, checkpoint_dir: str) -> None:
-        tune.report({**metrics, "node_id": node_id}, checkpoint=tune.Checkpoint.from_directory(checkpoint_dir))
+    def report(metrics: dict, checkpoint_dir: str | None) -> None:
+        checkpoint = tune.Checkpoint.from_directory(checkpoint_dir) if checkpoint_dir else None
+        tune.report({**metrics, "node_id": node_id}, checkpoint=checkpoint)
 
     if checkpoint is None:
         run_trial(config, on_epoch=report)

@@ -11,33 +11,47 @@ from lora_ext import SpecError
 
 from .cli_args import add_spec_args
 
+EXIT_DIVERGED = 1  # the trial ran but its loss turned NaN/inf (bad input stays exit 2)
+
 
 def cmd_trial(args: argparse.Namespace) -> int:
     from .data import check_dataset_location
-    from .spec import load_study, select_trial, with_overrides
-    from .trial import TrialDiverged, copy_checkpoint_to, run_trial
+    from .grid import select_trial, with_overrides
+    from .spec import load_study
+    from .trial import copy_checkpoint_to, run_trial
 
     study = load_study(args.spec, args.profile)
-    trial = select_trial(study, args.scenario, args.r, args.repeat)
+    trial = select_trial(study, args.scenario, args.r, args.repeat, _axis_values(args.axis))
     trial = with_overrides(trial, epochs=args.epochs, train_limit=args.train_limit, dataset=args.data)
     check_dataset_location(trial.dataset)
     if args.resume_from and not (Path(args.resume_from) / "trial_state.json").is_file():
         raise SpecError("--resume-from", "not a trial checkpoint directory (no trial_state.json)", got=args.resume_from)
     keep = copy_checkpoint_to(Path(args.checkpoint_dir)) if args.checkpoint_dir else None
 
-    def on_epoch(metrics: dict, checkpoint_dir: str) -> None:
+    def on_epoch(metrics: dict, checkpoint_dir: str | None) -> None:
         if keep:
             keep(metrics, checkpoint_dir)
         print(json.dumps({"trial": trial.trial_name, **metrics}), flush=True)
 
     print(f"# trial {trial.trial_name}: model {trial.model}, data {trial.dataset} (train_limit {trial.train_limit}), "
           f"{trial.epochs} epochs, lr {trial.learning_rate:g}, batch {trial.batch_size}", file=sys.stderr, flush=True)
-    try:
-        run_trial(trial.to_dict(), on_epoch=on_epoch, resume_from=args.resume_from, device=args.device)
-    except TrialDiverged as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 1
+    history = run_trial(trial.to_dict(), on_epoch=on_epoch, resume_from=args.resume_from, device=args.device)
+    if history and history[-1].get("diverged"):
+        print(f"error: trial {trial.trial_name} diverged: {history[-1]['diverged_reason']}; lower learning_rate or "
+              "set grad_clip", file=sys.stderr)
+        return EXIT_DIVERGED
     return 0
+
+
+def _axis_values(pairs: list[str] | None) -> dict[str, str]:
+    """`--axis learning_rate=1e-3` (repeatable) -> {"learning_rate": "1e-3"}."""
+    out = {}
+    for pair in pairs or []:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise SpecError("--axis", "must be KEY=VALUE", got=pair, allowed="e.g. --axis learning_rate=1e-3")
+        out[key.strip()] = value.strip()
+    return out
 
 
 def register(sub) -> None:
@@ -46,11 +60,15 @@ def register(sub) -> None:
         description="Train one grid point of SPEC on this machine and print a JSON line of metrics after every "
                     "epoch (epoch, train_loss, val_loss, val_accuracy, train_samples_per_s, epoch_time_s, "
                     "peak_memory_mb, memory_kind, trainable_params, total_params, params_relative_pct, "
-                    "padding_efficiency, checkpoint_mb). Use it to debug or benchmark a placement before a sweep.")
+                    "padding_efficiency, checkpoint_mb; sel_loss, sel_accuracy with a selection split). Use it to "
+                    "debug or benchmark a placement before a sweep. A NaN/inf loss ends the trial with a last JSON "
+                    "line {diverged: true, diverged_reason: ...} and exit code 1.")
     add_spec_args(p)
     p.add_argument("--scenario", required=True, help="scenario name from the spec (see `lora-sweep plan`)")
     p.add_argument("--r", type=int, help="rank, when the scenario has several")
     p.add_argument("--repeat", type=int, default=0, help="repeat index (seed = base_seed + repeat); default 0")
+    p.add_argument("--axis", action="append", metavar="KEY=VALUE",
+                   help="a value of a training-setting axis the scenario varies, e.g. learning_rate=1e-3 (repeatable)")
     p.add_argument("--epochs", type=int, help="override the number of epochs")
     p.add_argument("--train-limit", type=int, help="override the number of training rows (seeded subset)")
     p.add_argument("--data", help="override the dataset (hub id or local directory)")

@@ -1,0 +1,150 @@
+"""A study's grid: scenario x rank x training-setting axes x repeat -> `TrialConfig`s with readable names."""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import asdict, replace
+from typing import Any
+
+import yaml
+
+from lora_ext import SpecError, SpecErrors
+
+from .spec import TRAIN_SCHEMA, Study, TrialConfig
+
+
+def _rank_parts(rank) -> tuple[int, dict[str, int]]:
+    """PEFT wants one `r` plus `rank_pattern` exceptions: use the largest rank as `r`."""
+    if isinstance(rank, int):
+        return rank, {}
+    per = dict(rank)
+    top = max(per.values())
+    return top, {c: r for c, r in per.items() if r != top}
+
+
+def _rank_label(rank) -> str:
+    if isinstance(rank, int):
+        return f"r{rank}"
+    return "r" + "-".join(f"{c}{r}" for c, r in rank)
+
+
+SETTING_LABELS = {
+    "epochs": "ep", "learning_rate": "lr", "batch_size": "bs", "eval_batch_size": "ebs", "weight_decay": "wd",
+    "adam_betas": "betas", "adam_epsilon": "eps", "warmup_ratio": "warmup", "lr_schedule": "sched",
+    "grad_clip": "clip", "hidden_dropout": "hdrop", "attention_dropout": "adrop", "classifier_dropout": "cdrop",
+    "gradient_checkpointing": "gc", "precision": "prec",
+}
+
+
+def value_text(value: Any) -> str:
+    """A setting's value for names and tables: 1e-3 (not 0.001), 0.98, 32, on/off, none, 0.9_0.98."""
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    if value is None:
+        return "none"
+    if isinstance(value, (list, tuple)):
+        return "_".join(map(value_text, value))
+    if not isinstance(value, float):
+        return str(value)
+    text = f"{value:.6g}" if value == 0 or abs(value) >= 0.01 else f"{value:.5e}"
+    if "e" not in text:
+        return text
+    mantissa, exponent = text.split("e")
+    return f"{mantissa.rstrip('0').rstrip('.') if '.' in mantissa else mantissa}e{int(exponent)}"
+
+
+def _setting_label(key: str, value: Any) -> str:
+    text = value_text(value)
+    return SETTING_LABELS[key] + (text if isinstance(value, (int, float)) and not isinstance(value, bool) else
+                                  "-" + text)
+
+
+def _config_value(value: Any) -> Any:
+    return list(value) if isinstance(value, tuple) else value
+
+
+def expand(study: Study) -> list[TrialConfig]:
+    """The grid: scenario x rank x training-setting axes x repeat (baselines are not multiplied by rank).
+
+    Trial names carry the rank and the axes a scenario varies, e.g. `upper-r8-lr1e-3-rep0`.
+    """
+    sel = study.data.selection
+    trials = []
+    for sc in study.scenarios:
+        ranks = sc.ranks if sc.baseline is None else (None,)
+        for rank, (point, train) in itertools.product(ranks, sc.train_points()):
+            r, pattern = _rank_parts(rank) if rank is not None else (None, {})
+            label = "-".join([sc.name, *([_rank_label(rank)] if rank is not None else []),
+                              *(_setting_label(k, v) for k, v in point.items())])
+            for repeat in range(sc.repeats):
+                trials.append(TrialConfig(
+                    study=study.name, trial_name=f"{label}-rep{repeat}", scenario=sc.name, baseline=sc.baseline,
+                    layers=list(sc.layers), components=list(sc.components), r=r, rank_pattern=pattern,
+                    alpha=sc.alpha, lora_dropout=sc.lora_dropout, repeat=repeat, seed=study.base_seed + repeat,
+                    model=study.model, model_init=study.model_init, dataset=study.data.dataset,
+                    train_limit=study.data.train_limit, max_length=study.data.max_length,
+                    num_labels=study.data.num_labels, selection_fraction=sel.fraction if sel else None,
+                    selection_rows=sel.rows if sel else None, selection_seed=study.base_seed if sel else None,
+                    **{k: _config_value(v) for k, v in asdict(train).items()},
+                ))
+    _check_trial_names(trials)
+    return trials
+
+
+def axis_settings(study: Study) -> list[str]:
+    """The training settings that some scenario of the study varies, in TRAIN_SCHEMA order."""
+    varied = {k for sc in study.scenarios for k, _ in sc.axes}
+    return [k for k in TRAIN_SCHEMA if k in varied]
+
+
+def _check_trial_names(trials: list[TrialConfig]) -> None:
+    names = [t.trial_name for t in trials]
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:
+        raise SpecErrors([SpecError("scenarios", "two trials would have the same name", got=twice[0],
+                                    allowed="rename a scenario, or make axis values differ in 6 significant digits")])
+
+
+def select_trial(study: Study, scenario: str, r: int | None = None, repeat: int = 0,
+                 axis: dict[str, Any] | None = None) -> TrialConfig:
+    """The grid point a user names on the command line (`--scenario`, `--r`, `--repeat`, `--axis KEY=VALUE`)."""
+    trials = expand(study)
+    names = sorted({t.scenario for t in trials})
+    if scenario not in names:
+        raise SpecError("--scenario", "no such scenario in the spec", got=scenario, allowed="one of " + ", ".join(names))
+    matches = [t for t in trials if t.scenario == scenario]
+    ranks = sorted({t.r for t in matches if t.r is not None})
+    if r is not None:
+        matches = [t for t in matches if t.r == r]
+        if not matches:
+            raise SpecError("--r", "scenario has no such rank", got=r, allowed=f"ranks of {scenario}: {ranks or 'none'}")
+    elif len(ranks) > 1:
+        raise SpecError("--r", f"scenario {scenario} has several ranks; pick one", allowed=f"one of {ranks}")
+    varied = dict(next(sc.axes for sc in study.scenarios if sc.name == scenario))
+    for key, text in (axis or {}).items():
+        if key not in varied:
+            raise SpecError("--axis", f"scenario {scenario} has no axis {key}", got=key,
+                            allowed=f"its axes: {', '.join(varied) or 'none'}")
+        raw = yaml.safe_load(text) if isinstance(text, str) else text  # "1e-3", "[0.9, 0.95]", "true"
+        value = _config_value(TRAIN_SCHEMA[key](raw, f"--axis {key}"))
+        matches = [t for t in matches if getattr(t, key) == value]
+        if not matches:
+            raise SpecError(f"--axis {key}", "not a value of the axis", got=text,
+                            allowed="one of " + ", ".join(value_text(v) for v in varied[key]))
+    missing = [k for k in varied if k not in (axis or {})]
+    if missing:
+        raise SpecError("--axis", f"scenario {scenario} varies {', '.join(missing)}; pick a value",
+                        allowed=f"e.g. --axis {missing[0]}={value_text(varied[missing[0]][0])} (see `lora-sweep plan`)")
+    repeats = sorted({t.repeat for t in matches})
+    chosen = [t for t in matches if t.repeat == repeat]
+    if not chosen:
+        raise SpecError("--repeat", "no such repeat", got=repeat, allowed=f"one of {repeats}")
+    return chosen[0]
+
+
+def with_overrides(trial: TrialConfig, **changes: Any) -> TrialConfig:
+    """A copy of a trial config with some fields changed (CLI flags such as --epochs)."""
+    return replace(trial, **{k: v for k, v in changes.items() if v is not None})
+
+
+__all__ = ["axis_settings", "expand", "select_trial", "value_text", "with_overrides"]
