@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pyarrow as pa
 
-SCHEMA_VERSION = "2"  # 2: selection split (sel_* metrics, selection_* config), divergence columns
+SCHEMA_VERSION = "3"  # 2: selection split (sel_* metrics, selection_* config), divergence columns;
+# 3: val_examples/sel_examples, saved_activations_mb and trainable_state_mb (device-independent memory)
 
 # Config keys of a lora-sweep grid point and their Arrow types. Declared here rather than taken from the
 # training package's TrialConfig: analysis reads files only and must work where training code is not installed.
@@ -31,20 +32,26 @@ TRIALS_SCHEMA = pa.schema([
     ("config_extra", pa.string()),  # JSON of config keys this schema does not know
     # final_*: the last finished epoch's; null for a diverged trial (it has no final result), which has
     # diverged = true and diverged_reason such as "train loss nan at epoch 2 step 5 (lr=1e12)"
+    # best_val_accuracy: the best epoch on the same dev set it reports (optimistic; never used for a verdict)
     ("final_val_accuracy", pa.float64()), ("final_sel_accuracy", pa.float64()), ("best_val_accuracy", pa.float64()),
     ("final_val_loss", pa.float64()),
     ("final_train_loss", pa.float64()), ("epochs_completed", pa.int32()), ("trainable_params", pa.int64()),
     ("total_params", pa.int64()), ("params_relative_pct", pa.float64()), ("peak_memory_mb", pa.float64()),
-    ("memory_kind", pa.string()), ("mean_train_samples_per_s", pa.float64()), ("total_time_s", pa.float64()),
+    ("memory_kind", pa.string()), ("saved_activations_mb", pa.float64()), ("trainable_state_mb", pa.float64()),
+    ("mean_train_samples_per_s", pa.float64()), ("total_time_s", pa.float64()),
     ("hostname", pa.string()), ("node_ip", pa.string()), ("node_id", pa.string()), ("num_restarts", pa.int32()),
     ("last_checkpoint", pa.string()), ("diverged", pa.bool_()), ("diverged_reason", pa.string()),
 ])
 
 EPOCH_METRICS: list[tuple[str, pa.DataType]] = [
     ("epoch", pa.int32()), ("train_loss", pa.float64()), ("val_loss", pa.float64()), ("val_accuracy", pa.float64()),
+    ("val_examples", pa.int64()),
     ("sel_loss", pa.float64()), ("sel_accuracy", pa.float64()),  # on the selection split, when the study has one
+    ("sel_examples", pa.int64()),
     ("train_samples_per_s", pa.float64()), ("epoch_time_s", pa.float64()), ("peak_memory_mb", pa.float64()),
-    ("memory_kind", pa.string()), ("trainable_params", pa.int64()), ("total_params", pa.int64()),
+    ("memory_kind", pa.string()),
+    # exact and device-independent: tensors saved for backward (peak over steps) and weights + grads + AdamW state
+    ("saved_activations_mb", pa.float64()), ("trainable_state_mb", pa.float64()), ("trainable_params", pa.int64()), ("total_params", pa.int64()),
     ("params_relative_pct", pa.float64()), ("padding_efficiency", pa.float64()), ("checkpoint_mb", pa.float64()),
     ("training_iteration", pa.int32()), ("time_total_s", pa.float64()), ("timestamp", pa.int64()),
     ("hostname", pa.string()), ("node_ip", pa.string()), ("node_id", pa.string()),

@@ -7,6 +7,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
+from analysis.schema import SCHEMA_VERSION
 from analysis.stats import pareto_front
 from tune_jobs.cli import main
 
@@ -100,7 +101,7 @@ def test_trials_and_epochs_parquet(experiment, tmp_path, capsys):
     assert good["hostname"].notna().all() and good["mean_train_samples_per_s"].notna().all()
     assert json.loads(good["config_extra"].iloc[0]) == {"marker_dir": str(experiment.parent / "markers")}
     meta = pq.read_schema(tmp_path / "trials.parquet").metadata
-    assert meta[b"lora_sweep.schema_version"] == b"2" and b"ray" in meta[b"lora_sweep.versions"]
+    assert meta[b"lora_sweep.schema_version"] == SCHEMA_VERSION.encode() and b"ray" in meta[b"lora_sweep.versions"]
 
 
 def test_rerun_gives_identical_files_and_several_experiments_merge(experiment, tmp_path):

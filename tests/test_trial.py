@@ -33,10 +33,12 @@ def test_metrics_every_epoch_and_determinism(trial_cfg):
     first = run_trial(trial_cfg)
     second = run_trial(trial_cfg)
     assert [m["epoch"] for m in first] == [1, 2]
-    expected = {"epoch", "train_loss", "val_loss", "val_accuracy", "train_samples_per_s", "epoch_time_s",
-                "peak_memory_mb", "memory_kind", "trainable_params", "total_params", "params_relative_pct",
-                "padding_efficiency", "checkpoint_mb"}
+    expected = {"epoch", "train_loss", "val_loss", "val_accuracy", "val_examples", "train_samples_per_s",
+                "epoch_time_s", "peak_memory_mb", "memory_kind", "saved_activations_mb", "trainable_state_mb",
+                "trainable_params", "total_params", "params_relative_pct", "padding_efficiency", "checkpoint_mb"}
     assert set(first[0]) == expected
+    assert first[0]["val_examples"] == 872  # the whole SST-2 dev split
+    assert [m["saved_activations_mb"] for m in first] == [m["saved_activations_mb"] for m in second]  # exact
     assert first[0]["memory_kind"] == "cpu_rss" and first[0]["checkpoint_mb"] > 0
     assert first[0]["params_relative_pct"] == pytest.approx(100 * first[0]["trainable_params"] / first[0]["total_params"])
     assert learned(first) == learned(second)  # bit-identical, not approximately equal

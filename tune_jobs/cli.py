@@ -33,10 +33,12 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
+    from .data import check_data
     from .plan import format_json, format_table, plan
     from .spec import load_study
 
     study = load_study(args.spec, args.profile)
+    check_data(study.data.dataset, study.data.num_labels)
     planned = plan(study)
     print(format_json(planned) if args.json else format_table(study, planned))
     return 0

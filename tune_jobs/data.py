@@ -32,17 +32,65 @@ def _local_files(directory: Path) -> dict[str, Path]:
                     got=str(directory), allowed="a GLUE-format directory such as ../shared/data/sst2")
 
 
-def check_tsv(path: Path) -> None:
-    """Reject a malformed GLUE TSV with the file and line: header `sentence<TAB>label`, labels are integers."""
+def _label_error(path: Path, where: str, label, num_labels: int) -> SpecError:
+    return SpecError("data.dataset", f"{path}:{where}: label {label} is outside 0..{num_labels - 1}", got=str(label),
+                     allowed=f"labels 0..{num_labels - 1}, or set data.num_labels to the number of classes")
+
+
+def check_tsv(path: Path, num_labels: int | None = None) -> None:
+    """Reject a malformed GLUE TSV with the file and line: header `sentence<TAB>label`, at least one row, integer
+    labels (in 0..num_labels-1 when given)."""
     with open(path, encoding="utf-8") as fh:
         header = fh.readline().rstrip("\n").split("\t")
         if header[:2] != [TEXT_COLUMN, LABEL_COLUMN]:
             raise SpecError("data.dataset", f"{path}:1: header must be 'sentence<TAB>label'", got="\t".join(header))
+        rows = 0
         for lineno, line in enumerate(fh, start=2):
             parts = line.rstrip("\n").split("\t")
             if len(parts) != 2 or not parts[1].strip().lstrip("-").isdigit():
                 raise SpecError("data.dataset", f"{path}:{lineno}: malformed row, expected 'sentence<TAB>label' "
                                 "with an integer label", got=line.rstrip("\n")[:80])
+            if num_labels is not None and not 0 <= int(parts[1]) < num_labels:
+                raise _label_error(path, str(lineno), int(parts[1]), num_labels)
+            rows += 1
+    if rows == 0:
+        raise SpecError("data.dataset", f"{path}: has a header but no rows", allowed="a split with at least one row")
+
+
+def check_parquet(path: Path, num_labels: int | None = None) -> None:
+    """Reject a Parquet split without the sentence/label columns, without rows, or with labels out of range."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    try:
+        table = pq.read_table(path)
+    except Exception as err:  # pyarrow raises ArrowInvalid, OSError, ... for a damaged file
+        raise SpecError("data.dataset", f"{path}: not a readable Parquet file ({str(err).splitlines()[0][:80]})") from None
+    missing = {TEXT_COLUMN, LABEL_COLUMN} - set(table.column_names)
+    if missing:
+        raise SpecError("data.dataset", f"{path}: lacks columns {sorted(missing)}", got=table.column_names)
+    if table.num_rows == 0:
+        raise SpecError("data.dataset", f"{path}: has no rows", allowed="a split with at least one row")
+    labels = table.column(LABEL_COLUMN)
+    if not pa.types.is_integer(labels.type):
+        raise SpecError("data.dataset", f"{path}: column label must hold integers", got=str(labels.type))
+    if num_labels is not None:
+        lo, hi = pc.min_max(labels).values()
+        for bound in (lo, hi):
+            if bound.as_py() is not None and not 0 <= bound.as_py() < num_labels:
+                raise _label_error(path, "label", bound.as_py(), num_labels)
+
+
+def check_data(dataset: str, num_labels: int) -> None:
+    """Every problem of a local dataset, found before anything starts (`plan` and `run`); hub ids load in `run`
+    before Ray starts."""
+    check_dataset_location(dataset)
+    directory = Path(dataset).expanduser()
+    if not directory.is_dir():
+        return
+    for path in _local_files(directory).values():
+        (check_tsv if path.suffix == ".tsv" else check_parquet)(path, num_labels)
 
 
 def check_dataset_location(dataset: str) -> None:

@@ -16,7 +16,7 @@ from pathlib import Path
 from lora_ext import SpecError
 
 from .cli_args import OneLineParser, add_spec_args, run_guarded
-from .data import check_dataset_location
+from .data import check_data
 from .grid import expand, with_overrides
 from .spec import Study, TrialConfig, load_study
 
@@ -131,8 +131,8 @@ def run_sweep(study: Study, storage: str | None = None, name: str | None = None,
     from .progress import ConciseProgress, print_summary
 
     trials = [absolute_paths(t) for t in expand(study)]
-    for ds in sorted({t.dataset for t in trials}):
-        check_dataset_location(ds)
+    for dataset, num_labels in sorted({(t.dataset, t.num_labels) for t in trials}):
+        check_data(dataset, num_labels)
     storage = storage_uri(storage)
     name = name or (f"{study.name}-{study.profile}" if study.profile else study.name)
     path = experiment_path(storage, name)
@@ -148,8 +148,8 @@ def run_sweep(study: Study, storage: str | None = None, name: str | None = None,
     elif resume:
         raise SpecError("--resume", "no experiment to resume at this storage and name", got=path,
                         allowed="check --storage and --name (default name: <study>-<profile>)")
+    prepare_data(trials)  # before Ray starts: a data problem (hub id offline, bad rows) is one line, nothing else
     connect_ray(address)
-    prepare_data(trials)
     print(f"lora-sweep: {len(grid)} trials of study {study.name!r} -> {path}")
     print(f"  watch live: tensorboard --logdir {path}", flush=True)
     if restoring:

@@ -31,9 +31,10 @@ from .grid import value_text
 from .spec import TrialConfig
 
 METRIC_NAMES = (
-    "epoch", "train_loss", "val_loss", "val_accuracy", "sel_loss", "sel_accuracy", "train_samples_per_s",
-    "epoch_time_s", "peak_memory_mb", "memory_kind", "trainable_params", "total_params", "params_relative_pct",
-    "padding_efficiency", "checkpoint_mb",
+    "epoch", "train_loss", "val_loss", "val_accuracy", "val_examples", "sel_loss", "sel_accuracy", "sel_examples",
+    "train_samples_per_s", "epoch_time_s", "peak_memory_mb", "memory_kind", "saved_activations_mb",
+    "trainable_state_mb", "trainable_params", "total_params", "params_relative_pct", "padding_efficiency",
+    "checkpoint_mb",
 )  # sel_* only with a selection split; a diverged trial's last report: epoch, diverged, diverged_reason, ...
 STATE_FILE = "trial_state.json"
 OnEpoch = Callable[[dict, "str | None"], None]  # (metrics, checkpoint dir; None for the diverged report)
@@ -68,11 +69,39 @@ def load_model_and_tokenizer(tc: TrialConfig):
     if tokenizer.pad_token is None:  # decoder-only models (Llama) ship without one
         tokenizer.pad_token = tokenizer.eos_token
     config.pad_token_id = tokenizer.pad_token_id
+    # float32 master weights whatever dtype the checkpoint was saved in (transformers 5 loads dtype="auto", so a
+    # bf16 checkpoint would train bf16 weights); bf16 compute, where chosen, comes from autocast.
     if tc.model_init == "random":
-        model = AutoModelForSequenceClassification.from_config(config)
+        model = AutoModelForSequenceClassification.from_config(config, dtype=torch.float32)
     else:
-        model = AutoModelForSequenceClassification.from_pretrained(location, config=config)
+        model, info = AutoModelForSequenceClassification.from_pretrained(
+            location, config=config, dtype=torch.float32, output_loading_info=True)
+        check_loading_info(info, arch.head, tc.model)
     return model, tokenizer
+
+
+def check_loading_info(info: dict, head: tuple[str, ...], model: str) -> None:
+    """Only the classification head may be newly initialized: a checkpoint whose encoder weights are missing or
+    of another shape would otherwise train a random encoder in silence (the verbosity setting hides the report)."""
+    def in_head(key: str) -> bool:
+        return any(part in head for part in key.split("."))
+
+    missing = sorted(k for k in info.get("missing_keys", ()) if not in_head(k))
+    mismatched = sorted(str(k[0] if isinstance(k, tuple) else k) for k in info.get("mismatched_keys", ())
+                        if not in_head(str(k[0] if isinstance(k, tuple) else k)))
+    bad = missing or mismatched
+    if bad:
+        what = "missing from" if missing else "of another shape in"
+        raise SpecError("model", f"{len(bad)} encoder weight(s) {what} the checkpoint, e.g. {bad[0]}: it does not "
+                        "match its config", got=model, allowed="a checkpoint saved for this architecture (only the "
+                        "classification head may be new)")
+
+
+def resolve_precision(precision: str, device: torch.device) -> bool:
+    """Whether to autocast to bf16: `bf16` always; `auto` on a CUDA device that supports bf16 (else fp32)."""
+    if precision == "bf16":
+        return True
+    return precision == "auto" and device.type == "cuda" and torch.cuda.is_bf16_supported()
 
 
 def build_optimizer(model: torch.nn.Module, tc: TrialConfig) -> torch.optim.Optimizer:
@@ -129,6 +158,48 @@ class MemoryMeter:
         return max(self._status_kb("VmHWM") - self.start_kb, 0) / 1024
 
 
+class SavedTensorMeter:
+    """Bytes of tensors autograd saves for backward in one forward pass (peak over steps), device-independent.
+
+    Counted through `torch.autograd.graph.saved_tensors_hooks`, each storage once, parameters excluded (saving a
+    weight costs no memory). Adapting a lower layer keeps activations from that layer up, so this is the figure
+    that shows the layer-memory trend on a CPU, where process RSS mostly measures the allocator. Tensors that
+    gradient checkpointing recomputes during backward are not counted (they are not kept through the forward).
+    """
+
+    def __init__(self, model: torch.nn.Module):
+        self.params = {p.untyped_storage().data_ptr() for p in model.parameters()}
+        self.peak_bytes = 0
+        self._seen: set[int] = set()
+        self._bytes = 0
+
+    def _pack(self, tensor: torch.Tensor) -> torch.Tensor:
+        storage = tensor.untyped_storage()
+        ptr = storage.data_ptr()
+        if ptr not in self.params and ptr not in self._seen:
+            self._seen.add(ptr)
+            self._bytes += storage.nbytes()
+        return tensor
+
+    def step(self):
+        """Context for one forward pass."""
+        self._seen, self._bytes = set(), 0
+        return torch.autograd.graph.saved_tensors_hooks(self._pack, lambda t: t)
+
+    def end_step(self) -> None:
+        self.peak_bytes = max(self.peak_bytes, self._bytes)
+        self._seen = set()
+
+
+def trainable_state_bytes(model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> int:
+    """Bytes of what training adds per trainable parameter: the weights, their gradients and AdamW's moments."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    weights = sum(p.numel() * p.element_size() for p in params)
+    moments = sum(v.numel() * v.element_size() for st in optimizer.state.values() for v in st.values()
+                  if torch.is_tensor(v) and v.dim() > 0)
+    return 2 * weights + moments
+
+
 def _trainable_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     return {n: p.detach().cpu() for n, p in model.named_parameters() if p.requires_grad}
 
@@ -139,7 +210,9 @@ def save_checkpoint(path: Path, model, optimizer, scheduler) -> float:
     torch.save(_trainable_state(model), path / "trainable.pt")
     torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
                 "torch_rng": torch.get_rng_state(), "numpy_rng": np.random.get_state(),
-                "python_rng": random.getstate()}, path / "train_state.pt")
+                "python_rng": random.getstate(),
+                "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None},
+               path / "train_state.pt")
     return sum(f.stat().st_size for f in path.iterdir()) / 2**20
 
 
@@ -162,6 +235,12 @@ def load_checkpoint(path: Path, model, optimizer, scheduler) -> tuple[int, list[
     torch.set_rng_state(extra["torch_rng"])
     np.random.set_state(extra["numpy_rng"])
     random.setstate(extra["python_rng"])
+    cuda_rng = extra.get("cuda_rng")
+    if cuda_rng and torch.cuda.is_available():  # dropout masks drawn on the GPU
+        if len(cuda_rng) == torch.cuda.device_count():
+            torch.cuda.set_rng_state_all(cuda_rng)
+        else:  # resumed with another number of visible GPUs (Ray gives a trial its own): the trial's device
+            torch.cuda.set_rng_state(cuda_rng[0])
     return state["epoch"], state["history"]
 
 
@@ -186,15 +265,16 @@ def _lr_text(tc: TrialConfig) -> str:
 
 
 def train_epoch(model, data: TrialData, collator, tc: TrialConfig, epoch: int, optimizer, scheduler, device,
-                autocast) -> tuple[float, int, list[np.ndarray]]:
+                autocast, saved: SavedTensorMeter) -> tuple[float, int, list[np.ndarray]]:
     """One epoch of length-grouped batches: (loss sum, samples seen, batches); TrialDiverged on a NaN/inf loss."""
     model.train()
     batches = length_grouped_batches(data.train_lengths, tc.batch_size, seed=tc.seed * 1000 + epoch)
     loss_sum, seen = 0.0, 0
     for step, idx in enumerate(batches, start=1):
         batch = {k: v.to(device) for k, v in data.batch(data.train, idx, collator).items()}
-        with autocast():
+        with autocast(), saved.step():
             loss = model(**batch).loss
+        saved.end_step()
         if not torch.isfinite(loss):
             raise TrialDiverged(f"train loss {float(loss.detach()):g} at epoch {epoch} step {step} {_lr_text(tc)}")
         loss.backward()
@@ -218,7 +298,7 @@ def evaluate_all(model, data: TrialData, collator, tc: TrialConfig, epoch: int, 
         loss, acc = evaluate(model, split, lengths, collator, tc.eval_batch_size, device, autocast)
         if not math.isfinite(loss):
             raise TrialDiverged(f"{prefix} loss {loss:g} at epoch {epoch} {_lr_text(tc)}")
-        out.update({f"{prefix}_loss": loss, f"{prefix}_accuracy": acc})
+        out.update({f"{prefix}_loss": loss, f"{prefix}_accuracy": acc, f"{prefix}_examples": len(lengths)})
     return out
 
 
@@ -239,7 +319,7 @@ def run_trial(config: dict, on_epoch: OnEpoch | None = None, resume_from: str | 
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     model.to(dev)
     trainable = count_trainable(model)
-    use_bf16 = tc.precision == "bf16" or (tc.precision == "auto" and dev.type == "cuda")
+    use_bf16 = resolve_precision(tc.precision, dev)
 
     def autocast():
         return torch.autocast(dev.type, dtype=torch.bfloat16, enabled=use_bf16)
@@ -255,11 +335,13 @@ def run_trial(config: dict, on_epoch: OnEpoch | None = None, resume_from: str | 
         start_epoch, history = load_checkpoint(Path(resume_from), model, optimizer, scheduler)
     sizes = {"trainable_params": trainable, "total_params": total_params,
              "params_relative_pct": 100.0 * trainable / total_params}
+    saved = SavedTensorMeter(model)
 
     for epoch in range(start_epoch + 1, tc.epochs + 1):
         t0 = time.perf_counter()
         try:
-            loss_sum, seen, batches = train_epoch(model, data, collator, tc, epoch, optimizer, scheduler, dev, autocast)
+            loss_sum, seen, batches = train_epoch(model, data, collator, tc, epoch, optimizer, scheduler, dev,
+                                                  autocast, saved)
             train_time = time.perf_counter() - t0
             evals = evaluate_all(model, data, collator, tc, epoch, dev, autocast)
         except TrialDiverged as err:
@@ -273,7 +355,9 @@ def run_trial(config: dict, on_epoch: OnEpoch | None = None, resume_from: str | 
         metrics = {
             "epoch": epoch, "train_loss": loss_sum / seen, **evals,
             "train_samples_per_s": seen / train_time, "epoch_time_s": time.perf_counter() - t0,
-            "peak_memory_mb": memory.peak_mb(), "memory_kind": memory.kind, **sizes,
+            "peak_memory_mb": memory.peak_mb(), "memory_kind": memory.kind,
+            "saved_activations_mb": saved.peak_bytes / 2**20,
+            "trainable_state_mb": trainable_state_bytes(model, optimizer) / 2**20, **sizes,
             "padding_efficiency": padding_efficiency(data.train_lengths, batches),
         }
         with tempfile.TemporaryDirectory(prefix="lora-sweep-ckpt-") as tmp:

@@ -15,7 +15,7 @@ EXIT_DIVERGED = 1  # the trial ran but its loss turned NaN/inf (bad input stays 
 
 
 def cmd_trial(args: argparse.Namespace) -> int:
-    from .data import check_dataset_location
+    from .data import check_data
     from .grid import select_trial, with_overrides
     from .spec import load_study
     from .trial import copy_checkpoint_to, run_trial
@@ -23,7 +23,7 @@ def cmd_trial(args: argparse.Namespace) -> int:
     study = load_study(args.spec, args.profile)
     trial = select_trial(study, args.scenario, args.r, args.repeat, _axis_values(args.axis))
     trial = with_overrides(trial, epochs=args.epochs, train_limit=args.train_limit, dataset=args.data)
-    check_dataset_location(trial.dataset)
+    check_data(trial.dataset, trial.num_labels)
     if args.resume_from and not (Path(args.resume_from) / "trial_state.json").is_file():
         raise SpecError("--resume-from", "not a trial checkpoint directory (no trial_state.json)", got=args.resume_from)
     keep = copy_checkpoint_to(Path(args.checkpoint_dir)) if args.checkpoint_dir else None
