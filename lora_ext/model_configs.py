@@ -49,7 +49,12 @@ def load_model_config(model: str, num_labels: int = 2):
     if os.path.isdir(location):
         if not os.path.isfile(os.path.join(location, "config.json")):
             raise SpecError("model", "local model directory has no config.json", got=location, allowed=MODEL_ALLOWED)
-        return AutoConfig.from_pretrained(location, num_labels=num_labels)
+        try:
+            return AutoConfig.from_pretrained(location, num_labels=num_labels)
+        except (OSError, ValueError, KeyError) as err:  # invalid JSON, unknown model_type, ...
+            reason = str(err).splitlines()[0][:160] if str(err) else type(err).__name__
+            raise SpecError("model", f"cannot read its config.json ({reason})", got=location,
+                            allowed=MODEL_ALLOWED) from None
     if model in SHIPPED_CONFIGS:
         data = json.loads((_SHIPPED_DIR / SHIPPED_CONFIGS[model]).read_text())
         model_type = data.pop("model_type")
