@@ -57,7 +57,8 @@ def drop_duplicate_runs(trials: pd.DataFrame) -> tuple[pd.DataFrame, int]:
     return kept, int(dup.sum())
 
 
-def _axis_text(col: str, value) -> str:
+def axis_text(col: str, value) -> str:
+    """`r=8`, `lr=0.001`, `batch_size=32`: a setting as it appears in a group label."""
     if col == "r":
         return f"r={int(value)}" if value == value and value is not None else ""
     text = _canonical(value).strip('"')
@@ -78,7 +79,7 @@ def group_labels(trials: pd.DataFrame) -> pd.Series:
     for key, row in firsts.iterrows():
         lora = row.get("baseline") is None or row.get("baseline") != row.get("baseline")
         r = row.get("r")
-        labels[key] = names[key] + (" " + _axis_text("r", r) if lora and r == r and r is not None else "")
+        labels[key] = names[key] + (" " + axis_text("r", r) if lora and r == r and r is not None else "")
     axes = [*LABEL_AXES[1:], *(c for c in CONFIGURATION if c not in LABEL_AXES), "experiment"]
     for col in (c for c in axes if c in firsts.columns):
         by_label: dict[str, list[str]] = {}
@@ -88,5 +89,5 @@ def group_labels(trials: pd.DataFrame) -> pd.Series:
             if len({_canonical(firsts.at[k, col]) for k in same}) > 1:
                 for k in same:
                     v = firsts.at[k, col]
-                    labels[k] += f" [{v}]" if col == "experiment" else " " + _axis_text(col, v)
+                    labels[k] += f" [{v}]" if col == "experiment" else " " + axis_text(col, v)
     return keys.map(labels)

@@ -83,18 +83,30 @@ def loss_curves(trials: pd.DataFrame, epochs: pd.DataFrame, order: list[str]):
 
 
 def memory_by_layer(trials: pd.DataFrame):
-    """Peak memory of single-layer trials by layer, with and without gradient checkpointing; None if no such trials."""
+    """Memory of single-layer trials by adapted layer, gradient checkpointing off and on; None if no such trials.
+
+    On a GPU: the measured peak (torch.cuda.max_memory_allocated). On a CPU, where process RSS mostly shows the
+    allocator: the exact figures, bytes saved for backward plus trainable state (weights, grads, AdamW moments)."""
     single = trials[trials["layers"].map(lambda v: v is not None and len(v) == 1) & trials["baseline"].isna()]
-    if single.empty or single["peak_memory_mb"].isna().all():
+    exact = single.get("saved_activations_mb")
+    cpu = not single.empty and (single["memory_kind"] == "cpu_rss").all()
+    if cpu and exact is not None and exact.notna().all():
+        single = single.assign(memory=exact + single["trainable_state_mb"].fillna(0))
+        ylabel = "MB saved for backward + trainable state (exact)"
+    else:
+        single = single.assign(memory=single["peak_memory_mb"])
+        ylabel = f"peak memory, MB ({', '.join(single['memory_kind'].dropna().unique())})"
+    if single.empty or single["memory"].isna().all():
         return None
     single = single.assign(layer=single["layers"].map(lambda v: int(v[0])))
     fig, ax = plt.subplots(figsize=(8, 4.5))
     for gc, g in single.groupby("gradient_checkpointing"):
-        curve = g.groupby("layer")["peak_memory_mb"].median()
+        curve = g.groupby("layer")["memory"].median()
         ax.plot(curve.index, curve.to_numpy(), marker="o", label=f"gradient checkpointing {'on' if gc else 'off'}")
     ax.set_xlabel("adapted layer")
-    ax.set_ylabel(f"peak memory, MB ({', '.join(single['memory_kind'].dropna().unique())})")
-    ax.set_title("Peak memory when adapting a single layer")
+    ax.set_ylabel(ylabel)
+    ax.set_title("Memory when adapting a single layer")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.legend()
     ax.grid(alpha=0.3)
     return fig

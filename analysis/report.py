@@ -21,7 +21,8 @@ import pandas as pd
 from . import stats
 from .compare import Design, compare, higher_is_better
 from .document import Block, to_html, to_markdown
-from .groups import drop_duplicate_runs, group_labels
+from .groups import CONFIGURATION, drop_duplicate_runs, group_labels
+from .select import select_settings, selection_metric
 
 EXIT_INPUT = 2
 OPTIMISTIC = ("best_val_accuracy",)  # max over epochs on the reported set: never a verdict's metric
@@ -39,6 +40,7 @@ class ReportOptions:
     reference: str | None = None  # a group label or scenario name; None = all pairs
     margin: float = 0.005  # equivalence margin, in the metric's units (0.005 = half an accuracy point)
     alpha: float = 0.05
+    select: tuple[str, ...] = ()  # settings chosen per placement on the selection split (e.g. learning_rate)
 
 
 def load(dir_: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -122,6 +124,8 @@ def summarize(good: pd.DataFrame, metric: str, margin: float) -> pd.DataFrame:
             "noise_floor_se": stats.binomial_se(v.mean(), dev_n) if "accuracy" in metric else np.nan,
             "trainable_params": g["trainable_params"].median(), "params_relative_pct": g["params_relative_pct"].median(),
             "peak_memory_mb": g["peak_memory_mb"].median(), "memory_kind": g["memory_kind"].iloc[0],
+            "saved_activations_mb": g["saved_activations_mb"].median() if "saved_activations_mb" in g else np.nan,
+            "trainable_state_mb": g["trainable_state_mb"].median() if "trainable_state_mb" in g else np.nan,
             "train_samples_per_s": g["mean_train_samples_per_s"].median(),
         })
     if not rows:
@@ -156,22 +160,39 @@ class Readout:
     design: Design
     dropped: int
     reference: str | None
+    selection: pd.DataFrame | None  # with --select: every candidate per placement, the chosen ones marked
 
 
 def read_out(trials: pd.DataFrame, epochs: pd.DataFrame, opts: ReportOptions) -> Readout:
-    """Prepare, summarize and compare; raises ReportInputError for a bad metric or reference."""
+    """Prepare, (select,) summarize and compare; raises ReportInputError for a bad metric, setting or reference."""
     metric = check_metric(opts.metric, epochs)
-    opts = ReportOptions(metric, opts.reference, opts.margin, opts.alpha)
+    opts = ReportOptions(metric, opts.reference, opts.margin, opts.alpha, opts.select)
     prepared, dropped = prepare(trials, epochs, metric)
-    good = usable(prepared)
+    good, selection = usable(prepared), None
+    if opts.select:
+        good, selection = _select(good, trials, epochs, opts)
     reference = resolve_reference(opts.reference, good)
     summary = summarize(good, metric, opts.margin)
     comparisons, design = compare(good[["group", "seed", "value"]], metric, reference, opts.margin, opts.alpha)
-    return Readout(opts, prepared, good, summary, comparisons, design, dropped, reference)
+    return Readout(opts, prepared, good, summary, comparisons, design, dropped, reference, selection)
+
+
+def _select(good: pd.DataFrame, trials: pd.DataFrame, epochs: pd.DataFrame, opts: ReportOptions):
+    unknown = [s for s in opts.select if s not in CONFIGURATION or s not in trials.columns]
+    if unknown:
+        raise ReportInputError(f"--select: {unknown[0]!r} is not a training setting of these trials "
+                               "(e.g. learning_rate, batch_size, epochs)")
+    sel = selection_metric(opts.metric)
+    values = final_epoch(good, epochs, sel)
+    if values.isna().all():
+        raise ReportInputError(f"--select: the trials report no {sel} (no selection split): choosing on the dev "
+                               "set would bias the very numbers it reports; add data.selection to the spec")
+    return select_settings(good.assign(sel_value=values), list(opts.select), higher_is_better(opts.metric))
 
 
 SUMMARY_SHOWN = ["group", "n", "mean", "std", "ci95_low", "ci95_high", "noise_floor_se", "more_seeds",
-                 "params_relative_pct", "peak_memory_mb", "train_samples_per_s"]
+                 "params_relative_pct", "peak_memory_mb", "saved_activations_mb", "trainable_state_mb",
+                 "train_samples_per_s"]
 COMPARISON_SHOWN = ["a", "b", "verdict", "test", "n_seeds", "delta", "ci_low", "ci_high", "p_holm", "p_tost_holm"]
 
 
@@ -198,6 +219,7 @@ def _blocks(ro: Readout, figures: dict[str, bytes]) -> list[Block]:
                    "this size: even when seeds agree, results on this dev set carry that much sampling error."),
         Block("h2", f"{o.metric} per group (final epoch)"),
         Block("table", "summary", table=ro.summary[[c for c in SUMMARY_SHOWN if c in ro.summary]]),
+        *_selection_blocks(ro),
         Block("h2", "Design"),
         Block("p", _design_text(ro.design, ro.good)),
     ]
@@ -217,6 +239,18 @@ def _blocks(ro: Readout, figures: dict[str, bytes]) -> list[Block]:
         blocks.append(Block("h2", "Figures"))
         blocks += [Block("figure", name, png=png) for name, png in figures.items()]
     return blocks
+
+
+def _selection_blocks(ro: Readout) -> list[Block]:
+    if ro.selection is None:
+        return []
+    sel = selection_metric(ro.opts.metric)
+    return [Block("h2", f"Selection of {', '.join(ro.opts.select)} on the selection split"),
+            Block("p", f"Per placement, the value with the best mean final {sel} (rows held out of the train split, "
+                       f"never trained on) is chosen; the tables above and below report only the chosen groups, on "
+                       f"the dev set, which no choice touched. dev_mean of the candidates not chosen is shown for "
+                       "reference only: picking by it would be selection on the reported set."),
+            Block("table", "selection", table=ro.selection)]
 
 
 def _design_text(design: Design, good: pd.DataFrame) -> str:
@@ -266,7 +300,8 @@ def write_report(trials: pd.DataFrame, epochs: pd.DataFrame, out: Path, opts: Re
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    opts = ReportOptions(metric=args.metric, reference=args.reference, margin=args.margin)
+    select = tuple(s.strip() for s in (args.select or "").split(",") if s.strip())
+    opts = ReportOptions(metric=args.metric, reference=args.reference, margin=args.margin, select=select)
     try:
         if not opts.margin > 0:
             raise ReportInputError(f"--margin: must be > 0 (got {opts.margin:g}); e.g. 0.005 for half a point")
@@ -287,6 +322,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--reference", metavar="GROUP",
                    help="compare every group against this one (a group label such as 'lora_all r=8', or a scenario "
                         "name with one group); default: all pairs")
+    p.add_argument("--select", metavar="SETTING[,SETTING]",
+                   help="per placement, keep the value of these training settings (e.g. learning_rate) that wins on "
+                        "the selection split (data.selection), and report only those groups on the dev set")
     p.add_argument("--margin", type=float, default=0.005,
                    help="equivalence margin in the metric's units (default 0.005 = 0.5 accuracy points)")
 

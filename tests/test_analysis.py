@@ -263,6 +263,12 @@ def test_memory_by_layer_plot_for_single_layer_study():
     lines = fig.axes[0].get_lines()
     assert len(lines) == 2 and list(lines[0].get_xdata()) == [0, 1, 2, 3]
     assert list(lines[1].get_ydata()) == [50.0, 51.0, 52.0, 53.0]
+    # on a CPU the exact figures are drawn, not the RSS (which mostly measures the allocator)
+    cpu = [{**r, "memory_kind": "cpu_rss", "saved_activations_mb": 10.0 - r["layers"][0], "trainable_state_mb": 1.0}
+           for r in rows]
+    fig = memory_by_layer(pd.DataFrame(cpu))
+    assert list(fig.axes[0].get_lines()[0].get_ydata()) == [11.0, 10.0, 9.0, 8.0]
+    assert "exact" in fig.axes[0].get_ylabel()
 
 
 def test_analyze_reads_an_experiment_on_s3(experiment, tmp_path, monkeypatch, capsys):

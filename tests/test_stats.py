@@ -188,3 +188,52 @@ def test_groups_are_configurations_and_labels_stay_readable():
     assert len({labels[t] for t in "acde"}) == 4
     assert labels["d"] == "lora_all r=1" and labels["g"] == "base"
     assert "model=roberta-base" in labels["c"] and "rank_pattern" in labels["e"]
+
+
+def _write_study(tmp_path, rows):
+    """trials.parquet + epochs.parquet in analyze's schemas from (scenario, lr, seed, sel, dev) rows."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from analysis.schema import EPOCHS_SCHEMA, TRIALS_SCHEMA
+
+    trials, epochs = [], []
+    for i, (scenario, lr, seed, sel, dev) in enumerate(rows):
+        head = {"experiment": "e", "trial_id": f"t{i}", "scenario": scenario, "seed": seed, "repeat": seed - 42}
+        trials.append({**head, "status": "TERMINATED", "study": "s", "trial_name": f"{scenario}-{lr}-{seed}", "r": 8,
+                       "layers": [3] if scenario == "upper" else [0], "components": ["v"], "learning_rate": lr, "model": "m", "dataset": "d",
+                       "final_val_accuracy": dev, "final_sel_accuracy": sel, "params_relative_pct": 1.0,
+                       "trainable_params": 10, "diverged": False})
+        epochs.append({**head, "epoch": 1, "val_accuracy": dev, "sel_accuracy": sel, "val_examples": 872})
+    pq.write_table(pa.Table.from_pylist(trials, schema=TRIALS_SCHEMA), tmp_path / "trials.parquet")
+    pq.write_table(pa.Table.from_pylist(epochs, schema=EPOCHS_SCHEMA), tmp_path / "epochs.parquet")
+    return tmp_path
+
+
+def test_select_chooses_on_the_selection_split_and_reports_only_the_chosen_on_dev(tmp_path, capsys):
+    from tune_jobs.cli import main
+
+    rows = [(sc, lr, seed, sel + 0.001 * seed, dev + 0.002 * (seed % 2))
+            for sc, lr, sel, dev in [("upper", 1e-3, 0.80, 0.90), ("upper", 4e-3, 0.85, 0.86),  # dev would pick 1e-3
+                                     ("lower", 1e-3, 0.82, 0.84), ("lower", 4e-3, 0.78, 0.88)]
+            for seed in (42, 43, 44)]
+    pq_dir = _write_study(tmp_path, rows)
+    assert main(["report", str(pq_dir), "--out", str(tmp_path / "rep"), "--select", "learning_rate"]) == 0
+    summary = pd.read_csv(tmp_path / "rep" / "summary.csv")
+    assert sorted(summary["group"]) == ["lower r=8 lr=0.001", "upper r=8 lr=0.004"]
+    assert summary.set_index("group").loc["upper r=8 lr=0.004", "mean"] == pytest.approx(0.86 + 0.002 / 3)
+    md = (tmp_path / "rep" / "report.md").read_text()
+    assert "Selection of learning_rate on the selection split" in md and "| upper | upper r=8 lr=0.004 |" in md
+    comparisons = pd.read_csv(tmp_path / "rep" / "comparisons.csv")
+    assert len(comparisons) == 1  # the family tested is the chosen groups only
+
+
+def test_select_needs_a_selection_split(tmp_path, capsys):
+    from tune_jobs.cli import main
+
+    pq_dir = _write_study(tmp_path, [("upper", lr, s, None, 0.9) for lr in (1e-3, 4e-3) for s in (42, 43)])
+    assert main(["report", str(pq_dir), "--out", str(tmp_path / "rep"), "--select", "learning_rate"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "no sel_accuracy" in err[0] and "data.selection" in err[0]
+    assert main(["report", str(pq_dir), "--out", str(tmp_path / "rep"), "--select", "learnin_rate"]) == 2
+    assert "--select" in capsys.readouterr().err
