@@ -161,6 +161,7 @@ class Readout:
     dropped: int
     reference: str | None
     selection: pd.DataFrame | None  # with --select: every candidate per placement, the chosen ones marked
+    read: tuple[int, int]  # (trials, experiments) as read, before duplicates were dropped
 
 
 def read_out(trials: pd.DataFrame, epochs: pd.DataFrame, opts: ReportOptions) -> Readout:
@@ -174,7 +175,8 @@ def read_out(trials: pd.DataFrame, epochs: pd.DataFrame, opts: ReportOptions) ->
     reference = resolve_reference(opts.reference, good)
     summary = summarize(good, metric, opts.margin)
     comparisons, design = compare(good[["group", "seed", "value"]], metric, reference, opts.margin, opts.alpha)
-    return Readout(opts, prepared, good, summary, comparisons, design, dropped, reference, selection)
+    return Readout(opts, prepared, good, summary, comparisons, design, dropped, reference, selection,
+                   (len(trials), trials["experiment"].nunique()))
 
 
 def _select(good: pd.DataFrame, trials: pd.DataFrame, epochs: pd.DataFrame, opts: ReportOptions):
@@ -202,7 +204,7 @@ def _blocks(ro: Readout, figures: dict[str, bytes]) -> list[Block]:
     verdicts = ro.comparisons["verdict"].value_counts().to_dict() if not ro.comparisons.empty else {}
     blocks = [
         Block("h1", f"lora-sweep report: {studies}"),
-        Block("p", f"{len(ro.trials)} trials in {ro.trials['experiment'].nunique()} experiment(s): {len(ro.good)} "
+        Block("p", f"{ro.read[0]} trials in {ro.read[1]} experiment(s): {len(ro.good)} "
                    f"analysed in {ro.good['group'].nunique()} group(s) (one group = one configuration), "
                    f"{len(bad)} errored, diverged or flagged (listed below, never averaged in), {ro.dropped} "
                    "duplicate run(s) dropped (the same configuration and seed found more than once: in several "

@@ -33,6 +33,7 @@ def to_lora_config(placement: Placement, arch: Architecture):
         alpha_pattern={k: v for k, v in rank_pattern.items()} if placement.alpha is None else {},
         modules_to_save=list(arch.head),
         bias="none",
+        task_type="SEQ_CLS",  # a PeftModelForSequenceClassification: AutoPeftModelForSequenceClassification loads it
     )
 
 

@@ -220,7 +220,8 @@ def test_duplicate_runs_across_experiments_counted_once(experiment, tmp_path):
     assert main(["report", str(tmp_path / "pq"), "--out", str(tmp_path / "rep")]) == 0
     summary = pd.read_csv(tmp_path / "rep" / "summary.csv")
     assert len(summary) == 3 and (summary["n"] == 3).all()  # not 6: the copy's runs are the same runs
-    assert "9 duplicate run(s) dropped" in (tmp_path / "rep" / "report.md").read_text()
+    md = (tmp_path / "rep" / "report.md").read_text()
+    assert "24 trials in 2 experiment(s)" in md and "9 duplicate run(s) dropped" in md
 
 
 def test_report_bad_options_are_one_line(experiment, tmp_path, capsys):

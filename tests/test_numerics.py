@@ -10,8 +10,8 @@ from lora_ext import SpecError
 from tests.conftest import tiny_spec
 from tune_jobs.grid import select_trial, with_overrides
 from tune_jobs.spec import load_study
-from tune_jobs.trial import (SavedTensorMeter, load_model_and_tokenizer, resolve_precision, run_trial,
-                             save_checkpoint, load_checkpoint)
+from tune_jobs.checkpoint import load_checkpoint, save_checkpoint
+from tune_jobs.trial import SavedTensorMeter, load_model_and_tokenizer, resolve_precision, run_trial
 
 SCEN = ("scenarios:\n  - {name: low, layers: [0], components: all}\n  - {name: high, layers: [3], components: all}\n"
         "  - {name: head, baseline: classifier_only}\n")

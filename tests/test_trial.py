@@ -59,7 +59,11 @@ def test_resume_from_checkpoint_matches_uninterrupted(trial_cfg, tmp_path):
     assert saved
     state = json.loads((tmp_path / "ckpt1" / STATE_FILE).read_text())
     assert state["epoch"] == 1 and len(state["history"]) == 1
-    assert not any("embeddings" in name for name in __import__("torch").load(tmp_path / "ckpt1" / "trainable.pt"))
+    from safetensors.torch import load_file
+
+    adapter = load_file(tmp_path / "ckpt1" / "adapter_model.safetensors")  # PEFT's own format
+    assert adapter and not any("embeddings" in name for name in adapter)
+    assert json.loads((tmp_path / "ckpt1" / "adapter_config.json").read_text())["task_type"] == "SEQ_CLS"
     resumed = run_trial(cfg, resume_from=tmp_path / "ckpt1")
     assert [m["epoch"] for m in resumed] == [1, 2, 3]  # history carried over, training continued at epoch 2
     assert learned(resumed) == learned(full)

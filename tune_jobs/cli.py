@@ -29,6 +29,8 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "run": ("tune_jobs.sweep", "run a whole study as a Ray Tune grid (local Ray, or a cluster via --address)"),
     "analyze": ("analysis.aggregate", "turn experiment directories into trials.parquet + epochs.parquet"),
     "report": ("analysis.report", "statistics, verdicts and figures from analyze's Parquet files"),
+    "export": ("tune_jobs.export", "write one trial's trained adapter (or model) as a directory PEFT / transformers "
+                                   "load, with a model card"),
 }
 
 

@@ -26,6 +26,7 @@ import torch
 
 from lora_ext import SpecError, apply_placement, architecture_for, count_trainable, model_location
 
+from .checkpoint import STATE_FILE, load_checkpoint, save_checkpoint, write_state
 from .data import TrialData, length_grouped_batches, padding_efficiency
 from .grid import value_text
 from .spec import TrialConfig
@@ -36,7 +37,6 @@ METRIC_NAMES = (
     "trainable_state_mb", "trainable_params", "total_params", "params_relative_pct", "padding_efficiency",
     "checkpoint_mb",
 )  # sel_* only with a selection split; a diverged trial's last report: epoch, diverged, diverged_reason, ...
-STATE_FILE = "trial_state.json"
 OnEpoch = Callable[[dict, "str | None"], None]  # (metrics, checkpoint dir; None for the diverged report)
 
 
@@ -200,50 +200,6 @@ def trainable_state_bytes(model: torch.nn.Module, optimizer: torch.optim.Optimiz
     return 2 * weights + moments
 
 
-def _trainable_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
-    return {n: p.detach().cpu() for n, p in model.named_parameters() if p.requires_grad}
-
-
-def save_checkpoint(path: Path, model, optimizer, scheduler) -> float:
-    """Write adapters/head, optimizer, scheduler and RNG state; return their size in MB."""
-    path.mkdir(parents=True, exist_ok=True)
-    torch.save(_trainable_state(model), path / "trainable.pt")
-    torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                "torch_rng": torch.get_rng_state(), "numpy_rng": np.random.get_state(),
-                "python_rng": random.getstate(),
-                "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None},
-               path / "train_state.pt")
-    return sum(f.stat().st_size for f in path.iterdir()) / 2**20
-
-
-def write_state(path: Path, epoch: int, history: list[dict], tc: TrialConfig) -> None:
-    """The checkpoint's JSON part: last finished epoch, metrics so far and the trial config."""
-    (path / STATE_FILE).write_text(json.dumps({"epoch": epoch, "history": history, "config": tc.to_dict()}))
-
-
-def load_checkpoint(path: Path, model, optimizer, scheduler) -> tuple[int, list[dict]]:
-    """Restore what `save_checkpoint` wrote; returns (last finished epoch, metrics history)."""
-    state = json.loads((path / STATE_FILE).read_text())
-    weights = torch.load(path / "trainable.pt", map_location="cpu")
-    missing = set(_trainable_state(model)) - set(weights)
-    if missing:
-        raise SpecError("checkpoint", "does not match this trial's trainable parameters", got=str(path))
-    model.load_state_dict(weights, strict=False)
-    extra = torch.load(path / "train_state.pt", map_location="cpu", weights_only=False)
-    optimizer.load_state_dict(extra["optimizer"])
-    scheduler.load_state_dict(extra["scheduler"])
-    torch.set_rng_state(extra["torch_rng"])
-    np.random.set_state(extra["numpy_rng"])
-    random.setstate(extra["python_rng"])
-    cuda_rng = extra.get("cuda_rng")
-    if cuda_rng and torch.cuda.is_available():  # dropout masks drawn on the GPU
-        if len(cuda_rng) == torch.cuda.device_count():
-            torch.cuda.set_rng_state_all(cuda_rng)
-        else:  # resumed with another number of visible GPUs (Ray gives a trial its own): the trial's device
-            torch.cuda.set_rng_state(cuda_rng[0])
-    return state["epoch"], state["history"]
-
-
 def evaluate(model, split, lengths: np.ndarray, collator, batch_size: int, device, autocast) -> tuple[float, float]:
     """Loss and accuracy on a whole split (eval mode: no dropout, LoRA dropout included)."""
     model.eval()
@@ -363,7 +319,7 @@ def run_trial(config: dict, on_epoch: OnEpoch | None = None, resume_from: str | 
         with tempfile.TemporaryDirectory(prefix="lora-sweep-ckpt-") as tmp:
             metrics["checkpoint_mb"] = save_checkpoint(Path(tmp), model, optimizer, scheduler)
             history.append(metrics)
-            write_state(Path(tmp), epoch, history, tc)
+            write_state(Path(tmp), epoch, history, tc.to_dict())
             if on_epoch is not None:
                 on_epoch(metrics, tmp)
     return history

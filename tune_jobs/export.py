@@ -1,0 +1,212 @@
+"""`lora-sweep export`: one trial of an experiment as a directory the ecosystem loads.
+
+LoRA: `peft.AutoPeftModelForSequenceClassification.from_pretrained(DIR)`; classifier-only and full fine-tuning:
+`transformers.AutoModelForSequenceClassification.from_pretrained(DIR)`. With the tokenizer and a model card.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import posixpath
+import shutil
+import sys
+import tempfile
+from importlib import metadata
+from pathlib import Path
+
+from lora_ext import SpecError
+
+from .cli_args import run_guarded
+
+HELP = "write one trial's trained adapter (or model) as a directory PEFT / transformers load, with a model card"
+
+
+def _read_json_lines(fs, path: str) -> list[dict]:
+    from raylog import read_text
+
+    try:
+        return [json.loads(line) for line in read_text(fs, path).splitlines() if line.strip()]
+    except (FileNotFoundError, json.JSONDecodeError):
+        return []
+
+
+def finished_trials(experiment: str) -> list[dict]:
+    """Every trial of the experiment that finished (not errored, not diverged), with its config, final result and
+    newest checkpoint path."""
+    import pyarrow.fs as pafs
+
+    from raylog import ExperimentFileError, open_experiment, trial_states
+
+    try:
+        fs, exp = open_experiment(experiment)
+        entries = fs.get_file_info(pafs.FileSelector(exp))
+        states = trial_states(fs, exp, entries)
+    except ExperimentFileError as err:
+        raise SpecError("EXPERIMENT", str(err)) from None
+    out = []
+    for rel, state in sorted(states.items()):
+        tdir = posixpath.join(exp, rel)
+        results = _read_json_lines(fs, posixpath.join(tdir, "result.json"))
+        if state["status"] != "TERMINATED" or not results or results[-1].get("diverged"):
+            continue
+        ckpts = sorted(e.path for e in fs.get_file_info(pafs.FileSelector(tdir, allow_not_found=True))
+                       if e.type == pafs.FileType.Directory and e.base_name.startswith("checkpoint_"))
+        if ckpts:
+            out.append({"config": state["config"], "final": results[-1], "checkpoint": ckpts[-1], "fs": fs})
+    return out
+
+
+def choose(trials: list[dict], scenario: str, r: int | None, repeat: int | None, best: bool,
+           trial_name: str | None) -> tuple[dict, str]:
+    """The trial the flags name, and a sentence saying how it was chosen."""
+    if trial_name:
+        named = [t for t in trials if t["config"].get("trial_name") == trial_name]
+        if not named:
+            raise SpecError("--trial", "no finished trial of that name", got=trial_name)
+        return named[0], f"trial {trial_name}"
+    names = sorted({t["config"].get("scenario") for t in trials})
+    pool = [t for t in trials if t["config"].get("scenario") == scenario]
+    if not pool:
+        raise SpecError("--scenario", "no finished trial of this scenario", got=scenario,
+                        allowed="one of " + ", ".join(map(str, names)))
+    ranks = sorted({t["config"].get("r") for t in pool}, key=lambda v: (v is None, v))
+    if r is not None:
+        pool = [t for t in pool if t["config"].get("r") == r]
+        if not pool:
+            raise SpecError("--r", "scenario has no finished trial of this rank", got=r, allowed=f"ranks: {ranks}")
+    if best:
+        metric = "sel_accuracy" if all(t["final"].get("sel_accuracy") is not None for t in pool) else "val_accuracy"
+        chosen = max(pool, key=lambda t: t["final"].get(metric) or float("-inf"))
+        why = "the selection split" if metric == "sel_accuracy" else "the dev set (no selection split: optimistic)"
+        return chosen, f"best final {metric} ({chosen['final'][metric]:.4f}) of {len(pool)} trials, chosen on {why}"
+    pool = [t for t in pool if t["config"].get("repeat") == (repeat or 0)]
+    if len(pool) != 1:
+        found = sorted(t["config"].get("trial_name") for t in pool)
+        raise SpecError("--repeat" if not pool else "--trial", "names no single finished trial", got=found or repeat,
+                        allowed="add --r, --best, or --trial NAME (see `lora-sweep plan`)")
+    return pool[0], f"repeat {repeat or 0}"
+
+
+def model_card(tc, final: dict, how: str, base: str) -> str:
+    """README.md for the exported directory."""
+    placement = ("classifier head only" if tc.baseline == "classifier_only" else "every weight (full fine-tuning)"
+                 if tc.baseline == "full" else f"LoRA r={tc.r}, alpha={tc.alpha or tc.r}, layers {tc.layers}, "
+                 f"components {'+'.join(tc.components)}" + (f", ranks {tc.rank_pattern}" if tc.rank_pattern else ""))
+    metrics = {k: v for k, v in final.items() if k.startswith(("val_", "sel_", "train_loss")) and v is not None}
+    load = ("from peft import AutoPeftModelForSequenceClassification\n"
+            "model = AutoPeftModelForSequenceClassification.from_pretrained(DIR)"
+            + ("" if tc.num_labels == 2 else f"  # add num_labels={tc.num_labels}")) if tc.baseline is None else \
+        "from transformers import AutoModelForSequenceClassification\n" \
+        "model = AutoModelForSequenceClassification.from_pretrained(DIR)"
+    try:
+        version = metadata.version("lora-sweep")
+    except metadata.PackageNotFoundError:
+        version = "unknown"
+    rows = "\n".join(f"| {k} | {v:.4f} |" if isinstance(v, float) else f"| {k} | {v} |" for k, v in metrics.items())
+    return f"""---
+library_name: {"peft" if tc.baseline is None else "transformers"}
+base_model: {tc.model}
+tags: [lora-sweep, text-classification]
+---
+# {tc.study}: {tc.trial_name}
+
+Trained by lora-sweep {version} (study `{tc.study}`, scenario `{tc.scenario}`, seed {tc.seed}); chosen: {how}.
+
+- base model: `{tc.model}` (loaded from `{base}`)
+- data: `{tc.dataset}` (train_limit {tc.train_limit}, max_length {tc.max_length})
+- placement: {placement}
+- trainable parameters: {final.get("trainable_params")} ({final.get("params_relative_pct", float("nan")):.3f} % of full fine-tuning)
+- training: {tc.epochs} epochs, learning rate {tc.learning_rate:g}, batch {tc.batch_size}, {tc.lr_schedule} schedule
+
+| final-epoch metric | value |
+|---|---|
+{rows}
+
+```python
+{load}
+```
+"""
+
+
+def export(experiment: str, out: Path, scenario: str | None, r: int | None, repeat: int | None, best: bool,
+           trial_name: str | None) -> str:
+    """Write the chosen trial into `out`; returns a one-line summary."""
+    import pyarrow.fs as pafs
+    from transformers import AutoTokenizer
+
+    from lora_ext import model_location
+
+    from .checkpoint import ADAPTER_WEIGHTS, load_weights
+    from .spec import TrialConfig
+
+    if out.exists() and any(out.iterdir()):
+        raise SpecError("--out", "exists and is not empty", got=str(out), allowed="a new or empty directory")
+    chosen, how = choose(finished_trials(experiment), scenario or "", r, repeat, best, trial_name)
+    tc = TrialConfig.from_dict(chosen["config"])
+    base = model_location(tc.model)
+    with tempfile.TemporaryDirectory(prefix="lora-sweep-export-") as tmp:
+        local = Path(tmp) / "ckpt"
+        local.mkdir()
+        pafs.copy_files(chosen["checkpoint"], str(local), source_filesystem=chosen["fs"],
+                        destination_filesystem=pafs.LocalFileSystem())
+        staged = Path(tmp) / "out"
+        staged.mkdir()
+        if (local / ADAPTER_WEIGHTS).is_file():
+            for name in ("adapter_config.json", ADAPTER_WEIGHTS):
+                shutil.copy(local / name, staged / name)
+            config = json.loads((staged / "adapter_config.json").read_text())
+            config["base_model_name_or_path"] = base  # the alias resolved: loads offline where the base is
+            (staged / "adapter_config.json").write_text(json.dumps(config, indent=2))
+        else:
+            from lora_ext import apply_placement
+
+            from .trial import load_model_and_tokenizer
+
+            model, _ = load_model_and_tokenizer(tc)
+            model = apply_placement(model, tc.placement())
+            load_weights(local, model)
+            model.save_pretrained(str(staged))
+        AutoTokenizer.from_pretrained(base).save_pretrained(str(staged))
+        (staged / "README.md").write_text(model_card(tc, chosen["final"], how, base))
+        out.parent.mkdir(parents=True, exist_ok=True)
+        if out.exists():
+            out.rmdir()
+        shutil.move(str(staged), str(out))
+    return f"exported {tc.trial_name} ({how}) -> {out}"
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    if not (args.scenario or args.trial):
+        raise SpecError("--scenario", "missing", allowed="--scenario NAME (or --trial TRIAL_NAME)")
+    print(export(args.experiment, Path(args.out), args.scenario, args.r, args.repeat, args.best, args.trial))
+    return 0
+
+
+def register(sub) -> None:
+    p = sub.add_parser("export", help=HELP,
+                       description="Write one finished trial of EXPERIMENT into --out: LoRA as PEFT writes it "
+                                   "(adapter_config.json + adapter_model.safetensors, head included, base model "
+                                   "recorded), classifier-only and full fine-tuning as a transformers model; with "
+                                   "the tokenizer and a model card (README.md).")
+    p.add_argument("experiment", metavar="EXPERIMENT", help="the experiment directory (STORAGE/NAME), local or s3://")
+    p.add_argument("--scenario", help="scenario name (see `lora-sweep plan`)")
+    p.add_argument("--r", type=int, help="rank, when the scenario has several")
+    pick = p.add_mutually_exclusive_group()
+    pick.add_argument("--repeat", type=int, help="repeat index (default 0)")
+    pick.add_argument("--best", action="store_true",
+                      help="the scenario's best trial by final sel_accuracy (selection split) if the study has one, "
+                           "else by final val_accuracy (then optimistic: chosen on the reported set)")
+    pick.add_argument("--trial", help="a trial name, e.g. upper-r8-lr1e-3-rep2")
+    p.add_argument("--out", required=True, help="new or empty directory to write")
+    p.set_defaults(func=cmd_export)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m tune_jobs.export", description=__doc__)
+    register(parser.add_subparsers(dest="command", required=True))
+    return run_guarded(lambda a: a.func(a), parser.parse_args(["export", *(sys.argv[1:] if argv is None else argv)]))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
