@@ -123,12 +123,14 @@ def prepare_data(trials: list[TrialConfig]) -> None:
 
 
 def run_sweep(study: Study, storage: str | None = None, name: str | None = None, resume: bool = False,
-              max_concurrent: int | None = None, address: str | None = None):
+              max_concurrent: int | None = None, address: str | None = None, wandb: str | None = None,
+              mlflow: str | None = None):
     """Run (or resume) the study's grid with Ray Tune; returns the ResultGrid."""
     from ray import tune
 
     from .hparams_logger import HParamsTBXLogger
     from .progress import ConciseProgress, print_summary
+    from .trackers import tracker_callbacks
 
     trials = [absolute_paths(t) for t in expand(study)]
     for dataset, num_labels in sorted({(t.dataset, t.num_labels) for t in trials}):
@@ -137,6 +139,7 @@ def run_sweep(study: Study, storage: str | None = None, name: str | None = None,
     name = name or (f"{study.name}-{study.profile}" if study.profile else study.name)
     path = experiment_path(storage, name)
     grid = [t.to_dict() for t in trials]
+    trackers = tracker_callbacks(wandb, mlflow, name)  # checked before Ray starts
     # Ray warns on every frequent experiment snapshot; with an epoch checkpoint per report they are expected.
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     # Tune's newer console output prints a config box and a driver-side TensorBoard path even at verbose=0;
@@ -170,7 +173,7 @@ def run_sweep(study: Study, storage: str | None = None, name: str | None = None,
             ),
             run_config=tune.RunConfig(
                 name=name, storage_path=storage, verbose=0,
-                callbacks=[ConciseProgress(max_concurrent or study.max_concurrent), HParamsTBXLogger()],
+                callbacks=[ConciseProgress(max_concurrent or study.max_concurrent), HParamsTBXLogger(), *trackers],
                 failure_config=tune.FailureConfig(max_failures=study.max_failures),
                 checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
             ),
@@ -191,13 +194,18 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                                                          "(an error if there is nothing to resume)")
     p.add_argument("--max-concurrent", type=int, help="at most N trials at once (default: as resources allow)")
     p.add_argument("--address", help="Ray cluster to attach to (default: $RAY_ADDRESS, else start a local Ray)")
+    p.add_argument("--wandb", metavar="PROJECT", help="also log every trial to this W&B project (one run per trial; "
+                                                       "pip install 'lora-sweep[wandb]'; WANDB_MODE=offline works)")
+    p.add_argument("--mlflow", metavar="TRACKING_URI", help="also log every trial to MLflow, e.g. file:./mlruns or "
+                                                            "http://host:5000 (pip install 'lora-sweep[mlflow]')")
 
 
 def cmd_run(args: argparse.Namespace) -> int:
     study = load_study(args.spec, args.profile)
     if args.max_concurrent is not None and args.max_concurrent < 1:
         raise SpecError("--max-concurrent", "must be >= 1", got=args.max_concurrent)
-    results = run_sweep(study, args.storage, args.name, args.resume, args.max_concurrent, args.address)
+    results = run_sweep(study, args.storage, args.name, args.resume, args.max_concurrent, args.address,
+                        wandb=args.wandb, mlflow=args.mlflow)
     return 1 if results.num_errors else 0
 
 
