@@ -1,0 +1,52 @@
+"""The rooms keep their doors: no import cycles, lora_ext knows no Ray, analysis imports no training code, training
+imports no analysis (shared readers of Ray's files live in raylog/). Checked on the source, lazy imports included."""
+
+from __future__ import annotations
+
+import ast
+
+from tests.conftest import REPO
+
+PACKAGES = ("lora_ext", "tune_jobs", "analysis", "raylog")
+
+
+def import_graph() -> dict[str, set[str]]:
+    """module -> every module (project or not) it imports anywhere in its source."""
+    graph = {}
+    for pkg in PACKAGES:
+        for path in (REPO / pkg).glob("*.py"):
+            name = pkg if path.name == "__init__.py" else f"{pkg}.{path.stem}"
+            targets = set()
+            for node in ast.walk(ast.parse(path.read_text())):
+                if isinstance(node, ast.ImportFrom):
+                    base = pkg if node.level else ""
+                    mod = f"{base}.{node.module}" if base and node.module else (node.module or base)
+                    targets |= {mod} | {f"{mod}.{a.name}" for a in node.names}
+                elif isinstance(node, ast.Import):
+                    targets |= {a.name for a in node.names}
+            graph[name] = targets
+    return graph
+
+
+def test_no_import_cycles_between_project_modules():
+    graph = import_graph()
+    edges = {m: {t for t in ts if t in graph and t != m} for m, ts in graph.items()}
+
+    def reaches(start: str, goal: str, seen: set[str]) -> bool:
+        return any(n == goal or (n not in seen and reaches(n, goal, seen | {n})) for n in edges[start])
+
+    assert [m for m in edges if reaches(m, m, {m})] == []
+
+
+def test_each_room_keeps_its_door():
+    graph = import_graph()
+    rooms = {m: {t.split(".")[0] for t in ts} for m, ts in graph.items()}
+    for module, imported in rooms.items():
+        if module.startswith("lora_ext"):
+            assert "ray" not in imported and not imported & {"tune_jobs", "analysis"}, module
+        if module.startswith("analysis"):
+            assert not imported & {"tune_jobs", "lora_ext", "torch", "transformers", "peft", "ray"}, module
+        if module.startswith("tune_jobs"):
+            assert "analysis" not in imported, module
+        if module.startswith("raylog"):
+            assert not imported & {"tune_jobs", "analysis", "lora_ext", "torch"}, module
