@@ -167,7 +167,11 @@ def export(experiment: str, out: Path, scenario: str | None, r: int | None, repe
             model = apply_placement(model, tc.placement())
             load_weights(local, model)
             model.save_pretrained(str(staged))
-        AutoTokenizer.from_pretrained(base).save_pretrained(str(staged))
+        tokenizer = AutoTokenizer.from_pretrained(base)
+        tokenizer.model_max_length = tc.max_length  # `truncation=True` then cuts where the trial's data was cut
+        tokenizer.save_pretrained(str(staged))
+        (staged / "lora_sweep_trial.json").write_text(json.dumps({"config": chosen["config"], "final": chosen["final"]},
+                                                                 indent=2, default=str))
         (staged / "README.md").write_text(model_card(tc, chosen["final"], how, base))
         out.parent.mkdir(parents=True, exist_ok=True)
         if out.exists():
