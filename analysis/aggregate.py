@@ -58,6 +58,7 @@ def trial_row(rec: TrialRecord) -> dict:
         "total_params": _last(res, "total_params"), "params_relative_pct": _last(res, "params_relative_pct"),
         "peak_memory_mb": max(peaks) if peaks else None, "memory_kind": _last(res, "memory_kind"),
         "saved_activations_mb": max(saved) if saved else None, "trainable_state_mb": _last(done, "trainable_state_mb"),
+        "compute_dtype": _last(done, "compute_dtype"),
         "mean_train_samples_per_s": statistics.fmean(speeds) if speeds else None,
         "total_time_s": _last(res, "time_total_s"), "hostname": _last(res, "hostname"),
         "node_ip": _last(res, "node_ip"), "node_id": _last(res, "node_id"), "num_restarts": rec.num_restarts,

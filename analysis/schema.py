@@ -5,7 +5,8 @@ from __future__ import annotations
 import pyarrow as pa
 
 SCHEMA_VERSION = "3"  # 2: selection split (sel_* metrics, selection_* config), divergence columns;
-# 3: val_examples/sel_examples, saved_activations_mb and trainable_state_mb (device-independent memory)
+# 3: val_examples/sel_examples, saved_activations_mb and trainable_state_mb (device-independent memory),
+#    compute_dtype
 
 # Config keys of a lora-sweep grid point and their Arrow types. Declared here rather than taken from the
 # training package's TrialConfig: analysis reads files only and must work where training code is not installed.
@@ -38,7 +39,7 @@ TRIALS_SCHEMA = pa.schema([
     ("final_train_loss", pa.float64()), ("epochs_completed", pa.int32()), ("trainable_params", pa.int64()),
     ("total_params", pa.int64()), ("params_relative_pct", pa.float64()), ("peak_memory_mb", pa.float64()),
     ("memory_kind", pa.string()), ("saved_activations_mb", pa.float64()), ("trainable_state_mb", pa.float64()),
-    ("mean_train_samples_per_s", pa.float64()), ("total_time_s", pa.float64()),
+    ("compute_dtype", pa.string()), ("mean_train_samples_per_s", pa.float64()), ("total_time_s", pa.float64()),
     ("hostname", pa.string()), ("node_ip", pa.string()), ("node_id", pa.string()), ("num_restarts", pa.int32()),
     ("last_checkpoint", pa.string()), ("diverged", pa.bool_()), ("diverged_reason", pa.string()),
 ])
@@ -50,6 +51,7 @@ EPOCH_METRICS: list[tuple[str, pa.DataType]] = [
     ("sel_examples", pa.int64()),
     ("train_samples_per_s", pa.float64()), ("epoch_time_s", pa.float64()), ("peak_memory_mb", pa.float64()),
     ("memory_kind", pa.string()),
+    ("compute_dtype", pa.string()),  # what `precision` resolved to on that machine: bf16 (autocast) or fp32
     # exact and device-independent: tensors saved for backward (peak over steps) and weights + grads + AdamW state
     ("saved_activations_mb", pa.float64()), ("trainable_state_mb", pa.float64()), ("trainable_params", pa.int64()), ("total_params", pa.int64()),
     ("params_relative_pct", pa.float64()), ("padding_efficiency", pa.float64()), ("checkpoint_mb", pa.float64()),

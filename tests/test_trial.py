@@ -34,7 +34,8 @@ def test_metrics_every_epoch_and_determinism(trial_cfg):
     second = run_trial(trial_cfg)
     assert [m["epoch"] for m in first] == [1, 2]
     expected = {"epoch", "train_loss", "val_loss", "val_accuracy", "val_examples", "train_samples_per_s",
-                "epoch_time_s", "peak_memory_mb", "memory_kind", "saved_activations_mb", "trainable_state_mb",
+                "epoch_time_s", "peak_memory_mb", "memory_kind", "compute_dtype", "saved_activations_mb",
+                "trainable_state_mb",
                 "trainable_params", "total_params", "params_relative_pct", "padding_efficiency", "checkpoint_mb"}
     assert set(first[0]) == expected
     assert first[0]["val_examples"] == 872  # the whole SST-2 dev split

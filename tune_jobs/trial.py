@@ -33,7 +33,7 @@ from .spec import TrialConfig
 
 METRIC_NAMES = (
     "epoch", "train_loss", "val_loss", "val_accuracy", "val_examples", "sel_loss", "sel_accuracy", "sel_examples",
-    "train_samples_per_s", "epoch_time_s", "peak_memory_mb", "memory_kind", "saved_activations_mb",
+    "train_samples_per_s", "epoch_time_s", "peak_memory_mb", "memory_kind", "compute_dtype", "saved_activations_mb",
     "trainable_state_mb", "trainable_params", "total_params", "params_relative_pct", "padding_efficiency",
     "checkpoint_mb",
 )  # sel_* only with a selection split; a diverged trial's last report: epoch, diverged, diverged_reason, ...
@@ -97,11 +97,24 @@ def check_loading_info(info: dict, head: tuple[str, ...], model: str) -> None:
                         "classification head may be new)")
 
 
+def cpu_has_native_bf16() -> bool:
+    """Whether this CPU computes bf16 natively (AVX512-BF16 or AMX-BF16; Linux's /proc/cpuinfo flags)."""
+    try:
+        with open("/proc/cpuinfo") as fh:
+            flags = next((line.split(":", 1)[1].split() for line in fh if line.startswith("flags")), [])
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
 def resolve_precision(precision: str, device: torch.device) -> bool:
-    """Whether to autocast to bf16: `bf16` always; `auto` on a CUDA device that supports bf16 (else fp32)."""
-    if precision == "bf16":
-        return True
-    return precision == "auto" and device.type == "cuda" and torch.cuda.is_bf16_supported()
+    """Whether to autocast to bf16: `bf16` always; `auto` on a CUDA device that supports bf16, or on a CPU with
+    native bf16 (BENCHMARKS.md: the demo final study's means stay within the fp32 run's seed noise); else fp32."""
+    if precision != "auto":
+        return precision == "bf16"
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    return device.type == "cpu" and cpu_has_native_bf16()
 
 
 def build_optimizer(model: torch.nn.Module, tc: TrialConfig) -> torch.optim.Optimizer:
@@ -312,6 +325,7 @@ def run_trial(config: dict, on_epoch: OnEpoch | None = None, resume_from: str | 
             "epoch": epoch, "train_loss": loss_sum / seen, **evals,
             "train_samples_per_s": seen / train_time, "epoch_time_s": time.perf_counter() - t0,
             "peak_memory_mb": memory.peak_mb(), "memory_kind": memory.kind,
+            "compute_dtype": "bf16" if use_bf16 else "fp32",
             "saved_activations_mb": saved.peak_bytes / 2**20,
             "trainable_state_mb": trainable_state_bytes(model, optimizer) / 2**20, **sizes,
             "padding_efficiency": padding_efficiency(data.train_lengths, batches),
