@@ -51,6 +51,6 @@ def job_env_vars() -> dict[str, str]:
     return dict(env_vars) if isinstance(env_vars, dict) else {}
 
 
-UPLOAD_FIX = ("data the cluster can read: glue/<task> with GLUE_DIR in the job's environment "
+UPLOAD_FIX = ("use data the cluster can read: glue/<task> with GLUE_DIR in the job's environment "
               "(ray job submit --runtime-env-json '{\"env_vars\": {\"GLUE_DIR\": \"/abs/path/on/the/nodes\"}}'), "
               "an absolute path on storage every node mounts (NFS), or a hub id")
