@@ -2,8 +2,10 @@
 
 import contextlib
 import copy
+import itertools
 import json
 import os
+import re
 import signal
 import shutil
 import socket
@@ -192,6 +194,7 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+RAY_LOG_LINE = re.compile(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d+\s")  # Ray's own log lines in `ray job logs`
 _AUTH_VARS = ("RAY_ADDRESS", "RAY_API_SERVER_ADDRESS", "RAY_AUTH_MODE", "RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH")
 
 
@@ -327,7 +330,7 @@ def test_ray_job_submit_with_token_auth_runs_a_sweep_then_analyze(tmp_path, tiny
         assert sub.returncode == 0, sub.stdout[-2000:] + sub.stderr[-2000:]
         logs = ray_job(env, address, "logs", "--follow", "tiny")
         status = ray_job(env, address, "status", "tiny")
-        assert "SUCCEEDED" in status.stdout, logs.stdout[-3000:] + status.stdout[-1000:]
+        assert "Job 'tiny' succeeded" in status.stdout, logs.stdout[-3000:] + status.stdout[-1000:]
         assert "2 trials (2 TERMINATED)" in logs.stdout
 
         # A relative dataset path resolves inside the job's uploaded working directory: one line, before any trial.
@@ -335,8 +338,10 @@ def test_ray_job_submit_with_token_auth_runs_a_sweep_then_analyze(tmp_path, tiny
                       "python", "-m", "tune_jobs.sweep", str(relative), "--storage", str(tmp_path / "store2"))
         assert sub.returncode == 0, sub.stderr[-2000:]
         logs = ray_job(env, address, "logs", "--follow", "rel")
-        assert "FAILED" in ray_job(env, address, "status", "rel").stdout
-        lines = [line for line in logs.stdout.splitlines() if line.strip()]
+        assert "Job 'rel' failed" in ray_job(env, address, "status", "rel").stdout
+        after = logs.stdout.split("Running entrypoint for job rel:", 1)[1].splitlines()[1:]
+        driver = list(itertools.takewhile(lambda line: not RAY_LOG_LINE.match(line), after))  # until the CLI's banner
+        lines = [line for line in driver if line.strip()]
         assert len(lines) == 1, logs.stdout
         assert lines[0].startswith("error: data.dataset: local dataset directory not found: it resolves to /tmp/")
         assert "runtime_resources/working_dir_files/shared/data/sst2" in lines[0] and "'../shared/data/sst2'" in lines[0]
@@ -434,7 +439,8 @@ set -x
             stop_own_head(bash, temp_dir)  # instead of the block's `ray stop`
     text = log.read_text()
     assert rc == 0, text[-6000:]
-    assert "4 trials (4 TERMINATED)" in text and "SUCCEEDED" in text, text[-6000:]
+    assert "lora-sweep: 4 trials (4 TERMINATED)" in text and re.search(r"Job 'layers-demo-[\d-]+' succeeded", text), \
+        text[-6000:]
     assert (Path(env["HOME"]) / ".ray" / "auth_token").is_file()
     trials = pq.read_table(checkout / "analysis_out" / "trials.parquet").to_pandas()
     assert len(trials) == 4 and (trials["status"] == "TERMINATED").all()
