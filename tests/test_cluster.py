@@ -95,8 +95,8 @@ def test_every_node_gets_the_token_and_starts_ray_with_token_auth(name):
     cfg = yaml.safe_load((REPO / name).read_text())
     home = f"/home/{cfg['auth']['ssh_user']}"
     assert cfg["file_mounts"][f"{home}/.ray/auth_token"] == "~/.ray/auth_token"  # the laptop's token, Ray's default path
-    assert all(k == "file_mounts" or "start_ray_commands" not in k and "setup_commands" not in k
-               for t in cfg.get("available_node_types", {}).values() for k in t)  # no node type overrides them
+    assert not [k for t in cfg.get("available_node_types", {}).values() for k in t
+                if "setup_commands" in k or "start_ray_commands" in k]  # no node type replaces the commands below
     starts = [c for key in START_KEYS for c in cfg[key] if "ray start" in c]
     assert len(starts) == 2 and all("RAY_AUTH_MODE=token" in c.split("ray start")[0] for c in starts), starts
     assert any("RAY_AUTH_MODE=token" in c and ".bashrc" in c for c in cfg["setup_commands"])  # ray exec/attach shells
@@ -173,7 +173,7 @@ def test_storage_inside_a_job_upload_is_refused_before_ray_starts(tmp_path, sst2
     assert not list(upload.glob("lora_sweep_results*")) and not (upload / "results").exists()
 
 
-def test_outside_a_job_nothing_changes(tmp_path, monkeypatch):
+def test_job_upload_detection_and_job_env_vars(tmp_path, monkeypatch):
     from tune_jobs.ray_job import job_env_vars, resolved_inside_upload, uploaded_working_dir
 
     monkeypatch.chdir(tmp_path)
