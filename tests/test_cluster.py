@@ -168,7 +168,7 @@ def test_storage_inside_a_job_upload_is_refused_before_ray_starts(tmp_path, sst2
         out = _run_in(upload, str(spec), *argv)
         lines = out.stderr.strip().splitlines()
         assert out.returncode == 2 and out.stdout == "" and len(lines) == 1, out.stderr
-        assert lines[0].startswith("error: --storage: resolves to ") and "uploaded working directory" in lines[0]
+        assert lines[0].startswith("error: --storage: resolved from the job's uploaded working directory to ") and "uploaded working directory" in lines[0]
         assert "s3://" in lines[0] and "$PWD/lora_sweep_results" in lines[0]
     assert not list(upload.glob("lora_sweep_results*")) and not (upload / "results").exists()
 
@@ -343,7 +343,8 @@ def test_ray_job_submit_with_token_auth_runs_a_sweep_then_analyze(tmp_path, tiny
         driver = list(itertools.takewhile(lambda line: not RAY_LOG_LINE.match(line), after))  # until the CLI's banner
         lines = [line for line in driver if line.strip()]
         assert len(lines) == 1, logs.stdout
-        assert lines[0].startswith("error: data.dataset: local dataset directory not found: it resolves to /tmp/")
+        assert lines[0].startswith("error: data.dataset: local dataset directory not found: resolved from the "
+                                   "job's uploaded working directory to /tmp/")
         assert "runtime_resources/working_dir_files/shared/data/sst2" in lines[0] and "'../shared/data/sst2'" in lines[0]
         assert "GLUE_DIR" in lines[0] and not (tmp_path / "store2").exists()
     res = subprocess.run([sys.executable, "-m", "analysis.aggregate", str(tmp_path / "store" / "job"), "--out",

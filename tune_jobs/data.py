@@ -100,8 +100,8 @@ def check_dataset_location(dataset: str) -> None:
     if dataset.startswith((".", "/", "~")) and not Path(dataset).expanduser().is_dir():
         inside = resolved_inside_upload(dataset)  # `ray job submit --working-dir`: only the upload is there
         if inside is not None:
-            raise SpecError("data.dataset", f"local dataset directory not found: it resolves to {inside}, inside the "
-                            "job's uploaded working directory, which holds only the files --working-dir uploaded",
+            raise SpecError("data.dataset", f"local dataset directory not found: resolved from the job's uploaded "
+                            f"working directory to {inside}, where only the files --working-dir uploaded are",
                             got=dataset, allowed=UPLOAD_FIX)
         raise SpecError("data.dataset", "local dataset directory not found", got=dataset,
                         allowed="a directory with train.tsv and dev.tsv, e.g. ../shared/data/sst2 "

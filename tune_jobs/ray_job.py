@@ -17,9 +17,9 @@ JOB_CONFIG_ENV_VAR = "RAY_JOB_CONFIG_JSON_ENV_VAR"
 _UNPACKED = ("runtime_resources", "working_dir_files")  # where Ray unpacks a --working-dir on every node
 
 
-def uploaded_working_dir(cwd: str | Path | None = None) -> Path | None:
-    """The unpacked `--working-dir` that `cwd` (default: the current directory) lies in, or None outside a job."""
-    parts = Path(cwd if cwd is not None else os.getcwd()).resolve().parts
+def uploaded_working_dir() -> Path | None:
+    """The unpacked `--working-dir` the current directory lies in, or None outside a job."""
+    parts = Path.cwd().resolve().parts
     for i in range(len(parts) - 2):
         if parts[i:i + 2] == _UNPACKED:
             return Path(*parts[:i + 3])

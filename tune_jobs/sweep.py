@@ -52,8 +52,8 @@ def storage_uri(storage: str | None) -> str:
     """Absolute local path (Ray needs one) or a URI such as s3://bucket/prefix, unchanged."""
     storage = storage or DEFAULT_STORAGE
     if "://" not in storage and (inside := resolved_inside_upload(storage)) is not None:
-        raise SpecError("--storage", f"resolves to {inside}, inside the job's uploaded working directory (Ray's cache "
-                        "of --working-dir uploads, not kept)", got=storage, allowed="an absolute path (on a cluster: "
+        raise SpecError("--storage", f"resolved from the job's uploaded working directory to {inside}, in Ray's "
+                        "cache of --working-dir uploads (not kept)", got=storage, allowed="an absolute path (on a cluster: "
                         "NFS every node mounts) or s3://bucket/prefix; for a cluster on this machine, submit with "
                         "--storage \"$PWD/lora_sweep_results\"")
     return storage if "://" in storage else str(Path(storage).expanduser().resolve())
