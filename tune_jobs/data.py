@@ -12,6 +12,8 @@ import numpy as np
 
 from lora_ext import SpecError
 
+from .ray_job import UPLOAD_FIX, resolved_inside_upload
+
 TEXT_COLUMN, LABEL_COLUMN = "sentence", "label"
 _DEV_NAMES = ("dev", "validation")
 
@@ -96,6 +98,11 @@ def check_data(dataset: str, num_labels: int) -> None:
 def check_dataset_location(dataset: str) -> None:
     """Fail early on a local dataset path that does not exist (hub ids are checked when they load)."""
     if dataset.startswith((".", "/", "~")) and not Path(dataset).expanduser().is_dir():
+        inside = resolved_inside_upload(dataset)  # `ray job submit --working-dir`: only the upload is there
+        if inside is not None:
+            raise SpecError("data.dataset", f"local dataset directory not found: resolved from the job's uploaded "
+                            f"working directory to {inside}, where only the files --working-dir uploaded are",
+                            got=dataset, allowed=UPLOAD_FIX)
         raise SpecError("data.dataset", "local dataset directory not found", got=dataset,
                         allowed="a directory with train.tsv and dev.tsv, e.g. ../shared/data/sst2 "
                                 "(relative paths are resolved from the current directory)")

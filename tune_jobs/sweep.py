@@ -18,6 +18,7 @@ from lora_ext import SpecError
 from .cli_args import OneLineParser, add_spec_args, run_guarded
 from .data import check_data
 from .grid import expand, with_overrides
+from .ray_job import job_env_vars, resolved_inside_upload
 from .spec import Study, TrialConfig, load_study
 
 DEFAULT_STORAGE = "lora_sweep_results"
@@ -50,6 +51,11 @@ def grid_param_space(grid: list[dict]) -> dict:
 def storage_uri(storage: str | None) -> str:
     """Absolute local path (Ray needs one) or a URI such as s3://bucket/prefix, unchanged."""
     storage = storage or DEFAULT_STORAGE
+    if "://" not in storage and (inside := resolved_inside_upload(storage)) is not None:
+        raise SpecError("--storage", f"resolved from the job's uploaded working directory to {inside}, in Ray's "
+                        "cache of --working-dir uploads (not kept)", got=storage, allowed="an absolute path (on a cluster: "
+                        "NFS every node mounts) or s3://bucket/prefix; for a cluster on this machine, submit with "
+                        "--storage \"$PWD/lora_sweep_results\"")
     return storage if "://" in storage else str(Path(storage).expanduser().resolve())
 
 
@@ -102,8 +108,10 @@ def connect_ray(address: str | None) -> None:
     if ray.is_initialized():
         return
     address = address or os.environ.get("RAY_ADDRESS")
-    runtime_env = {"env_vars": {k: os.environ[k] for k in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE",
-                                                           "LORA_SWEEP_CACHE") if k in os.environ}}
+    env_vars = {k: os.environ[k] for k in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "LORA_SWEEP_CACHE") if k in os.environ}
+    # Inside `ray job submit` the job's own env_vars already reach every trial, and naming one of them again
+    # makes ray.init fail ("Failed to merge the Job's runtime env").
+    runtime_env = {"env_vars": {k: v for k, v in env_vars.items() if k not in job_env_vars()}}
     if address:
         ray.init(address=address, runtime_env=runtime_env, log_to_driver=False)
     else:
@@ -132,9 +140,10 @@ def run_sweep(study: Study, storage: str | None = None, name: str | None = None,
     from .progress import ConciseProgress, print_summary
     from .trackers import tracker_callbacks
 
-    trials = [absolute_paths(t) for t in expand(study)]
-    for dataset, num_labels in sorted({(t.dataset, t.num_labels) for t in trials}):
-        check_data(dataset, num_labels)
+    points = expand(study)
+    for dataset, num_labels in sorted({(t.dataset, t.num_labels) for t in points}):
+        check_data(dataset, num_labels)  # as the spec wrote it: an error names that path
+    trials = [absolute_paths(t) for t in points]
     storage = storage_uri(storage)
     name = name or (f"{study.name}-{study.profile}" if study.profile else study.name)
     path = experiment_path(storage, name)
