@@ -173,8 +173,8 @@ def run_sweep(study: Study, storage: str | None = None, name: str | None = None,
                         allowed="check --storage and --name (default name: <study>-<profile>)")
     connect_ray(address)
     prepare_data([t for c in grid_cells for t in c.trials])
-    count = f"{most}" if fewest == most else f"{fewest} to {most} (adaptive repeats)"
-    print(f"lora-sweep: {count} trials of study {study.name!r} -> {path}")
+    count = f"{most} trials" if fewest == most else f"{fewest} to {most} trials (adaptive repeats)"
+    print(f"lora-sweep: {count} of study {study.name!r} -> {path}")
     print(f"  watch live: tensorboard --logdir {path}", flush=True)
     if recorded is not None:
         done = sum(r.finished for r in recorded)
