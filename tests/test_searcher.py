@@ -241,3 +241,24 @@ def test_plan_prints_fewest_and_most_trials(tmp_path, capsys):
     assert rows["b-rep1"][4] == "1" and rows["b-rep2"][4] == "2+"
     assert main(["plan", str(spec_file(tmp_path, TWO_CELLS + f"repeats: {json.dumps(ADAPTIVE)}\n")), "--json"]) == 0
     assert [r["conditional"] for r in json.loads(capsys.readouterr().out)] == [False, False, True, True] * 2
+
+
+def test_an_experiment_without_searcher_state_is_refused_before_ray_starts(tmp_path, tiny_bert_dir, capsys):
+    """An experiment of the grid-search version: Tune could not continue it with a searcher; say so, start nothing."""
+    import ray
+
+    from tests.conftest import tiny_spec
+    from tune_jobs.sweep import main as sweep_main
+
+    spec = tiny_spec(tmp_path, tiny_bert_dir, "scenarios:\n  - {name: head, baseline: classifier_only}\n")
+    exp = tmp_path / "store" / "old"
+    exp.mkdir(parents=True)
+    (exp / "tuner.pkl").write_bytes(b"")
+    trial = {"trial_id": "abc", "status": "TERMINATED", "relative_logdir": "head-rep0",
+             "config": {"grid_index": 0, "trial_name": "head-rep0"}}
+    (exp / "experiment_state-2026-01-01_00-00-00.json").write_text(
+        json.dumps({"trial_data": [[json.dumps(trial), json.dumps({"last_result": {"val_accuracy": 0.5}})]]}))
+    assert sweep_main([str(spec), "--storage", str(tmp_path / "store"), "--name", "old"]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == "" and not ray.is_initialized()
+    assert captured.err.startswith(f"error: --name: the experiment at {exp} has no lora-sweep searcher state")

@@ -196,8 +196,9 @@ def run_sweep(study: Study, storage: str | None = None, name: str | None = None,
             failure_config=tune.FailureConfig(max_failures=study.max_failures),
             checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
         ),
-        # Tuner.restore keeps the first run's searcher and cannot take another, so a grown spec would run nothing
-        # new: resume through a Tuner built from the current spec instead (tune.run's resume_config, via Tuner).
+        # Tuner.restore would unpickle the first run's searcher (and grid) and takes no other, so a grown spec would
+        # run nothing new. Instead: a Tuner of the current spec that resumes the experiment (tune.run's documented
+        # resume_config; `_tuner_kwargs` is how Tuner passes it on). Tune restores trials and searcher state into it.
         _tuner_kwargs=None if recorded is None else {"resume_config": tune.ResumeConfig(
             unfinished=tune.ResumeConfig.ResumeType.RESUME, errored=tune.ResumeConfig.ResumeType.RESUME)},
     )
