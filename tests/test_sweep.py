@@ -185,12 +185,14 @@ def _recorded_names(exp: Path) -> list[str]:
     from raylog import open_experiment, trial_states
 
     fs, path = open_experiment(str(exp))
-    return sorted(s["config"]["trial_name"] for s in trial_states(fs, path, fs.get_file_info(pafs.FileSelector(path))).values())
+    states = trial_states(fs, path, fs.get_file_info(pafs.FileSelector(path)))
+    return sorted(s["config"]["trial_name"] for s in states.values())
 
 
 def test_growing_a_study_runs_exactly_the_new_trials(tmp_path, tiny_bert_dir):
     """repeats 1 -> 2, then a rank and a scenario more: each rerun runs only the new grid points."""
-    scen = "scenarios:\n  - {name: upper, layers: upper, components: all}\n  - {name: head, baseline: classifier_only}\n"
+    scen = ("scenarios:\n  - {name: upper, layers: upper, components: all}\n"
+            "  - {name: head, baseline: classifier_only}\n")
     small = {"data": {"train_limit": 64}, "train": {"epochs": 1}}
     args = ("--storage", tmp_path / "store", "--name", "grow")
     exp = tmp_path / "store" / "grow"

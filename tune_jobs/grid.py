@@ -166,4 +166,4 @@ def with_overrides(trial: TrialConfig, **changes: Any) -> TrialConfig:
     return replace(trial, **{k: v for k, v in changes.items() if v is not None})
 
 
-__all__ = ["Cell", "axis_settings", "cells", "expand", "trial_counts", "select_trial", "value_text", "with_overrides"]
+__all__ = ["Cell", "axis_settings", "cells", "expand", "select_trial", "trial_counts", "value_text", "with_overrides"]

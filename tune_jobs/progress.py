@@ -136,6 +136,7 @@ def savings_line(results, fixed_max: int, resources: dict) -> str:
         kind = "gpu" if resources.get("gpu") else "cpu"
         amount = resources.get(kind, 1)
         mean = f"{mean_s / 60:.1f} min" if mean_s >= 120 else f"{mean_s:.0f} s"
-        line += (f", ≈ {saved * mean_s / 3600 * amount:.3g} {kind.upper()}-hours at {{{kind}: {amount:g}}} per trial, "
+        hours = saved * mean_s / 3600 * amount
+        line += (f", ≈ {hours:.3g} {kind.upper()}-hours at {{{kind}: {amount:g}}} per trial, "
                  f"from the mean trial time of {mean}")
     return line + ")"

@@ -137,11 +137,8 @@ class StudySearcher(Searcher):
 
 
 class StudySearch(SearchGenerator):
-    """Tune's SearchGenerator around a StudySearcher, except that a restored one may hand out trials again.
-
-    Tune saves the generator's `finished` flag (set once the searcher said FINISHED) and restores it, which would
-    keep a grown study, or a cell whose errored trial is resumed, from running anything new.
-    """
+    """Tune's SearchGenerator around a StudySearcher, minus restoring its `finished` flag: that saved flag would
+    keep a grown study, or a cell whose errored trial is resumed, from running anything new."""
 
     def set_state(self, state: dict) -> None:
         super().set_state(state)

@@ -159,23 +159,22 @@ REPEATS_KEYS = ("min", "max", "until_halfwidth")
 
 def _repeats(value: Any, path: str) -> Repeats:
     """`repeats`: an integer (fixed seeds per cell) or `{min, max, until_halfwidth}` (adaptive)."""
-    example = "e.g. 5, or {min: 3, max: 10, until_halfwidth: 0.004}"
+    adaptive = "{min: 3, max: 10, until_halfwidth: 0.004}"
     if not isinstance(value, dict):
         if isinstance(value, int) and not isinstance(value, bool) and value >= 1:
             return Repeats(value, value)
-        raise SpecError(path, "must be an integer >= 1 or a mapping", got=value, allowed=example)
+        raise SpecError(path, "must be an integer >= 1 or a mapping", got=value, allowed=f"e.g. 5, or {adaptive}")
     for key in value:
         if key not in REPEATS_KEYS:
             raise f.unknown_key_error(key, REPEATS_KEYS, path)
     missing = [k for k in REPEATS_KEYS if k not in value]
     if missing:
-        raise SpecError(f"{path}.{missing[0]}", "missing", allowed="adaptive repeats need min, max and "
-                        "until_halfwidth, " + example.split(", or ")[1])
+        raise SpecError(f"{path}.{missing[0]}", "missing",
+                        allowed=f"adaptive repeats need min, max and until_halfwidth, e.g. {adaptive}")
     low = f.integer(1)(value["min"], f"{path}.min")
     high = f.integer(1)(value["max"], f"{path}.max")
     if low > high:
-        raise SpecError(f"{path}.min", f"must be <= {path}.max ({high})", got=low,
-                        allowed="raise max or lower min")
+        raise SpecError(f"{path}.min", f"must be <= {path}.max ({high})", got=low, allowed="raise max or lower min")
     return Repeats(low, high, f.number(0, None, low_open=True)(value["until_halfwidth"], f"{path}.until_halfwidth"))
 
 
@@ -495,5 +494,5 @@ def _scenario(body: dict, path: str, name: str, train: dict, lora: dict, repeats
         return []
 
 
-__all__ = ["DataConfig", "Repeats", "Scenario", "Selection", "Study", "TrainConfig", "TrialConfig", "load_study", "parse_study",
-           "read_yaml"]
+__all__ = ["DataConfig", "Repeats", "Scenario", "Selection", "Study", "TrainConfig", "TrialConfig", "load_study",
+           "parse_study", "read_yaml"]
