@@ -210,6 +210,8 @@ def test_growing_a_study_runs_exactly_the_new_trials(tmp_path, tiny_bert_dir):
         total = len(before) + len(new)
         assert f"{total} trials ({total} TERMINATED)" in out.stdout
         assert ("resuming" in out.stdout) == (i > 0)
+        assert i == 0 or f"{len(before)} finished trials are kept, 0 unfinished or errored ones continue, " \
+                         f"{len(new)} new grid points run" in out.stdout
         after = _trial_runs(exp)
         assert set(after) == set(before) | new
         assert {n: after[n] for n in before} == before  # same trial ids, results untouched: nothing rerun

@@ -177,10 +177,11 @@ def run_sweep(study: Study, storage: str | None = None, name: str | None = None,
     print(f"lora-sweep: {count} of study {study.name!r} -> {path}")
     print(f"  watch live: tensorboard --logdir {path}", flush=True)
     if recorded is not None:
-        done = sum(r.finished for r in recorded)
+        done, known = sum(r.finished for r in recorded), {r.name for r in recorded}
+        new = sum(t.trial_name not in known for c in grid_cells for t in c.trials[:c.repeats.min])
         print(f"  resuming {path}: {done} finished trials are kept, {len(recorded) - done} unfinished or errored "
-              "ones continue, new grid points run" + ("" if resume else " (an experiment of this name exists)"),
-              flush=True)
+              f"ones continue, {new} new grid points run" + (" (more if adaptive repeats ask)" if fewest < most else "")
+              + ("" if resume else "; an experiment of this name exists"), flush=True)
     searcher = StudySearcher(grid_cells, study.metric, max_concurrent=concurrency, recorded=recorded)
     tuner = tune.Tuner(
         trainable_for(study),
