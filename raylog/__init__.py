@@ -39,7 +39,7 @@ def read_text(fs: pafs.FileSystem, path: str) -> str:
 
 
 def trial_states(fs: pafs.FileSystem, exp: str, entries: list[pafs.FileInfo]) -> dict[str, dict]:
-    """relative_logdir -> {trial_id, status, num_failures} from the newest experiment_state file."""
+    """relative_logdir -> {trial_id, status, num_failures, config, last_result} from the newest experiment_state."""
     states = sorted(e.path for e in entries if e.base_name.startswith("experiment_state") and e.base_name.endswith(".json"))
     if not states:
         raise ExperimentFileError(f"{exp}: not a Ray Tune experiment (no experiment_state-*.json); pass STORAGE/NAME "
@@ -52,8 +52,9 @@ def trial_states(fs: pafs.FileSystem, exp: str, entries: list[pafs.FileInfo]) ->
     for item in data.get("trial_data", []):
         trial = json.loads(item[0]) if isinstance(item[0], str) else item[0]
         runtime = json.loads(item[1]) if isinstance(item[1], str) else item[1]
-        config = trial.get("config")
+        config, last = trial.get("config"), runtime.get("last_result")
         out[trial["relative_logdir"]] = {"trial_id": trial["trial_id"], "status": trial["status"],
                                          "num_failures": int(runtime.get("num_failures", 0) or 0),
-                                         "config": config if isinstance(config, dict) else {}}
+                                         "config": config if isinstance(config, dict) else {},
+                                         "last_result": last if isinstance(last, dict) else {}}
     return out

@@ -166,3 +166,130 @@ def test_diverged_trial_ends_once_is_not_retried_nor_resumed(tmp_path, tiny_bert
     assert row["diverged_reason"].startswith("train loss") and pd.isna(row["final_val_accuracy"])
     ok = trials.loc["vup-r4-lr3e-3-rep0"]
     assert not ok["diverged"] and 0 <= ok["final_sel_accuracy"] <= 1 and ok["selection_rows"] == 64
+
+
+def _trial_runs(exp: Path) -> dict[str, tuple]:
+    """Trial folder -> (trial id, first report's timestamp, result.json bytes): what a rerun would change."""
+    out = {}
+    for d in sorted(exp.iterdir()):
+        if d.is_dir() and (d / "result.json").is_file():
+            first = json.loads((d / "result.json").read_text().splitlines()[0])
+            out[d.name] = (first["trial_id"], first["timestamp"], (d / "result.json").read_bytes())
+    return out
+
+
+def _recorded_names(exp: Path) -> list[str]:
+    """Trial names in Ray's newest experiment state, one per trial (a grid point run twice would appear twice)."""
+    import pyarrow.fs as pafs
+
+    from raylog import open_experiment, trial_states
+
+    fs, path = open_experiment(str(exp))
+    states = trial_states(fs, path, fs.get_file_info(pafs.FileSelector(path)))
+    return sorted(s["config"]["trial_name"] for s in states.values())
+
+
+def test_growing_a_study_runs_exactly_the_new_trials(tmp_path, tiny_bert_dir):
+    """repeats 1 -> 2, then a rank and a scenario more: each rerun runs only the new grid points."""
+    scen = ("scenarios:\n  - {name: upper, layers: upper, components: all}\n"
+            "  - {name: head, baseline: classifier_only}\n")
+    small = {"data": {"train_limit": 64}, "train": {"epochs": 1}}
+    args = ("--storage", tmp_path / "store", "--name", "grow")
+    exp = tmp_path / "store" / "grow"
+    steps = [
+        (scen, 1, {"upper-r4-rep0", "head-rep0"}),
+        (scen, 2, {"upper-r4-rep1", "head-rep1"}),
+        (scen.replace("components: all}", "components: all, ranks: [4, 8]}")
+         + "  - {name: vup, layers: all, components: v+up}\n", 2,
+         {"upper-r8-rep0", "upper-r8-rep1", "vup-r4-rep0", "vup-r4-rep1"}),
+    ]
+    before: dict = {}
+    for i, (text, repeats, new) in enumerate(steps):
+        out = sweep(tiny_spec(tmp_path, tiny_bert_dir, text, repeats=repeats, **small), *args)
+        assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+        total = len(before) + len(new)
+        assert f"{total} trials ({total} TERMINATED)" in out.stdout
+        assert ("resuming" in out.stdout) == (i > 0)
+        assert i == 0 or f"{len(before)} finished trials are kept, 0 unfinished or errored ones continue, " \
+                         f"{len(new)} new grid points run" in out.stdout
+        after = _trial_runs(exp)
+        assert set(after) == set(before) | new
+        assert {n: after[n] for n in before} == before  # same trial ids, results untouched: nothing rerun
+        assert _recorded_names(exp) == sorted(after)  # each grid point once in Ray's experiment
+        assert sum(line.count("started ") for line in out.stdout.splitlines()) == len(new)
+        before = after
+
+    out = sweep(tiny_spec(tmp_path, tiny_bert_dir, steps[-1][0], repeats=2, **small), *args)
+    assert out.returncode == 0 and "started " not in out.stdout and _trial_runs(exp) == before  # nothing new: no-op
+    edited = steps[-1][0].replace("components: v+up}", "components: v+up, train: {learning_rate: 0.01}}")
+    out = sweep(tiny_spec(tmp_path, tiny_bert_dir, edited, repeats=3, **small), *args)
+    assert out.returncode == 2 and "in learning_rate of trial vup-r4-rep" in out.stderr and out.stdout == ""
+
+
+ADAPTIVE_SPEC = {"repeats": {"min": 2, "max": 4, "until_halfwidth": 0.005},
+                 "data": {"train_limit": 512}, "train": {"epochs": 2}}
+# full fine-tuning of the tiny random BERT: at 1e-3 every seed predicts the majority class (no spread at all);
+# at 1e-2 the seeds land apart, so that cell needs more seeds
+NOISY = "scenarios:\n  - {name: full, baseline: full, train: {learning_rate: [1.0e-3, 1.0e-2]}}\n"
+
+
+def _design(exp: Path) -> dict[str, list]:
+    """Cell -> final val_accuracy of repeat 0, 1, ... (None for a diverged trial)."""
+    cells: dict[str, dict] = {}
+    for d in exp.iterdir():
+        if d.is_dir() and (d / "result.json").is_file():
+            last = json.loads((d / "result.json").read_text().splitlines()[-1])
+            label, rep = d.name.rsplit("-rep", 1)
+            cells.setdefault(label, {})[int(rep)] = last.get("val_accuracy")
+    return {label: [reps[k] for k in sorted(reps)] for label, reps in cells.items()}
+
+
+def _repeats_by_rule(values: list, low: int, high: int, target: float) -> int:
+    """Seeds a cell gets by the issue's rule, from its results (the 95 % t half-width computed here with scipy)."""
+    from scipy import stats
+
+    n = low
+    while n < high:
+        finite = [v for v in values[:n] if v is not None]
+        if not finite:
+            break  # every seed diverged: nothing to measure
+        if len(finite) >= 2 and stats.t.ppf(0.975, len(finite) - 1) * stats.sem(finite) <= target:
+            break
+        n += 1
+    return n
+
+
+def test_adaptive_repeats_give_the_noisy_cell_more_seeds(tmp_path, tiny_bert_dir):
+    spec = tiny_spec(tmp_path, tiny_bert_dir, NOISY, **ADAPTIVE_SPEC)
+    out = sweep(spec, "--storage", tmp_path / "store", "--name", "ad", "--max-concurrent", "2")
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    assert "4 to 8 trials (adaptive repeats)" in out.stdout
+    design = _design(tmp_path / "store" / "ad")
+    assert len(design["full-lr1e-3"]) == 2 and len(design["full-lr0.01"]) > 2  # the noisy cell got more seeds
+    for values in design.values():
+        assert len(values) == _repeats_by_rule(values, 2, 4, 0.005)
+    ran = sum(map(len, design.values()))
+    assert f"ran {ran} trials of the fixed-max design's 8 (saved {8 - ran} trials, ≈ " in out.stdout
+    assert "CPU-hours at {cpu: 1} per trial, from the mean trial time of" in out.stdout
+
+
+def test_adaptive_run_killed_and_resumed_finishes_the_same_design(tmp_path, tiny_bert_dir):
+    spec = tiny_spec(tmp_path, tiny_bert_dir, NOISY, **ADAPTIVE_SPEC)
+    reference = sweep(spec, "--storage", tmp_path / "store", "--name", "ref", "--max-concurrent", "2")
+    assert reference.returncode == 0, reference.stdout[-3000:] + reference.stderr[-3000:]
+    exp = tmp_path / "store" / "killed"
+    proc = sweep(spec, "--storage", tmp_path / "store", "--name", "killed", "--max-concurrent", "1", popen=True)
+    deadline = time.time() + 300
+    while time.time() < deadline and len(_finished_trials(exp, 2)) < 3:
+        time.sleep(0.2)
+    finished_before = _finished_trials(exp, 2)
+    proc.send_signal(signal.SIGKILL)
+    proc.communicate(timeout=120)
+    assert 3 <= len(finished_before) < 6, finished_before  # killed while the noisy cell was still deciding
+
+    out = sweep(spec, "--storage", tmp_path / "store", "--name", "killed", "--resume")
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    assert _design(exp) == pytest.approx(_design(tmp_path / "store" / "ref"))
+    after = _finished_trials(exp, 2)
+    assert {n: after[n] for n in finished_before} == finished_before  # not rerun
+    assert _recorded_names(exp) == sorted(after)

@@ -1,16 +1,16 @@
-"""A study's grid: scenario x rank x training-setting axes x repeat -> `TrialConfig`s with readable names."""
+"""A study's grid: cells (scenario x rank x training-setting axes) x repeat -> `TrialConfig`s with readable names."""
 
 from __future__ import annotations
 
 import itertools
-from dataclasses import asdict, replace
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 import yaml
 
 from lora_ext import SpecError, SpecErrors
 
-from .spec import TRAIN_SCHEMA, Study, TrialConfig
+from .spec import TRAIN_SCHEMA, Repeats, Study, TrialConfig
 
 
 def _rank_parts(rank) -> tuple[int, dict[str, int]]:
@@ -63,32 +63,51 @@ def _config_value(value: Any) -> Any:
     return list(value) if isinstance(value, tuple) else value
 
 
-def expand(study: Study) -> list[TrialConfig]:
-    """The grid: scenario x rank x training-setting axes x repeat (baselines are not multiplied by rank).
+@dataclass(frozen=True)
+class Cell:
+    """A grid point without its repeat (every other field equal): its repeat policy and its trials up to `max`."""
 
-    Trial names carry the rank and the axes a scenario varies, e.g. `upper-r8-lr1e-3-rep0`.
+    label: str  # the trial names without `-rep<k>`, e.g. upper-r8-lr1e-3
+    repeats: Repeats
+    trials: tuple[TrialConfig, ...]  # repeat 0 .. repeats.max - 1, seed base_seed + repeat
+
+
+def cells(study: Study) -> list[Cell]:
+    """The grid's cells: scenario x rank x training-setting axes (baselines are not multiplied by rank).
+
+    Names carry the rank and the axes a scenario varies, e.g. `upper-r8-lr1e-3-rep0`.
     """
     sel = study.data.selection
-    trials = []
+    out = []
     for sc in study.scenarios:
         ranks = sc.ranks if sc.baseline is None else (None,)
         for rank, (point, train) in itertools.product(ranks, sc.train_points()):
             r, pattern = _rank_parts(rank) if rank is not None else (None, {})
             label = "-".join([sc.name, *([_rank_label(rank)] if rank is not None else []),
                               *(_setting_label(k, v) for k, v in point.items())])
-            for repeat in range(sc.repeats):
-                trials.append(TrialConfig(
-                    study=study.name, trial_name=f"{label}-rep{repeat}", scenario=sc.name, baseline=sc.baseline,
-                    layers=list(sc.layers), components=list(sc.components), r=r, rank_pattern=pattern,
-                    alpha=sc.alpha, lora_dropout=sc.lora_dropout, repeat=repeat, seed=study.base_seed + repeat,
-                    model=study.model, model_init=study.model_init, dataset=study.data.dataset,
-                    train_limit=study.data.train_limit, max_length=study.data.max_length,
-                    num_labels=study.data.num_labels, selection_fraction=sel.fraction if sel else None,
-                    selection_rows=sel.rows if sel else None, selection_seed=study.base_seed if sel else None,
-                    **{k: _config_value(v) for k, v in asdict(train).items()},
-                ))
-    _check_trial_names(trials)
-    return trials
+            out.append(Cell(label, sc.repeats, tuple(TrialConfig(
+                study=study.name, trial_name=f"{label}-rep{repeat}", scenario=sc.name, baseline=sc.baseline,
+                layers=list(sc.layers), components=list(sc.components), r=r, rank_pattern=pattern,
+                alpha=sc.alpha, lora_dropout=sc.lora_dropout, repeat=repeat, seed=study.base_seed + repeat,
+                model=study.model, model_init=study.model_init, dataset=study.data.dataset,
+                train_limit=study.data.train_limit, max_length=study.data.max_length,
+                num_labels=study.data.num_labels, selection_fraction=sel.fraction if sel else None,
+                selection_rows=sel.rows if sel else None, selection_seed=study.base_seed if sel else None,
+                **{k: _config_value(v) for k, v in asdict(train).items()},
+            ) for repeat in range(sc.repeats.max))))
+    _check_trial_names([t for c in out for t in c.trials])
+    return out
+
+
+def expand(study: Study) -> list[TrialConfig]:
+    """Every trial the study can run: each cell's repeats up to `max` (adaptive repeats may stop earlier)."""
+    return [t for c in cells(study) for t in c.trials]
+
+
+def trial_counts(study: Study) -> tuple[int, int]:
+    """(fewest, most) trials of the study: every cell at its `min` repeats, and at its `max`."""
+    grid = cells(study)
+    return sum(c.repeats.min for c in grid), sum(c.repeats.max for c in grid)
 
 
 def axis_settings(study: Study) -> list[str]:
@@ -147,4 +166,4 @@ def with_overrides(trial: TrialConfig, **changes: Any) -> TrialConfig:
     return replace(trial, **{k: v for k, v in changes.items() if v is not None})
 
 
-__all__ = ["axis_settings", "expand", "select_trial", "value_text", "with_overrides"]
+__all__ = ["Cell", "axis_settings", "cells", "expand", "select_trial", "trial_counts", "value_text", "with_overrides"]

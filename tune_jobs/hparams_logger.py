@@ -1,8 +1,8 @@
 """TensorBoard logging for sweeps: Ray's TBX logger, with every grid-point field in the HParams table.
 
-Ray's `TBXLoggerCallback` logs as HParams only the keys a search algorithm varied (here: `grid_index`, since the
-grid is looked up by index), so the HParams tab would show nothing useful. This subclass logs the study's own
-fields instead; scalars (`ray/tune/<metric>` per epoch) are Ray's unchanged.
+Ray's `TBXLoggerCallback` logs as HParams every key the search algorithm handed out, as is (TensorBoard shows no
+lists and fails on None). This subclass logs the study's own fields instead, lists as 'a,b' and None as '-';
+scalars (`ray/tune/<metric>` per epoch) are Ray's unchanged.
 """
 
 from __future__ import annotations

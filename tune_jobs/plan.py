@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from lora_ext import ParamCount, count_params, load_model_config
 
-from .grid import axis_settings, expand, value_text
+from .grid import axis_settings, cells, value_text
 from .spec import TRAIN_SCHEMA, Study, TrialConfig
 
 
@@ -17,6 +17,7 @@ class PlannedTrial:
 
     trial: TrialConfig
     params: ParamCount
+    conditional: bool = False  # an adaptive repeat beyond the cell's `min`: runs only while the cell is unsettled
 
     def row(self) -> dict:
         t = self.trial
@@ -27,20 +28,21 @@ class PlannedTrial:
             **{k: getattr(t, k) for k in TRAIN_SCHEMA},
             "selection_fraction": t.selection_fraction, "selection_rows": t.selection_rows,
             "trainable_params": self.params.trainable, "total_params": self.params.full_model_total,
-            "params_relative_pct": round(self.params.relative_pct, 4),
+            "params_relative_pct": round(self.params.relative_pct, 4), "conditional": self.conditional,
         }
 
 
 def plan(study: Study) -> list[PlannedTrial]:
-    """Every trial of the study with its parameter count (counted once per distinct placement)."""
+    """Every trial the study can run (adaptive repeats up to `max`) with its parameter count (once per placement)."""
     model_config = load_model_config(study.model, study.data.num_labels)
     cache: dict = {}
     out = []
-    for trial in expand(study):
-        placement = trial.placement()
-        if placement not in cache:
-            cache[placement] = count_params(model_config, placement)
-        out.append(PlannedTrial(trial, cache[placement]))
+    for cell in cells(study):
+        for trial in cell.trials:
+            placement = trial.placement()
+            if placement not in cache:
+                cache[placement] = count_params(model_config, placement)
+            out.append(PlannedTrial(trial, cache[placement], trial.repeat >= cell.repeats.min))
     return out
 
 
@@ -77,13 +79,21 @@ def format_table(study: Study, planned: list[PlannedTrial]) -> str:
         comps = t.baseline or ("+".join(t.components) if len(t.components) < 6 else "all")
         r = "-" if t.r is None else (str(t.r) + ("*" if t.rank_pattern else ""))
         axes = "".join(f"{value_text(getattr(t, k)):>12} " for k in extra)
-        lines.append(f"{t.trial_name:<{width}} {_layers_text(t.layers):<16} {comps:<18} {r:>3} {t.repeat:>3} "
+        rep = f"{t.repeat}+" if p.conditional else str(t.repeat)
+        lines.append(f"{t.trial_name:<{width}} {_layers_text(t.layers):<16} {comps:<18} {r:>3} {rep:>3} "
                      f"{t.seed:>5} {t.epochs:>3} {value_text(t.learning_rate):>8} {axes}{p.params.trainable:>12,} "
                      f"{p.params.relative_pct:>8.3f}%")
     distinct = len({p.trial.trial_name.rsplit("-rep", 1)[0] for p in planned})
     total = planned[0].params.full_model_total if planned else 0
     lines.append("-" * len(header))
-    lines.append(f"{len(planned)} trials, {distinct} distinct configurations; full model {total:,} parameters")
+    fewest = sum(not p.conditional for p in planned)
+    count = f"{len(planned)} trials" if fewest == len(planned) else f"{fewest} to {len(planned)} trials"
+    lines.append(f"{count}, {distinct} distinct configurations; full model {total:,} parameters")
+    if fewest < len(planned):
+        rules = sorted({f"min {sc.repeats.min}, max {sc.repeats.max}, until_halfwidth {sc.repeats.until_halfwidth:g}"
+                        for sc in study.scenarios if sc.repeats.adaptive})
+        lines.append(f"+ adaptive repeats ({'; '.join(rules)}): run only while the cell's 95 % t half-width of "
+                     f"final {study.metric} is above until_halfwidth")
     if any(p.trial.rank_pattern for p in planned):
         lines.append("* per-component ranks (see --json rank_pattern)")
     return "\n".join(lines)

@@ -123,3 +123,20 @@ def print_summary(results, wall_s: float, path: str) -> None:
         if result_status(r) == "DIVERGED":
             print(f"  diverged (not retried, never averaged in): {r.config.get('trial_name')}: "
                   f"{r.metrics.get('diverged_reason')}", flush=True)
+
+
+def savings_line(results, fixed_max: int, resources: dict) -> str:
+    """Trials adaptive repeats ran against the fixed-max design, and the device-hours that saved (mean trial time)."""
+    saved = fixed_max - len(results)
+    line = f"lora-sweep: ran {len(results)} trials of the fixed-max design's {fixed_max} (saved {saved} trials"
+    times = [r.metrics["time_total_s"] for r in results
+             if result_status(r) == "TERMINATED" and isinstance(r.metrics.get("time_total_s"), (int, float))]
+    if times:
+        mean_s = sum(times) / len(times)
+        kind = "gpu" if resources.get("gpu") else "cpu"
+        amount = resources.get(kind, 1)
+        mean = f"{mean_s / 60:.1f} min" if mean_s >= 120 else f"{mean_s:.0f} s"
+        hours = saved * mean_s / 3600 * amount
+        line += (f", ≈ {hours:.3g} {kind.upper()}-hours at {{{kind}: {amount:g}}} per trial, "
+                 f"from the mean trial time of {mean}")
+    return line + ")"

@@ -140,6 +140,44 @@ def _ranks(value: Any, path: str) -> tuple:
 LORA_SCHEMA: dict[str, f.Check] = {"ranks": _ranks, "alpha": check_alpha, "dropout": check_dropout}
 
 
+@dataclass(frozen=True)
+class Repeats:
+    """Seeds per cell: `min` always, then one more at a time while the cell's 95 % t half-width of the study's
+    metric is above `until_halfwidth`, up to `max`. A fixed count n is Repeats(n, n)."""
+
+    min: int
+    max: int
+    until_halfwidth: float | None = None
+
+    @property
+    def adaptive(self) -> bool:
+        return self.until_halfwidth is not None and self.max > self.min
+
+
+REPEATS_KEYS = ("min", "max", "until_halfwidth")
+
+
+def _repeats(value: Any, path: str) -> Repeats:
+    """`repeats`: an integer (fixed seeds per cell) or `{min, max, until_halfwidth}` (adaptive)."""
+    adaptive = "{min: 3, max: 10, until_halfwidth: 0.004}"
+    if not isinstance(value, dict):
+        if isinstance(value, int) and not isinstance(value, bool) and value >= 1:
+            return Repeats(value, value)
+        raise SpecError(path, "must be an integer >= 1 or a mapping", got=value, allowed=f"e.g. 5, or {adaptive}")
+    for key in value:
+        if key not in REPEATS_KEYS:
+            raise f.unknown_key_error(key, REPEATS_KEYS, path)
+    missing = [k for k in REPEATS_KEYS if k not in value]
+    if missing:
+        raise SpecError(f"{path}.{missing[0]}", "missing",
+                        allowed=f"adaptive repeats need min, max and until_halfwidth, e.g. {adaptive}")
+    low = f.integer(1)(value["min"], f"{path}.min")
+    high = f.integer(1)(value["max"], f"{path}.max")
+    if low > high:
+        raise SpecError(f"{path}.min", f"must be <= {path}.max ({high})", got=low, allowed="raise max or lower min")
+    return Repeats(low, high, f.number(0, None, low_open=True)(value["until_halfwidth"], f"{path}.until_halfwidth"))
+
+
 def _resources(value: Any, path: str) -> dict:
     clean = {}
     f.mapping(value, path)
@@ -159,7 +197,7 @@ STUDY_SCHEMA: dict[str, f.Check] = {
     "data": f.mapping,
     "train": f.mapping,
     "lora": f.mapping,
-    "repeats": f.integer(1),
+    "repeats": _repeats,
     "base_seed": f.integer(0),
     "resources": _resources,
     "max_failures": f.integer(0),
@@ -170,7 +208,7 @@ STUDY_SCHEMA: dict[str, f.Check] = {
 SCENARIO_KEYS = ("name", "baseline", "layers", "components", "ranks", "alpha", "dropout", "train", "repeats")
 PROFILE_KEYS = tuple(k for k in STUDY_SCHEMA if k not in ("name", "profiles", "scenarios")) + ("scenarios",)
 SECTIONS = ("data", "train", "lora")
-REPEATS_SCHEMA: dict[str, f.Check] = {"repeats": f.integer(1)}
+REPEATS_SCHEMA: dict[str, f.Check] = {"repeats": _repeats}
 
 
 @dataclass(frozen=True)
@@ -185,7 +223,7 @@ class Scenario:
     alpha: float | None
     lora_dropout: float
     train: TrainConfig  # settings shared by the scenario's trials (an axis setting holds its first value)
-    repeats: int
+    repeats: Repeats
     axes: tuple[tuple[str, tuple], ...] = ()  # training-setting axes (setting, values), in TRAIN_SCHEMA order
 
     def train_points(self) -> list[tuple[dict[str, Any], TrainConfig]]:
@@ -212,6 +250,11 @@ class Study:
     scenarios: tuple[Scenario, ...]
     num_layers: int
     model_type: str
+
+    @property
+    def metric(self) -> str:
+        """The final result that ranks trials and that adaptive repeats measure (one place; a task's later)."""
+        return "val_accuracy"
 
 
 @dataclass(frozen=True)
@@ -393,7 +436,7 @@ def parse_study(raw: dict, profile: str | None = None) -> Study:
         lora = f.layered(LORA_SCHEMA, [("lora", raw.get("lora")), (path, _pick(body, LORA_SCHEMA)),
                                        (f"{pp}.lora", prof.get("lora"))], errors)
         repeats = f.layered(REPEATS_SCHEMA, [("", _pick(raw, REPEATS_SCHEMA)), (path, _pick(body, REPEATS_SCHEMA)),
-                                             (pp, _pick(prof, REPEATS_SCHEMA))], errors).get("repeats", 1)
+                                             (pp, _pick(prof, REPEATS_SCHEMA))], errors).get("repeats", Repeats(1, 1))
         scenarios.extend(_scenario(body, path, name, train, lora, repeats, n_layers, errors))
     if errors:
         raise SpecErrors(_unique(errors))
@@ -411,7 +454,7 @@ def _unique(errors: list[SpecError]) -> list[SpecError]:
     return list({str(e): e for e in errors}.values())
 
 
-def _scenario(body: dict, path: str, name: str, train: dict, lora: dict, repeats: int, n_layers: int,
+def _scenario(body: dict, path: str, name: str, train: dict, lora: dict, repeats: Repeats, n_layers: int,
               errors: list[SpecError]) -> list[Scenario]:
     """Validate one scenario; `layers: each` yields one scenario per layer, named `<name>_L<i>`."""
     axes = tuple((k, train[k]) for k in TRAIN_SCHEMA if isinstance(train.get(k), f.Axis))
@@ -451,5 +494,5 @@ def _scenario(body: dict, path: str, name: str, train: dict, lora: dict, repeats
         return []
 
 
-__all__ = ["DataConfig", "Scenario", "Selection", "Study", "TrainConfig", "TrialConfig", "load_study", "parse_study",
-           "read_yaml"]
+__all__ = ["DataConfig", "Repeats", "Scenario", "Selection", "Study", "TrainConfig", "TrialConfig", "load_study",
+           "parse_study", "read_yaml"]

@@ -1,8 +1,8 @@
-"""`lora-sweep run`: a whole study as one Ray Tune grid; live TensorBoard, concise progress, resume.
+"""`lora-sweep run`: a whole study through Ray Tune; live TensorBoard, concise progress, resume, growth.
 
-Also `python -m tune_jobs.sweep SPEC ...` (what `ray job submit -- ...` calls). Every grid point's fields
-(scenario, layers, components, r, repeat, seed, ...) are top-level config keys, so they are config columns of
-Ray's ResultGrid / experiment files.
+Also `python -m tune_jobs.sweep SPEC ...` (what `ray job submit -- ...` calls). A `StudySearcher` hands out the
+grid points (adaptive repeats included); every field (scenario, layers, components, r, repeat, seed, ...) is a
+top-level config key, so a config column of Ray's ResultGrid / experiment files.
 """
 
 from __future__ import annotations
@@ -11,15 +11,20 @@ import argparse
 import os
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from lora_ext import SpecError
 
 from .cli_args import OneLineParser, add_spec_args, run_guarded
 from .data import check_data
-from .grid import expand, with_overrides
+from .grid import cells, trial_counts, with_overrides
 from .ray_job import job_env_vars, resolved_inside_upload
 from .spec import Study, TrialConfig, load_study
+
+if TYPE_CHECKING:
+    from .searcher import RecordedTrial
 
 DEFAULT_STORAGE = "lora_sweep_results"
 
@@ -34,18 +39,9 @@ def absolute_paths(trial: TrialConfig) -> TrialConfig:
     return with_overrides(trial, **changes)
 
 
-def grid_param_space(grid: list[dict]) -> dict:
-    """Ray param_space that yields exactly `grid`: a grid_search over the index, each field looked up from it.
-
-    A grid_search over whole dicts would nest them (`config/trial/scenario`); looking each field up keeps them
-    top-level config columns.
-    """
-    from ray import tune
-
-    space: dict = {"grid_index": tune.grid_search(list(range(len(grid))))}
-    for key in grid[0]:
-        space[key] = tune.sample_from(lambda config, key=key: grid[config["grid_index"]][key])
-    return space
+def trial_dirname(trial) -> str:
+    """A trial's folder is its grid point's name (`upper-r8-rep3`), not Ray's `key=value,...` string."""
+    return trial.config["trial_name"]
 
 
 def storage_uri(storage: str | None) -> str:
@@ -63,31 +59,54 @@ def experiment_path(storage: str, name: str) -> str:
     return f"{storage.rstrip('/')}/{name}"
 
 
-def check_same_grid(path: str, grid: list[dict]) -> None:
+RETRY = "resume with the spec and profile it was started with, or use a new --name"
+
+
+def check_same_grid(path: str, states: dict[str, dict], grid: list[dict]) -> None:
     """Refuse to resume an experiment whose trials were made from a different spec (or profile).
 
     Compares each trial recorded in the experiment state with the grid point of the same name, so an edited
-    spec cannot silently mix two studies in one experiment.
+    spec cannot silently mix two studies in one experiment; new grid points (growth) are fine.
     """
-    import pyarrow.fs as pafs
-
-    from raylog import open_experiment, trial_states
-
-    fs, exp = open_experiment(path)
     by_name = {g["trial_name"]: g for g in grid}
-    for state in trial_states(fs, exp, fs.get_file_info(pafs.FileSelector(exp))).values():
-        stored = {k: v for k, v in state["config"].items() if k != "grid_index"}
+    for state in states.values():
+        stored = state["config"]
         name = stored.get("trial_name")
         if not isinstance(name, str):
             continue  # not resolved yet when the driver stopped
         if name not in by_name:
             raise SpecError("spec", f"differs from the experiment at {path}: it has trial {name} the spec no longer "
-                            "makes", allowed="resume with the spec and profile it was started with, or use a new --name")
+                            "makes", allowed=RETRY)
         wanted = by_name[name]
         changed = sorted(k for k in wanted if k in stored and stored[k] != wanted[k])
         if changed:
             raise SpecError("spec", f"differs from the experiment at {path} in {', '.join(changed)} of trial {name}",
-                            allowed="resume with the spec and profile it was started with, or use a new --name")
+                            allowed=RETRY)
+
+
+def recorded_trials(path: str, grid: list[dict], metric: str) -> list[RecordedTrial] | None:
+    """The trials Ray will keep or resume (None: Tune saved nothing yet), read before Ray starts.
+
+    Refuses a changed spec (`check_same_grid`) and an experiment this version cannot continue.
+    """
+    import pyarrow.fs as pafs
+
+    from raylog import open_experiment, trial_states
+
+    from .searcher import RecordedTrial, final_value
+
+    fs, exp = open_experiment(path)
+    entries = fs.get_file_info(pafs.FileSelector(exp))
+    if not any(e.base_name.startswith("experiment_state") for e in entries):
+        return None  # stopped before Tune saved anything: start it afresh
+    states = trial_states(fs, exp, entries)
+    check_same_grid(path, states, grid)
+    if states and not any(e.base_name.startswith("search_gen_state") for e in entries):
+        raise SpecError("--name", f"the experiment at {path} has no lora-sweep searcher state (started by a version "
+                        "before adaptive repeats)", allowed="resume it with that version, or use a new --name")
+    return [RecordedTrial(st["trial_id"], st["config"]["trial_name"], st["status"] == "TERMINATED",
+                          final_value(st["last_result"], metric))
+            for st in states.values() if isinstance(st["config"].get("trial_name"), str)]
 
 
 def trainable_for(study: Study):
@@ -133,63 +152,75 @@ def prepare_data(trials: list[TrialConfig]) -> None:
 def run_sweep(study: Study, storage: str | None = None, name: str | None = None, resume: bool = False,
               max_concurrent: int | None = None, address: str | None = None, wandb: str | None = None,
               mlflow: str | None = None):
-    """Run (or resume) the study's grid with Ray Tune; returns the ResultGrid."""
+    """Run (or resume, or grow) the study with Ray Tune; returns the ResultGrid."""
     from ray import tune
 
     from .hparams_logger import HParamsTBXLogger
-    from .progress import ConciseProgress, print_summary
+    from .progress import ConciseProgress, print_summary, savings_line
+    from .searcher import StudySearch, StudySearcher
     from .trackers import tracker_callbacks
 
-    points = expand(study)
-    for dataset, num_labels in sorted({(t.dataset, t.num_labels) for t in points}):
+    spec_cells = cells(study)
+    for dataset, num_labels in sorted({(t.dataset, t.num_labels) for c in spec_cells for t in c.trials}):
         check_data(dataset, num_labels)  # as the spec wrote it: an error names that path
-    trials = [absolute_paths(t) for t in points]
+    grid_cells = [replace(c, trials=tuple(absolute_paths(t) for t in c.trials)) for c in spec_cells]
     storage = storage_uri(storage)
     name = name or (f"{study.name}-{study.profile}" if study.profile else study.name)
     path = experiment_path(storage, name)
-    grid = [t.to_dict() for t in trials]
+    fewest, most = trial_counts(study)
     trackers = tracker_callbacks(wandb, mlflow, name)  # checked before Ray starts
     # Ray warns on every frequent experiment snapshot; with an epoch checkpoint per report they are expected.
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     # Tune's newer console output prints a config box and a driver-side TensorBoard path even at verbose=0;
     # ConciseProgress replaces both (the right `tensorboard --logdir` is printed above).
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+    concurrency = max_concurrent or study.max_concurrent
+    # Tune keeps one trial pending for a custom searcher, so an autoscaler would see one trial's demand at a time.
+    os.environ.setdefault("TUNE_MAX_PENDING_TRIALS_PG", str(concurrency or 200))
     restoring = tune.Tuner.can_restore(path)  # checked before Ray starts: a mismatch must start nothing
-    if restoring:
-        check_same_grid(path, grid)
-    elif resume:
+    recorded = recorded_trials(path, [t.to_dict() for c in grid_cells for t in c.trials], study.metric) \
+        if restoring else None
+    if resume and not restoring:
         raise SpecError("--resume", "no experiment to resume at this storage and name", got=path,
                         allowed="check --storage and --name (default name: <study>-<profile>)")
-    prepare_data(trials)  # before Ray starts: a data problem (hub id offline, bad rows) is one line, nothing else
+    # before Ray starts: a data problem (hub id offline, bad rows) is one line, nothing else
+    prepare_data([t for c in grid_cells for t in c.trials])
     connect_ray(address)
-    print(f"lora-sweep: {len(grid)} trials of study {study.name!r} -> {path}")
+    count = f"{most} trials" if fewest == most else f"{fewest} to {most} trials (adaptive repeats)"
+    print(f"lora-sweep: {count} of study {study.name!r} -> {path}")
     print(f"  watch live: tensorboard --logdir {path}", flush=True)
-    if restoring:
-        # Tune restores its own TuneConfig/RunConfig (concurrency, callbacks) from tuner.pkl.
-        print(f"  resuming {path}: finished trials are kept, unfinished and errored ones run"
-              + ("" if resume else " (an experiment of this name exists; reusing it)"), flush=True)
-        tuner = tune.Tuner.restore(path, trainable=trainable_for(study), resume_unfinished=True, resume_errored=True,
-                                   param_space=grid_param_space(grid))
-    else:
-        tuner = tune.Tuner(
-            trainable_for(study),
-            param_space=grid_param_space(grid),
-            tune_config=tune.TuneConfig(
-                metric="val_accuracy", mode="max",
-                max_concurrent_trials=max_concurrent or study.max_concurrent,
-                reuse_actors=True,  # a new actor per trial costs ~2 s of process start and torch import
-                trial_dirname_creator=lambda trial: grid[trial.config["grid_index"]]["trial_name"],
-            ),
-            run_config=tune.RunConfig(
-                name=name, storage_path=storage, verbose=0,
-                callbacks=[ConciseProgress(max_concurrent or study.max_concurrent), HParamsTBXLogger(), *trackers],
-                failure_config=tune.FailureConfig(max_failures=study.max_failures),
-                checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
-            ),
-        )
+    if recorded is not None:
+        done, known = sum(r.finished for r in recorded), {r.name for r in recorded}
+        new = sum(t.trial_name not in known for c in grid_cells for t in c.trials[:c.repeats.min])
+        print(f"  resuming {path}: {done} finished trials are kept, {len(recorded) - done} unfinished or errored "
+              f"ones continue, {new} new grid points run" + (" (more if adaptive repeats ask)" if fewest < most else "")
+              + ("" if resume else "; an experiment of this name exists"), flush=True)
+    searcher = StudySearcher(grid_cells, study.metric, max_concurrent=concurrency, recorded=recorded)
+    tuner = tune.Tuner(
+        trainable_for(study),
+        tune_config=tune.TuneConfig(
+            metric=study.metric, mode="max", search_alg=StudySearch(searcher),
+            num_samples=-1,  # the searcher says when the study is complete
+            reuse_actors=True,  # a new actor per trial costs ~2 s of process start and torch import
+            trial_dirname_creator=trial_dirname,
+        ),
+        run_config=tune.RunConfig(
+            name=name, storage_path=storage, verbose=0,
+            callbacks=[ConciseProgress(concurrency), HParamsTBXLogger(), *trackers],
+            failure_config=tune.FailureConfig(max_failures=study.max_failures),
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
+        ),
+        # Tuner.restore would unpickle the first run's searcher (and grid) and takes no other, so a grown spec would
+        # run nothing new. Instead: a Tuner of the current spec that resumes the experiment (tune.run's documented
+        # resume_config; `_tuner_kwargs` is how Tuner passes it on). Tune restores trials and searcher state into it.
+        _tuner_kwargs=None if recorded is None else {"resume_config": tune.ResumeConfig(
+            unfinished=tune.ResumeConfig.ResumeType.RESUME, errored=tune.ResumeConfig.ResumeType.RESUME)},
+    )
     started = time.time()
     results = tuner.fit()
     print_summary(results, time.time() - started, path)
+    if fewest < most:
+        print(savings_line(results, most, study.resources), flush=True)
     return results
 
 
