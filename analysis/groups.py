@@ -15,7 +15,7 @@ import pandas as pd
 from .schema import CONFIG_NAMES
 
 # Labels and bookkeeping, not part of what a trial computes.
-NOT_CONFIGURATION = ("study", "trial_name", "scenario", "repeat", "seed")
+NOT_CONFIGURATION = ("study", "trial_name", "scenario", "repeat", "seed", "primary_metric")
 CONFIGURATION = [c for c in CONFIG_NAMES if c not in NOT_CONFIGURATION] + ["config_extra"]
 # Label parts tried in this order until every group's label is unique.
 LABEL_AXES = ("r", "rank_pattern", "alpha", "lora_dropout", "learning_rate", "epochs", "batch_size", "weight_decay",

@@ -16,7 +16,7 @@ from pathlib import Path
 from lora_ext import SpecError
 
 from .cli_args import OneLineParser, add_spec_args, run_guarded
-from .data import check_data
+from .data import checked_study
 from .grid import expand, with_overrides
 from .spec import Study, TrialConfig, load_study
 
@@ -102,8 +102,10 @@ def connect_ray(address: str | None) -> None:
     if ray.is_initialized():
         return
     address = address or os.environ.get("RAY_ADDRESS")
-    runtime_env = {"env_vars": {k: os.environ[k] for k in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE",
-                                                           "LORA_SWEEP_CACHE") if k in os.environ}}
+    env_vars = {k: os.environ[k] for k in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "LORA_SWEEP_CACHE") if k in os.environ}
+    if os.environ.get("GLUE_DIR"):  # absolute: each trial runs in its own directory
+        env_vars["GLUE_DIR"] = str(Path(os.environ["GLUE_DIR"]).expanduser().resolve())
+    runtime_env = {"env_vars": env_vars}
     if address:
         ray.init(address=address, runtime_env=runtime_env, log_to_driver=False)
     else:
@@ -118,8 +120,8 @@ def prepare_data(trials: list[TrialConfig]) -> None:
 
     from .data import tokenized_splits
 
-    for dataset, model, max_length in sorted({(t.dataset, t.model, t.max_length) for t in trials}):
-        tokenized_splits(dataset, AutoTokenizer.from_pretrained(model_location(model)), max_length)
+    for data, model in {(t.data_config(), t.model): None for t in trials}:
+        tokenized_splits(data, AutoTokenizer.from_pretrained(model_location(model)))
 
 
 def run_sweep(study: Study, storage: str | None = None, name: str | None = None, resume: bool = False,
@@ -128,15 +130,16 @@ def run_sweep(study: Study, storage: str | None = None, name: str | None = None,
     from ray import tune
 
     from .hparams_logger import HParamsTBXLogger
+    from .metrics import higher_is_better
     from .progress import ConciseProgress, print_summary
 
+    study = checked_study(study)  # every data problem is one line before anything starts
     trials = [absolute_paths(t) for t in expand(study)]
-    for dataset, num_labels in sorted({(t.dataset, t.num_labels) for t in trials}):
-        check_data(dataset, num_labels)
     storage = storage_uri(storage)
     name = name or (f"{study.name}-{study.profile}" if study.profile else study.name)
     path = experiment_path(storage, name)
     grid = [t.to_dict() for t in trials]
+    metric = trials[0].primary_metric  # one dataset per study
     # Ray warns on every frequent experiment snapshot; with an epoch checkpoint per report they are expected.
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     # Tune's newer console output prints a config box and a driver-side TensorBoard path even at verbose=0;
@@ -163,7 +166,7 @@ def run_sweep(study: Study, storage: str | None = None, name: str | None = None,
             trainable_for(study),
             param_space=grid_param_space(grid),
             tune_config=tune.TuneConfig(
-                metric="val_accuracy", mode="max",
+                metric=metric, mode="max" if higher_is_better(metric) else "min",  # the task's primary metric
                 max_concurrent_trials=max_concurrent or study.max_concurrent,
                 reuse_actors=True,  # a new actor per trial costs ~2 s of process start and torch import
                 trial_dirname_creator=lambda trial: grid[trial.config["grid_index"]]["trial_name"],
