@@ -38,4 +38,4 @@ def test_selection_and_divergence_columns():
     epochs = pa.Table.from_pylist(epoch_rows(ok) + epoch_rows(boom), schema=EPOCHS_SCHEMA).to_pylist()
     assert [(e["trial_id"], e["epoch"]) for e in epochs] == [(ok.trial_id, 1), (ok.trial_id, 2), (boom.trial_id, 1)]
     assert [e["sel_accuracy"] for e in epochs] == [0.75, 0.82, 0.71]
-    assert SCHEMA_VERSION == "2"
+    assert SCHEMA_VERSION == "4"

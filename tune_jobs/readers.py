@@ -144,6 +144,14 @@ def _csv_records(sf: SplitFile):
                 yield reader.line_num, record
 
 
+def _data_records(sf: SplitFile):
+    """The data records of a CSV/TSV file (after its header line, if it has one) with their line numbers."""
+    records = _csv_records(sf)
+    if sf.header:
+        next(records, None)
+    return records
+
+
 def _line_of(sf: SplitFile, row: int) -> int | None:
     """The line of data row `row` (only computed for an error message); None for Parquet."""
     if sf.kind == "parquet":
@@ -152,10 +160,7 @@ def _line_of(sf: SplitFile, row: int) -> int | None:
         with open(sf.path, encoding="utf-8") as fh:
             lines = (n for n, line in enumerate(fh, start=1) if line.strip())
             return next((n for i, n in enumerate(lines) if i == row), None)
-    records = _csv_records(sf)
-    if sf.header:
-        next(records, None)
-    return next((n for i, (n, _) in enumerate(records) if i == row), None)
+    return next((n for i, (n, _) in enumerate(_data_records(sf)) if i == row), None)
 
 
 def _file_columns(sf: SplitFile) -> list[str]:
@@ -174,10 +179,13 @@ def _file_columns(sf: SplitFile) -> list[str]:
         if first is None:
             raise SpecError("data.dataset", f"{sf.path}: has no rows", allowed="a split with at least one row")
         try:
-            names = list(json.loads(first[1]))
-        except (ValueError, TypeError):
-            raise SpecError("data.dataset", f"{sf.path}:{first[0]}: not a JSON object",
-                            allowed="JSON Lines: one object per line") from None
+            obj = json.loads(first[1])
+        except ValueError:
+            obj = None
+        if not isinstance(obj, dict):
+            raise SpecError("data.dataset", f"{sf.path}:{first[0]}: not a JSON object", allowed="JSON Lines: one object "
+                            "per line, e.g. {\"text\": \"...\", \"label\": \"pos\"}")
+        names = list(obj)
     elif sf.column_names:
         names = list(sf.column_names)
     else:
@@ -200,6 +208,25 @@ def _check_columns(columns: list[str], data: DataConfig, where: str) -> None:
                             allowed=(f"did you mean {close[0]!r}? " if close else "") + "columns: " + ", ".join(columns))
 
 
+def _check_first_row(sf: SplitFile, n_columns: int) -> None:
+    """A split with rows, whose first row has no field more than its columns (pandas would silently make the extra
+    leading field an index, not an error as for any later row)."""
+    if sf.kind == "parquet":
+        import pyarrow.parquet as pq
+
+        rows = pq.read_metadata(sf.path).num_rows
+    elif sf.kind == "csv":
+        first = next(_data_records(sf), None)
+        rows = 0 if first is None else 1
+        if first is not None and len(first[1]) > n_columns:
+            raise SpecError("data.dataset", f"{sf.path}:{first[0]}: malformed row (expected {n_columns} fields, saw "
+                            f"{len(first[1])})", allowed="one row per line; check the delimiter and data.reader.quoting")
+    else:
+        return  # JSON Lines: _file_columns found its first object
+    if rows == 0:
+        raise SpecError("data.dataset", f"{sf.path}: has no rows", allowed="a split with at least one row")
+
+
 def _read_error(sf: SplitFile, err: Exception) -> SpecError:
     """One line for what the reader raised: `file:line` for a row with the wrong number of fields."""
     cause = err
@@ -218,7 +245,9 @@ def read_file(sf: SplitFile, data: DataConfig):
     """The split as a `datasets.Dataset` of the named columns (task names), read by the `datasets` builders."""
     import datasets
 
-    _check_columns(_file_columns(sf), data, str(sf.path))
+    columns = _file_columns(sf)
+    _check_columns(columns, data, str(sf.path))
+    _check_first_row(sf, len(columns))
     needed = [*data.text, data.label]
     original = {task: file for file, task in sf.rename}
     columns = [original.get(c, c) for c in needed]
