@@ -343,3 +343,31 @@ def test_new_studies_plan_offline(name, capsys):
     assert "35 trials, 7 distinct configurations" in out and "roberta-base" in out
     body = yaml.safe_load((EXPERIMENTS / name).read_text())
     assert body["profiles"]["demo"]["data"]["dataset"] == body["data"]["dataset"]  # not the built-in SST-2
+
+
+@pytest.mark.slow
+def test_sweep_on_a_preset_optimizes_its_metric(tmp_path, tiny_bert_dir):
+    """Ray trials run in their own directories: a relative GLUE_DIR reaches them resolved; the sweep and the analysis
+    take CoLA's metric (val_mcc) by name."""
+    import os
+    import subprocess
+    import sys
+
+    import pyarrow.parquet as pq
+
+    from tests.conftest import REPO
+
+    spec = tiny_spec(tmp_path, tiny_bert_dir, SCEN, data={"dataset": "glue/cola", "max_length": 32})
+    env = dict(os.environ, GLUE_DIR=os.path.relpath(GLUE_DIR, REPO), RAY_AUTH_MODE=os.environ.get("RAY_AUTH_MODE",
+                                                                                                  "token"))
+    env.pop("RAY_ADDRESS", None)
+    out = subprocess.run([sys.executable, "-m", "tune_jobs.sweep", str(spec), "--storage", str(tmp_path / "s"),
+                          "--name", "cola"], cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    assert "2 trials (2 TERMINATED)" in out.stdout and re.search(r"best \S+ val_mcc -?\d", out.stdout), out.stdout
+    assert main(["analyze", str(tmp_path / "s" / "cola"), "--out", str(tmp_path / "pq")]) == 0
+    trials = pq.read_table(tmp_path / "pq" / "trials.parquet").to_pylist()
+    assert {t["primary_metric"] for t in trials} == {"val_mcc"} and {t["dataset"] for t in trials} == {"glue/cola"}
+    assert trials[0]["label_names"] == ["unacceptable", "acceptable"] and trials[0]["text_columns"] == ["sentence"]
+    epochs = pq.read_table(tmp_path / "pq" / "epochs.parquet").to_pylist()
+    assert len(epochs) == 4 and all(e["val_mcc"] is not None and e["val_examples"] == 1043 for e in epochs)
