@@ -251,3 +251,9 @@ def test_malformed_spec_shapes(tmp_path, capsys, case, text, needle):
     path.write_text(text)
     assert main(["plan", str(path)]) == 2
     assert needle in one_error_line(capsys)
+
+
+def test_trial_on_an_offline_hub_is_one_line(tmp_path, capsys, monkeypatch):
+    monkeypatch.delenv("GLUE_DIR")
+    assert main(["trial", str(spec_for(tmp_path, "glue/mrpc")), "--scenario", "a"]) == 2
+    assert "data.dataset: cannot load from the hub (offline" in one_error_line(capsys)

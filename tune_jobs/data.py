@@ -182,12 +182,13 @@ def load_splits(data: DataConfig) -> Splits:
     return Splits(loaded["train"], loaded["eval"], vocab)
 
 
-def check_data(data: DataConfig) -> DataConfig:
+def check_data(data: DataConfig, load_hub: bool = False) -> DataConfig:
     """Every problem of the data found before anything starts (`plan`, `run`, `trial`); returns the data section
-    with `num_labels` and `labels` read from the train split. A hub dataset is loaded only when its number of labels
-    is not known otherwise (a GLUE preset knows it): `run` loads it before Ray starts."""
+    with `num_labels` and `labels` read from the train split. A hub dataset loads only with `load_hub` or when its
+    number of labels is not known otherwise (a GLUE preset knows it), so `plan` stays offline; `run` loads it
+    before Ray starts."""
     data = resolve_data(data)
-    if resolve_source(data).hub is not None and data.num_labels is not None:
+    if not load_hub and resolve_source(data).hub is not None and data.num_labels is not None:
         return data
     splits = load_splits(data)
     if data.task == REGRESSION:
@@ -195,9 +196,9 @@ def check_data(data: DataConfig) -> DataConfig:
     return replace(data, labels=splits.label_names, num_labels=len(splits.label_names))
 
 
-def checked_study(study: Study) -> Study:
+def checked_study(study: Study, load_hub: bool = False) -> Study:
     """The study with its data checked and its labels read (see `check_data`)."""
-    return replace(study, data=check_data(study.data))
+    return replace(study, data=check_data(study.data, load_hub))
 
 
 # ---------------------------------------------------------------- tokenizing (cached per node)

@@ -20,7 +20,8 @@ def cmd_trial(args: argparse.Namespace) -> int:
     from .spec import load_study
     from .trial import copy_checkpoint_to, run_trial
 
-    study = checked_study(load_study(args.spec, args.profile, {"dataset": args.data} if args.data else None))
+    study = checked_study(load_study(args.spec, args.profile, {"dataset": args.data} if args.data else None),
+                          load_hub=True)  # an offline hub is one line, before the trial starts
     trial = select_trial(study, args.scenario, args.r, args.repeat, _axis_values(args.axis))
     trial = with_overrides(trial, epochs=args.epochs, train_limit=args.train_limit)
     if args.resume_from and not (Path(args.resume_from) / "trial_state.json").is_file():
