@@ -38,8 +38,9 @@ def _epochs(rec: TrialRecord) -> list[dict]:
 def trial_row(rec: TrialRecord) -> dict:
     """One row of trials.parquet."""
     known, extra = split_config(rec.config)
-    if isinstance(known.get("rank_pattern"), dict):
-        known["rank_pattern"] = json.dumps(known["rank_pattern"], sort_keys=True)
+    for key in ("rank_pattern", "reader"):  # mappings are JSON text columns
+        if isinstance(known.get(key), dict):
+            known[key] = json.dumps(known[key], sort_keys=True)
     res, done = rec.results, _epochs(rec)  # every report (sizes, memory, node) / finished epochs (metrics)
     diverged = next((r for r in res if r.get("diverged")), None)
     final = done if diverged is None else []

@@ -15,7 +15,7 @@ import pandas as pd
 from .schema import CONFIG_NAMES
 
 # Labels and bookkeeping, not part of what a trial computes.
-NOT_CONFIGURATION = ("study", "trial_name", "scenario", "repeat", "seed")
+NOT_CONFIGURATION = ("study", "trial_name", "scenario", "repeat", "seed", "primary_metric")
 # compute_dtype: what `precision: auto` became on the machine (bf16 or fp32): part of what the trial computed
 CONFIGURATION = [c for c in CONFIG_NAMES if c not in NOT_CONFIGURATION] + ["config_extra", "compute_dtype"]
 # Label parts tried in this order until every group's label is unique.

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import pyarrow as pa
 
-SCHEMA_VERSION = "3"  # 2: selection split (sel_* metrics, selection_* config), divergence columns;
+SCHEMA_VERSION = "4"  # 2: selection split (sel_* metrics, selection_* config), divergence columns;
 # 3: val_examples/sel_examples, saved_activations_mb and trainable_state_mb (device-independent memory),
-#    compute_dtype
+#    compute_dtype; 4: tasks: column mapping, task, label names and primary_metric config;
+#    f1/mcc/mse/pearson/spearman epoch metrics
 
 # Config keys of a lora-sweep grid point and their Arrow types. Declared here rather than taken from the
 # training package's TrialConfig: analysis reads files only and must work where training code is not installed.
@@ -16,7 +17,11 @@ CONFIG_FIELDS: list[tuple[str, pa.DataType]] = [
     ("layers", pa.list_(pa.int32())), ("components", pa.list_(pa.string())), ("r", pa.int32()),
     ("rank_pattern", pa.string()), ("alpha", pa.float64()), ("lora_dropout", pa.float64()),
     ("repeat", pa.int32()), ("seed", pa.int64()), ("model", pa.string()), ("model_init", pa.string()),
-    ("dataset", pa.string()), ("train_limit", pa.int64()), ("max_length", pa.int32()), ("num_labels", pa.int32()),
+    ("dataset", pa.string()), ("text_columns", pa.list_(pa.string())), ("label_column", pa.string()),
+    ("train_split", pa.string()), ("eval_split", pa.string()), ("task", pa.string()),
+    ("label_names", pa.list_(pa.string())), ("primary_metric", pa.string()),  # e.g. val_mcc: what the study optimizes
+    ("reader", pa.string()),  # JSON of the CSV/TSV reader options the spec set
+    ("train_limit", pa.int64()), ("max_length", pa.int32()), ("num_labels", pa.int32()),
     ("selection_fraction", pa.float64()), ("selection_rows", pa.int64()), ("selection_seed", pa.int64()),
     ("epochs", pa.int32()), ("learning_rate", pa.float64()), ("batch_size", pa.int32()),
     ("eval_batch_size", pa.int32()), ("weight_decay", pa.float64()), ("adam_betas", pa.list_(pa.float64())),
@@ -44,11 +49,12 @@ TRIALS_SCHEMA = pa.schema([
     ("last_checkpoint", pa.string()), ("diverged", pa.bool_()), ("diverged_reason", pa.string()),
 ])
 
+TASK_METRICS = ("accuracy", "f1", "mcc", "mse", "pearson", "spearman")  # classification: the first three
 EPOCH_METRICS: list[tuple[str, pa.DataType]] = [
-    ("epoch", pa.int32()), ("train_loss", pa.float64()), ("val_loss", pa.float64()), ("val_accuracy", pa.float64()),
-    ("val_examples", pa.int64()),
-    ("sel_loss", pa.float64()), ("sel_accuracy", pa.float64()),  # on the selection split, when the study has one
-    ("sel_examples", pa.int64()),
+    ("epoch", pa.int32()), ("train_loss", pa.float64()), ("val_loss", pa.float64()),
+    *((f"val_{m}", pa.float64()) for m in TASK_METRICS), ("val_examples", pa.int64()),
+    ("sel_loss", pa.float64()),  # sel_*: on the selection split, when the study has one
+    *((f"sel_{m}", pa.float64()) for m in TASK_METRICS), ("sel_examples", pa.int64()),
     ("train_samples_per_s", pa.float64()), ("epoch_time_s", pa.float64()), ("peak_memory_mb", pa.float64()),
     ("memory_kind", pa.string()),
     ("compute_dtype", pa.string()),  # what `precision` resolved to on that machine: bf16 (autocast) or fp32

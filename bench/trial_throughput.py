@@ -24,7 +24,8 @@ import torch  # noqa: E402
 from tune_jobs.data import TrialData, length_grouped_batches, padding_efficiency  # noqa: E402
 from tune_jobs.grid import select_trial, with_overrides  # noqa: E402
 from tune_jobs.spec import load_study  # noqa: E402
-from tune_jobs.trial import build_optimizer, build_scheduler, load_model_and_tokenizer, run_trial, seed_everything  # noqa: E402
+from tune_jobs.trial import (build_optimizer, build_scheduler, load_model, load_tokenizer, run_trial,  # noqa: E402
+                             seed_everything)
 
 
 def bare_loop(tc, epoch: int = 1) -> float:
@@ -34,9 +35,9 @@ def bare_loop(tc, epoch: int = 1) -> float:
     from lora_ext import apply_placement
 
     seed_everything(tc.seed)
-    model, tok = load_model_and_tokenizer(tc)
-    model = apply_placement(model, tc.placement())
-    data = TrialData.build(tc.dataset, tok, tc.max_length, tc.train_limit, tc.seed)
+    tok = load_tokenizer(tc)
+    data = TrialData.build(tc.data_config(), tok, tc.seed)
+    model = apply_placement(load_model(tc, tok, data.label_names), tc.placement())
     collator = DataCollatorWithPadding(tok)
     opt = build_optimizer(model, tc)
     sched = build_scheduler(opt, tc, math.ceil(len(data.train_lengths) / tc.batch_size))

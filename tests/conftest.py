@@ -1,4 +1,4 @@
-"""Shared fixtures: offline settings, the real SST-2 files beside the repo, tiny random models."""
+"""Shared fixtures: offline settings, the real GLUE files beside the repo (GLUE_DIR), tiny random models."""
 
 from __future__ import annotations
 
@@ -15,8 +15,10 @@ os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 os.environ.setdefault("LORA_SWEEP_CACHE", tempfile.mkdtemp(prefix="lora-sweep-test-cache-"))
 
 REPO = Path(__file__).resolve().parents[1]
-SST2_DIR = REPO.parent / "shared" / "data" / "sst2"
+GLUE_DIR = REPO.parent / "shared" / "data"
+SST2_DIR = GLUE_DIR / "sst2"
 EXPERIMENTS = REPO / "tune_jobs" / "experiments"
+os.environ.setdefault("GLUE_DIR", str(GLUE_DIR))  # glue/<task> from the real GLUE files beside the repository
 
 
 @pytest.fixture(scope="session")

@@ -227,7 +227,7 @@ def test_duplicate_runs_across_experiments_counted_once(experiment, tmp_path):
 def test_report_bad_options_are_one_line(experiment, tmp_path, capsys):
     analyze(experiment, "--out", tmp_path / "pq")
     capsys.readouterr()
-    for flags, needle in ((["--metric", "best_val_accuracy"], "optimistic"), (["--metric", "val_f1"], "no epoch metric"),
+    for flags, needle in ((["--metric", "best_val_accuracy"], "optimistic"), (["--metric", "val_bleu"], "no epoch metric"),
                           (["--reference", "nope"], "--reference"), (["--margin", "0"], "--margin")):
         assert main(["report", str(tmp_path / "pq"), "--out", str(tmp_path / "rep"), *flags]) == 2
         err = capsys.readouterr().err.strip().splitlines()

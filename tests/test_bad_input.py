@@ -5,6 +5,7 @@ the field (or file:line) and the fix, exit 2, found by `plan` and by `run` befor
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -33,29 +34,64 @@ def _parquet(root: Path, train: dict, dev: dict | None = None) -> Path:
     return root
 
 
-DATA_CASES = [  # (id, build the dataset dir under tmp, needle in the error line)
-    ("dir missing", lambda t: t / "nope", "local dataset directory not found"),
-    ("no split files", lambda t: (t / "empty").mkdir() or t / "empty", "no train.tsv + dev.tsv"),
-    ("bad header", lambda t: _tsv(t / "d", train="text\tlabel\nx\t1\n"), "train.tsv:1: header must be"),
-    ("non-integer label", lambda t: _tsv(t / "d", train="sentence\tlabel\nx\tpos\n"), "train.tsv:2: malformed row"),
-    ("row without tab", lambda t: _tsv(t / "d", train=GOOD_TSV + "no tab here\n"), "train.tsv:4: malformed row"),
-    ("header only", lambda t: _tsv(t / "d", train="sentence\tlabel\n"), "train.tsv: has a header but no rows"),
-    ("label out of range", lambda t: _tsv(t / "d", train=GOOD_TSV + "x\t2\n"), "train.tsv:4: label 2 is outside 0..1"),
-    ("negative label", lambda t: _tsv(t / "d", dev=GOOD_TSV + "x\t-1\n"), "dev.tsv:4: label -1 is outside"),
-    ("bad dev row", lambda t: _tsv(t / "d", dev="sentence\tlabel\nx\t1\ty\n"), "dev.tsv:2: malformed row"),
-    ("parquet lacks label", lambda t: _parquet(t / "p", {"sentence": ["a"], "y": [1]}), "lacks columns ['label']"),
+def _jsonl(root: Path, train: str, dev: str = '{"text": "ok", "y": "pos"}\n{"text": "no", "y": "neg"}\n') -> Path:
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "train.jsonl").write_text(train)
+    (root / "validation.jsonl").write_text(dev)
+    return root
+
+
+REGRESSION_TSV = "sentence\tlabel\na fine film\t4.5\na dull film\t1.0\n"
+DATA_CASES = [  # (id, build the dataset dir under tmp, extra data fields, the error line's field: problem)
+    ("dir missing", lambda t: t / "nope", {}, "data.dataset: local dataset directory not found"),
+    ("no split files", lambda t: (t / "empty").mkdir() or t / "empty", {}, "data.splits.train: no file for split 'train'"),
+    ("eval split missing", lambda t: _tsv(t / "d").joinpath("dev.tsv").unlink() or t / "d", {},
+     "data.splits.eval: no file for split 'validation'"),
+    ("named eval split missing", lambda t: _tsv(t / "d"), {"splits": {"eval": "test"}},
+     "data.splits.eval: no file for split 'test'"),
+    ("unknown text column", lambda t: _tsv(t / "d", train="text\tlabel\nx\t1\ny\t0\n"), {},
+     "data.text: no column 'sentence' in"),
+    ("typo in text column", lambda t: _tsv(t / "d"), {"text": "sentense"}, "did you mean 'sentence'?"),
+    ("unknown label column", lambda t: _tsv(t / "d"), {"label": "y"}, "data.label: no column 'y'"),
+    ("pair column missing", lambda t: _tsv(t / "d"), {"text": ["sentence", "sentence2"]},
+     "data.text: no column 'sentence2'"),
+    ("one label only", lambda t: _tsv(t / "d", train="sentence\tlabel\nx\tpos\n"), {},
+     "data.label: the train split has 1 distinct label"),
+    ("row without tab", lambda t: _tsv(t / "d", train=GOOD_TSV + "no tab here\n"), {},
+     "train.tsv:4: malformed row, no value in column 'label'"),
+    ("header only", lambda t: _tsv(t / "d", train="sentence\tlabel\n"), {}, "train.tsv: has no rows"),
+    ("label out of range", lambda t: _tsv(t / "d", train=GOOD_TSV + "x\t2\n"), {"num_labels": 2},
+     "train.tsv:4: label 2 is outside 0..1"),
+    ("unseen label", lambda t: _tsv(t / "d", dev=GOOD_TSV + "\nx\t3\n"), {},
+     "data.label: {dev}:5: label '3' is not a label of the train split"),
+    ("negative label", lambda t: _tsv(t / "d", dev=GOOD_TSV + "x\t-1\n"), {}, "dev.tsv:4: label '-1' is not a label"),
+    ("bad dev row", lambda t: _tsv(t / "d", dev="sentence\tlabel\nx\t1\ty\n"), {},
+     "dev.tsv:2: malformed row (expected 2 fields, saw 3)"),
+    ("regression target not a number", lambda t: _tsv(t / "d", train=REGRESSION_TSV + "x\tn/a\n", dev=REGRESSION_TSV),
+     {"task": "regression"}, "data.label: {train}:4: regression target 'n/a' in column 'label' is not a number"),
+    ("no header without names", lambda t: _tsv(t / "d"), {"reader": {"header": False}}, "data.reader.column_names"),
+    ("parquet lacks label", lambda t: _parquet(t / "p", {"sentence": ["a"], "y": [1]}), {}, "data.label: no column 'label'"),
     ("parquet empty", lambda t: _parquet(t / "p", {"sentence": pa.array([], pa.string()),
-                                                    "label": pa.array([], pa.int64())}), "has no rows"),
-    ("parquet label range", lambda t: _parquet(t / "p", {"sentence": ["a", "b"], "label": [0, 5]}), "label 5 is outside"),
-    ("parquet string labels", lambda t: _parquet(t / "p", {"sentence": ["a"], "label": ["pos"]}), "must hold integers"),
+                                                    "label": pa.array([], pa.int64())}), {}, "has no rows"),
+    ("parquet label range", lambda t: _parquet(t / "p", {"sentence": ["a", "b"], "label": [0, 5]}), {"num_labels": 2},
+     "train.parquet: row 2: label 5 is outside 0..1"),
     ("parquet damaged", lambda t: _parquet(t / "p", {"sentence": ["a"], "label": [1]}).joinpath("train.parquet")
-     .write_bytes(b"PAR1 garbage") and t / "p", "not a readable Parquet file"),
+     .write_bytes(b"PAR1 garbage") and t / "p", {}, "not a readable Parquet file"),
+    ("jsonl not an object", lambda t: _jsonl(t / "j", "[1, 2]\n"), {"text": "text", "label": "y"},
+     "train.jsonl:1: not a JSON object"),
+    ("jsonl malformed", lambda t: _jsonl(t / "j", '{"text": "a", "y": "pos"}\n{"text": "b", "y": neg}\n'),
+     {"text": "text", "label": "y"}, "train.jsonl: cannot read it as json"),
+    ("jsonl unseen string label", lambda t: _jsonl(t / "j", '{"text": "a", "y": "pos"}\n{"text": "b", "y": "neg"}\n',
+                                                  '{"text": "c", "y": "meh"}\n'), {"text": "text", "label": "y"},
+     "validation.jsonl:1: label 'meh' is not a label of the train split"),
+    ("GLUE_DIR lacks the task", lambda t: "glue/qnli", {}, "GLUE_DIR has no folder QNLI or qnli for glue/qnli"),
 ]
 
 
-def spec_for(tmp_path: Path, dataset: str, model: str = "minilm-l6", extra: str = "") -> Path:
+def spec_for(tmp_path: Path, dataset: str, model: str = "minilm-l6", extra: str = "", data: dict | None = None) -> Path:
     path = tmp_path / "spec.yaml"
-    path.write_text(f"name: bad\nmodel: {model}\ndata: {{dataset: {json.dumps(dataset)}, train_limit: 10}}\n"
+    fields = {"dataset": dataset, "train_limit": 10, **(data or {})}
+    path.write_text(f"name: bad\nmodel: {model}\ndata: {json.dumps(fields)}\n"
                     f"scenarios:\n  - {{name: a, layers: all, components: v}}\n{extra}")
     return path
 
@@ -68,25 +104,47 @@ def one_error_line(capsys) -> str:
     return lines[0]
 
 
-@pytest.mark.parametrize("case,build,needle", DATA_CASES, ids=[c[0] for c in DATA_CASES])
-def test_bad_data_is_found_by_plan(tmp_path, capsys, case, build, needle):
-    spec = spec_for(tmp_path, str(build(tmp_path)))
-    assert main(["plan", str(spec)]) == 2
-    line = one_error_line(capsys)
-    assert "data.dataset" in line and needle in line
+def _needle(needle: str, dataset: Path | str) -> str:
+    return needle.format(train=Path(dataset) / "train.tsv", dev=Path(dataset) / "dev.tsv")
 
 
-@pytest.mark.parametrize("case", ["header only", "label out of range", "row without tab", "dir missing"])
+@pytest.mark.parametrize("case,build,data,needle", DATA_CASES, ids=[c[0] for c in DATA_CASES])
+def test_bad_data_is_found_by_plan(tmp_path, capsys, case, build, data, needle):
+    dataset = build(tmp_path)
+    assert main(["plan", str(spec_for(tmp_path, str(dataset), data=data))]) == 2
+    assert _needle(needle, dataset) in one_error_line(capsys)
+
+
+RUN_CASES = ["dir missing", "header only", "unknown text column", "unseen label", "eval split missing",
+             "regression target not a number"]
+
+
+@pytest.mark.parametrize("case", RUN_CASES)
 def test_bad_data_stops_run_before_ray_prints_or_writes_anything(tmp_path, case):
-    build, needle = next((b, n) for c, b, n in DATA_CASES if c == case)
-    spec = spec_for(tmp_path, str(build(tmp_path)))
+    build, data, needle = next((b, d, n) for c, b, d, n in DATA_CASES if c == case)
+    dataset = build(tmp_path)
+    spec = spec_for(tmp_path, str(dataset), data=data)
     store = tmp_path / "store"
     out = subprocess.run([sys.executable, "-m", "tune_jobs", "run", str(spec), "--storage", str(store)],
                          capture_output=True, text=True, cwd=REPO, timeout=120)
     assert out.returncode == 2 and out.stdout == ""
     lines = out.stderr.strip().splitlines()
-    assert len(lines) == 1 and needle in lines[0], out.stderr  # no Ray banner, warning or traceback before it
+    assert len(lines) == 1 and _needle(needle, dataset) in lines[0], out.stderr  # no Ray banner, warning or traceback
     assert not store.exists()
+
+
+def test_offline_hub_is_one_line_before_ray(tmp_path):
+    """A GLUE preset without GLUE_DIR loads from the hub: offline, `run` stops with one line (plan needs no data)."""
+    env = {k: v for k, v in os.environ.items() if k != "GLUE_DIR"}
+    spec = spec_for(tmp_path, "glue/rte")
+    planned = subprocess.run([sys.executable, "-m", "tune_jobs", "plan", str(spec)], capture_output=True, text=True,
+                             cwd=REPO, env=env, timeout=120)
+    assert planned.returncode == 0 and "data glue/rte (train_limit 10), classification (2 labels)" in planned.stdout
+    out = subprocess.run([sys.executable, "-m", "tune_jobs", "run", str(spec), "--storage", str(tmp_path / "s")],
+                         capture_output=True, text=True, cwd=REPO, env=env, timeout=120)
+    lines = out.stderr.strip().splitlines()
+    assert out.returncode == 2 and out.stdout == "" and len(lines) == 1, out.stderr
+    assert "data.dataset: cannot load from the hub (offline" in lines[0] and "export GLUE_DIR" in lines[0]
 
 
 MODEL_CASES = [
@@ -159,20 +217,43 @@ SPEC_SHAPES = [
     ("duplicate scenario", "name: x\nmodel: minilm-l6\nscenarios:\n  - {name: a, layers: all, components: v}\n"
                            "  - {name: a, layers: all, components: q}\n", "duplicate scenario name"),
     ("tab-indented yaml", "name: x\n\tmodel: minilm-l6\n", "malformed YAML"),
-    ("num_labels 1", None, "data.num_labels"),
-    ("max_length tiny", None, "data.max_length"),
+    ("unknown GLUE task", "name: x\nmodel: minilm-l6\ndata: {dataset: glue/sst5}\nscenarios:\n  - {name: a, "
+                          "layers: all, components: v}\n", "data.dataset: unknown GLUE task"),
+]
+DATA_FIELDS = [  # data fields (YAML flow) over a good local dataset, the error
+    ("num_labels 1", "num_labels: 1", "data.num_labels: a classification task needs at least 2 labels"),
+    ("max_length tiny", "max_length: 2", "data.max_length"),
+    ("three text columns", "text: [a, b, c]", "data.text: must be one column or a pair of two"),
+    ("metric of another task", "metric: mcc, task: regression", "data.metric: not a regression metric"),
+    ("unknown metric", "metric: bleu", "data.metric: unknown value"),
+    ("regression with label names", "task: regression, labels: [a, b]", "data.labels: a regression task has no label"),
+    ("regression with 3 outputs", "dataset: glue/stsb, num_labels: 3", "data.num_labels: a regression task has one"),
+    ("labels and num_labels disagree", "labels: [a, b], num_labels: 3", "data.num_labels: differs from the 2 names"),
+    ("duplicate label names", "labels: [a, a]", "data.labels: must be a list of two or more distinct"),
+    ("splits not a mapping", "splits: dev", "data.splits: must be a mapping"),
+    ("unknown splits key", "splits: {test: x}", "data.splits.test: unknown key"),
+    ("bad quoting", "reader: {quoting: all}", "data.reader.quoting: unknown value"),
+    ("bad delimiter", "reader: {delimiter: ab}", "data.reader.delimiter: must be one character"),
 ]
 
 
+@pytest.mark.parametrize("case,fields,needle", DATA_FIELDS, ids=[c[0] for c in DATA_FIELDS])
+def test_bad_data_fields(tmp_path, capsys, case, fields, needle, sst2_dir):
+    import yaml
+
+    assert main(["plan", str(spec_for(tmp_path, str(sst2_dir), data=yaml.safe_load("{" + fields + "}")))]) == 2
+    assert needle in one_error_line(capsys)
+
+
 @pytest.mark.parametrize("case,text,needle", SPEC_SHAPES, ids=[c[0] for c in SPEC_SHAPES])
-def test_malformed_spec_shapes(tmp_path, capsys, case, text, needle, sst2_dir):
-    if text is None:
-        field = {"num_labels 1": "num_labels: 1", "max_length tiny": "max_length: 2"}[case]
-        path = spec_for(tmp_path, str(sst2_dir))
-        path.write_text(path.read_text().replace("train_limit: 10", f"train_limit: 10, {field}"))
-    else:
-        path = tmp_path / "spec.yaml"
-        path.write_text(text)
+def test_malformed_spec_shapes(tmp_path, capsys, case, text, needle):
+    path = tmp_path / "spec.yaml"
+    path.write_text(text)
     assert main(["plan", str(path)]) == 2
     assert needle in one_error_line(capsys)
 
+
+def test_trial_on_an_offline_hub_is_one_line(tmp_path, capsys, monkeypatch):
+    monkeypatch.delenv("GLUE_DIR")
+    assert main(["trial", str(spec_for(tmp_path, "glue/mrpc")), "--scenario", "a"]) == 2
+    assert "data.dataset: cannot load from the hub (offline" in one_error_line(capsys)

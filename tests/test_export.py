@@ -45,10 +45,11 @@ def logits_of_the_trial(config: dict, checkpoint) -> torch.Tensor:
     from lora_ext import apply_placement
     from tune_jobs.checkpoint import load_weights
     from tune_jobs.spec import TrialConfig
-    from tune_jobs.trial import load_model_and_tokenizer
+    from tune_jobs.trial import load_model, load_tokenizer
 
     tc = TrialConfig.from_dict(config)
-    model, tok = load_model_and_tokenizer(tc)
+    tok = load_tokenizer(tc)
+    model = load_model(tc, tok, tuple(tc.label_names or ("0", "1")))
     model = apply_placement(model, tc.placement())
     load_weights(checkpoint, model)
     model.eval()

@@ -11,7 +11,7 @@ from tests.conftest import tiny_spec
 from tune_jobs.grid import select_trial, with_overrides
 from tune_jobs.spec import load_study
 from tune_jobs.checkpoint import load_checkpoint, save_checkpoint
-from tune_jobs.trial import (SavedTensorMeter, cpu_has_native_bf16, load_model_and_tokenizer, resolve_precision,
+from tune_jobs.trial import (SavedTensorMeter, cpu_has_native_bf16, load_model, load_tokenizer, resolve_precision,
                              run_trial)
 
 SCEN = ("scenarios:\n  - {name: low, layers: [0], components: all}\n  - {name: high, layers: [3], components: all}\n"
@@ -39,8 +39,12 @@ def _trial(tmp_path, model_dir, scenario="low", **spec):
     return select_trial(study, scenario)
 
 
+def _model(trial):
+    return load_model(trial, load_tokenizer(trial), ("0", "1"))
+
+
 def test_bf16_checkpoint_trains_fp32_weights(tmp_path, saved_tiny):
-    model, _ = load_model_and_tokenizer(_trial(tmp_path, saved_tiny))
+    model = _model(_trial(tmp_path, saved_tiny))
     assert {p.dtype for p in model.parameters()} == {torch.float32}
 
 
@@ -55,8 +59,8 @@ def test_checkpoint_missing_encoder_weights_is_refused(tmp_path, saved_tiny):
     del weights[next(k for k in weights if "encoder.layer.2.attention.self.query.weight" in k)]
     save_file(weights, broken / "model.safetensors", metadata={"format": "pt"})
     with pytest.raises(SpecError, match="encoder weight.*missing from the checkpoint.*layer.2.attention"):
-        load_model_and_tokenizer(_trial(tmp_path, broken))
-    load_model_and_tokenizer(_trial(tmp_path, saved_tiny))  # the intact one: only the head is new, accepted
+        _model(_trial(tmp_path, broken))
+    _model(_trial(tmp_path, saved_tiny))  # the intact one: only the head is new, accepted
 
 
 def test_precision_auto_is_bf16_only_where_the_hardware_has_it():

@@ -10,10 +10,10 @@ import pytest
 from lora_ext import SpecError
 from tests.conftest import EXPERIMENTS, SST2_DIR, tiny_spec
 from tune_jobs.cli import main
-from tune_jobs.data import (TrialData, check_tsv, length_grouped_batches, padding_efficiency, selection_split,
+from tune_jobs.data import (TrialData, check_data, length_grouped_batches, padding_efficiency, selection_split,
                             subset_indices, tokenized_splits)
 from tune_jobs.grid import expand, select_trial, with_overrides
-from tune_jobs.spec import load_study
+from tune_jobs.spec import DataConfig, Selection, load_study
 from tune_jobs.trial import STATE_FILE, run_trial
 
 SCEN = "scenarios:\n  - {name: vup, layers: all, components: v+up}\n  - {name: head, baseline: classifier_only}\n"
@@ -33,9 +33,9 @@ def test_metrics_every_epoch_and_determinism(trial_cfg):
     first = run_trial(trial_cfg)
     second = run_trial(trial_cfg)
     assert [m["epoch"] for m in first] == [1, 2]
-    expected = {"epoch", "train_loss", "val_loss", "val_accuracy", "val_examples", "train_samples_per_s",
-                "epoch_time_s", "peak_memory_mb", "memory_kind", "compute_dtype", "saved_activations_mb",
-                "trainable_state_mb",
+    expected = {"epoch", "train_loss", "val_loss", "val_accuracy", "val_f1", "val_mcc", "val_examples",
+                "train_samples_per_s", "epoch_time_s", "peak_memory_mb", "memory_kind", "compute_dtype",
+                "saved_activations_mb", "trainable_state_mb",
                 "trainable_params", "total_params", "params_relative_pct", "padding_efficiency", "checkpoint_mb"}
     assert set(first[0]) == expected
     assert first[0]["val_examples"] == 872  # the whole SST-2 dev split
@@ -81,7 +81,7 @@ def test_length_grouped_batches_pad_little(tiny_bert_dir):
     from transformers import AutoTokenizer
 
     tok = AutoTokenizer.from_pretrained(tiny_bert_dir)
-    data = TrialData.build(str(SST2_DIR), tok, 128, None, 0)
+    data = TrialData.build(DataConfig(dataset=str(SST2_DIR), max_length=128), tok, 0)
     for bs in (32, 480):
         batches = length_grouped_batches(data.train_lengths, bs, seed=1)
         assert sorted(np.concatenate(batches).tolist()) == list(range(len(data.train_lengths)))
@@ -132,10 +132,11 @@ def test_selection_rows_never_trained_on(tiny_bert_dir):
     from transformers import AutoTokenizer
 
     tok = AutoTokenizer.from_pretrained(tiny_bert_dir)
-    full = tokenized_splits(str(SST2_DIR), tok, 32)["train"]
+    full = tokenized_splits(DataConfig(dataset=str(SST2_DIR), max_length=32), tok)[0]["train"]
     held, rest = selection_split(len(full), None, 300, seed=7)
     for trial_seed in (7, 8):
-        data = TrialData.build(str(SST2_DIR), tok, 32, 96, trial_seed, selection_rows=300, selection_seed=7)
+        data = TrialData.build(DataConfig(dataset=str(SST2_DIR), max_length=32, train_limit=96,
+                                          selection=Selection(rows=300)), tok, trial_seed, selection_seed=7)
         assert data.sel["input_ids"] == full.select(held)["input_ids"]  # the same rows whatever the trial seed
         trained = rest[subset_indices(len(rest), 96, trial_seed)]
         assert data.train["input_ids"] == full.select(trained)["input_ids"] and not set(trained) & set(held)
@@ -153,10 +154,10 @@ def test_selection_metrics_every_epoch(trial_cfg):
 
 
 def test_malformed_tsv_names_file_and_line(tmp_path):
-    bad = tmp_path / "train.tsv"
-    bad.write_text("sentence\tlabel\ngood row \t1\nno label here\n")
+    (tmp_path / "train.tsv").write_text("sentence\tlabel\ngood row \t1\nno label here\n")
+    (tmp_path / "dev.tsv").write_text("sentence\tlabel\ngood row \t1\n")
     with pytest.raises(SpecError, match=r"train.tsv:3: malformed row"):
-        check_tsv(bad)
+        check_data(DataConfig(dataset=str(tmp_path)))
 
 
 @pytest.mark.parametrize("args,needle", [
@@ -192,8 +193,8 @@ def test_cli_prints_json_lines_and_keeps_checkpoint(tmp_path, tiny_bert_dir, cap
 @pytest.mark.slow
 def test_real_minilm_on_real_sst2_learns():
     """The acceptance run, shortened: MiniLM, LoRA all r=8, 1,000 real SST-2 rows, 1 epoch, full dev set."""
-    trial = select_trial(load_study(EXPERIMENTS / "final.yaml", "demo"), "lora_all", r=8)
-    trial = with_overrides(trial, dataset=str(SST2_DIR), train_limit=1000, epochs=1)
+    trial = select_trial(load_study(EXPERIMENTS / "final.yaml", "demo"), "lora_all", r=8)  # glue/sst2 from GLUE_DIR
+    trial = with_overrides(trial, train_limit=1000, epochs=1)
     history = run_trial(trial.to_dict())
     assert history[0]["trainable_params"] == 480_386  # 6 layers x 6 components at r=8 + pooler + classifier
     assert history[0]["val_accuracy"] >= 0.75  # chance is 0.51 on the dev split
@@ -207,17 +208,17 @@ def test_local_parquet_dataset(tmp_path):
     for src, dst in (("train.tsv", "train.parquet"), ("dev.tsv", "validation.parquet")):
         df = pd.read_csv(SST2_DIR / src, sep="\t", quoting=3, nrows=50, keep_default_na=False)
         df.to_parquet(tmp_path / dst)
-    ds = load_splits(str(tmp_path))
-    assert len(ds["train"]) == 50 and len(ds["validation"]) == 50
-    assert set(ds["train"].column_names) >= {"sentence", "label"}
+    ds = load_splits(DataConfig(dataset=str(tmp_path)))
+    assert len(ds.train) == 50 and len(ds.eval) == 50 and ds.label_names == ("0", "1")
+    assert ds.train.column_names == ["sentence", "labels"]
 
 
 def test_tsv_loading_keeps_every_row():
     from tune_jobs.data import load_splits
 
-    ds = load_splits(str(SST2_DIR))
-    assert (len(ds["train"]), len(ds["validation"])) == (67_349, 872)  # SOURCE.md counts; quotes are text
-    assert sum(ds["validation"]["label"]) == 444
+    ds = load_splits(DataConfig(dataset=str(SST2_DIR)))
+    assert (len(ds.train), len(ds.eval)) == (67_349, 872)  # SOURCE.md counts; quotes are text
+    assert sum(ds.eval["labels"]) == 444
 
 
 def test_cpu_memory_meter_resets_between_trials():

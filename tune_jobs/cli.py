@@ -35,12 +35,11 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
-    from .data import check_data
+    from .data import checked_study
     from .plan import format_json, format_table, plan
     from .spec import load_study
 
-    study = load_study(args.spec, args.profile)
-    check_data(study.data.dataset, study.data.num_labels)
+    study = checked_study(load_study(args.spec, args.profile))  # columns, rows and labels, before anything runs
     planned = plan(study)
     print(format_json(planned) if args.json else format_table(study, planned))
     return 0

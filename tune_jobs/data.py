@@ -1,21 +1,26 @@
-"""Trial data: load SST-2-style splits with `datasets`, tokenize once per node (cached), length-grouped batches."""
+"""Trial data: a task's splits checked row by row with label ids (`tune_jobs.readers` reads them), tokenized once
+per node (cached; sentence pairs through the tokenizer's pair interface), length-grouped batches."""
 
 from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 
 from lora_ext import SpecError
 
-from .ray_job import UPLOAD_FIX, resolved_inside_upload
+from .metrics import REGRESSION
+from .readers import ROLES, Source, quiet_datasets, read_file, read_hub, resolve_source
+from .spec import DataConfig, Study, resolve_data
 
-TEXT_COLUMN, LABEL_COLUMN = "sentence", "label"
-_DEV_NAMES = ("dev", "validation")
+SPLIT_NAMES = {"train": "train", "eval": "validation"}  # data.splits key -> split of the tokenized DatasetDict
+LABELS = "labels"  # the column of label ids (or regression targets) after loading
 
 
 def cache_root() -> Path:
@@ -23,163 +28,223 @@ def cache_root() -> Path:
     return Path(os.environ.get("LORA_SWEEP_CACHE", Path.home() / ".cache" / "lora-sweep"))
 
 
-def _local_files(directory: Path) -> dict[str, Path]:
-    """train + dev split files of a local dataset directory (TSV preferred, then Parquet)."""
-    for ext in (".tsv", ".parquet"):
-        train = directory / f"train{ext}"
-        dev = next((directory / f"{n}{ext}" for n in _DEV_NAMES if (directory / f"{n}{ext}").is_file()), None)
-        if train.is_file() and dev is not None:
-            return {"train": train, "validation": dev}
-    raise SpecError("data.dataset", "directory has no train.tsv + dev.tsv (or train/validation .parquet) files",
-                    got=str(directory), allowed="a GLUE-format directory such as ../shared/data/sst2")
+# ---------------------------------------------------------------- checking rows and labels
 
 
-def _label_error(path: Path, where: str, label, num_labels: int) -> SpecError:
-    return SpecError("data.dataset", f"{path}:{where}: label {label} is outside 0..{num_labels - 1}", got=str(label),
-                     allowed=f"labels 0..{num_labels - 1}, or set data.num_labels to the number of classes")
+def _label_text(value) -> str | None:
+    """A label as text (`1`, `pos`); None when the row has none."""
+    if isinstance(value, float):
+        return None if math.isnan(value) else str(int(value)) if value.is_integer() else repr(value)
+    text = None if value is None else str(value).strip()
+    return text or None
 
 
-def check_tsv(path: Path, num_labels: int | None = None) -> None:
-    """Reject a malformed GLUE TSV with the file and line: header `sentence<TAB>label`, at least one row, integer
-    labels (in 0..num_labels-1 when given)."""
-    with open(path, encoding="utf-8") as fh:
-        header = fh.readline().rstrip("\n").split("\t")
-        if header[:2] != [TEXT_COLUMN, LABEL_COLUMN]:
-            raise SpecError("data.dataset", f"{path}:1: header must be 'sentence<TAB>label'", got="\t".join(header))
-        rows = 0
-        for lineno, line in enumerate(fh, start=2):
-            parts = line.rstrip("\n").split("\t")
-            if len(parts) != 2 or not parts[1].strip().lstrip("-").isdigit():
-                raise SpecError("data.dataset", f"{path}:{lineno}: malformed row, expected 'sentence<TAB>label' "
-                                "with an integer label", got=line.rstrip("\n")[:80])
-            if num_labels is not None and not 0 <= int(parts[1]) < num_labels:
-                raise _label_error(path, str(lineno), int(parts[1]), num_labels)
-            rows += 1
-    if rows == 0:
-        raise SpecError("data.dataset", f"{path}: has a header but no rows", allowed="a split with at least one row")
-
-
-def check_parquet(path: Path, num_labels: int | None = None) -> None:
-    """Reject a Parquet split without the sentence/label columns, without rows, or with labels out of range."""
-    import pyarrow as pa
-    import pyarrow.compute as pc
-    import pyarrow.parquet as pq
-
+def _target(value) -> float | None:
+    """A regression target as a finite number; None when it is not one."""
     try:
-        table = pq.read_table(path)
-    except Exception as err:  # pyarrow raises ArrowInvalid, OSError, ... for a damaged file
-        raise SpecError("data.dataset", f"{path}: not a readable Parquet file ({str(err).splitlines()[0][:80]})") from None
-    missing = {TEXT_COLUMN, LABEL_COLUMN} - set(table.column_names)
-    if missing:
-        raise SpecError("data.dataset", f"{path}: lacks columns {sorted(missing)}", got=table.column_names)
-    if table.num_rows == 0:
-        raise SpecError("data.dataset", f"{path}: has no rows", allowed="a split with at least one row")
-    labels = table.column(LABEL_COLUMN)
-    if not pa.types.is_integer(labels.type):
-        raise SpecError("data.dataset", f"{path}: column label must hold integers", got=str(labels.type))
-    if num_labels is not None:
-        lo, hi = pc.min_max(labels).values()
-        for bound in (lo, hi):
-            if bound.as_py() is not None and not 0 <= bound.as_py() < num_labels:
-                raise _label_error(path, "label", bound.as_py(), num_labels)
+        number = float(value) if not isinstance(value, bool) and value is not None else math.nan
+    except (TypeError, ValueError):
+        number = math.nan
+    return number if math.isfinite(number) else None
 
 
-def check_data(dataset: str, num_labels: int) -> None:
-    """Every problem of a local dataset, found before anything starts (`plan` and `run`); hub ids load in `run`
-    before Ray starts."""
-    check_dataset_location(dataset)
-    directory = Path(dataset).expanduser()
-    if not directory.is_dir():
-        return
-    for path in _local_files(directory).values():
-        (check_tsv if path.suffix == ".tsv" else check_parquet)(path, num_labels)
+def _targets(ds, column: str, where: Callable[[int], str]) -> list[float]:
+    """A split's regression targets; `file:line` for the first that is not a number."""
+    values = ds.data.column(column).to_pylist()
+    out = [_target(v) for v in values]
+    bad = next((i for i, t in enumerate(out) if t is None), None)
+    if bad is not None:
+        raise SpecError("data.label", f"{where(bad)}: regression target {values[bad]!r} in column {column!r} is not a "
+                        "number", allowed="a number in every row, or task: classification for class labels")
+    return out
 
 
-def check_dataset_location(dataset: str) -> None:
-    """Fail early on a local dataset path that does not exist (hub ids are checked when they load)."""
-    if dataset.startswith((".", "/", "~")) and not Path(dataset).expanduser().is_dir():
-        inside = resolved_inside_upload(dataset)  # `ray job submit --working-dir`: only the upload is there
-        if inside is not None:
-            raise SpecError("data.dataset", f"local dataset directory not found: resolved from the job's uploaded "
-                            f"working directory to {inside}, where only the files --working-dir uploaded are",
-                            got=dataset, allowed=UPLOAD_FIX)
-        raise SpecError("data.dataset", "local dataset directory not found", got=dataset,
-                        allowed="a directory with train.tsv and dev.tsv, e.g. ../shared/data/sst2 "
-                                "(relative paths are resolved from the current directory)")
+def _sort_labels(labels: set[str]) -> list[str]:
+    """Integer labels in numeric order, any others alphabetically."""
+    if all(t.lstrip("-").isdigit() for t in labels):
+        return sorted(labels, key=int)
+    return sorted(labels)
 
 
-def load_splits(dataset: str):
-    """`datasets.DatasetDict` with `train` and `validation` splits of (sentence, label).
+def label_vocabulary(train: list[str], names: tuple[str, ...] | None, num_labels: int | None,
+                     where: Callable[[int], str]) -> dict[str, int]:
+    """Label text -> id from the train split: by `names` (the preset's or data.labels; integer labels are their
+    index), else the train split's labels sorted (integers numerically; `num_labels` fixes how many)."""
+    seen = set(train)
+    if names is not None:
+        by_name = {n: i for i, n in enumerate(names)}
+        for ids in (by_name, {str(i): i for i in range(len(names))}):
+            if seen <= set(ids):
+                return ids
+        bad = next(i for i, t in enumerate(train) if t not in by_name)
+        raise SpecError("data.label", f"{where(bad)}: label {train[bad]!r} is not one of data.labels", got=train[bad],
+                        allowed="labels: " + ", ".join(names) + " (or their ids 0.." + f"{len(names) - 1})")
+    ints = all(t.lstrip("-").isdigit() for t in seen)
+    if num_labels is not None and ints:
+        bad = next((i for i, t in enumerate(train) if not 0 <= int(t) < num_labels), None)
+        if bad is not None:
+            raise SpecError("data.dataset", f"{where(bad)}: label {train[bad]} is outside 0..{num_labels - 1}",
+                            got=train[bad], allowed=f"labels 0..{num_labels - 1}, or set data.num_labels to the number "
+                                                    "of classes (or leave it out: it is read from the train split)")
+        return {str(i): i for i in range(num_labels)}
+    ordered = _sort_labels(seen)
+    if num_labels is not None and len(ordered) != num_labels:
+        raise SpecError("data.num_labels", f"the train split has {len(ordered)} labels ({', '.join(ordered[:6])}), "
+                        f"not {num_labels}", got=num_labels, allowed="leave it out (it is read from the train split), "
+                                                                     "or list every label in data.labels")
+    if len(ordered) < 2:
+        raise SpecError("data.label", f"the train split has {len(ordered)} distinct label ({', '.join(ordered)}); "
+                        "classification needs 2 or more", allowed="check data.label, or set task: regression")
+    return {t: i for i, t in enumerate(ordered)}
 
-    `dataset` is a local directory (GLUE TSV or Parquet) or a hub id (`glue/sst2`, needs the network).
-    """
+
+def _label_column(ds, column: str, where: Callable[[int], str]) -> list[str]:
+    """A split's labels as text (a ClassLabel id as its name); a row without one is `file:line: malformed row`."""
     import datasets
 
-    directory = Path(dataset).expanduser()
-    if directory.is_dir():
-        files = _local_files(directory)
-        if files["train"].suffix == ".tsv":
-            for path in files.values():
-                check_tsv(path)
-            # quoting=3 (QUOTE_NONE): SST-2 sentences contain bare quotes that are text, not CSV quoting.
-            ds = datasets.load_dataset("csv", data_files={k: str(v) for k, v in files.items()}, delimiter="\t",
-                                       quoting=3, keep_default_na=False)
-        else:
-            ds = datasets.load_dataset("parquet", data_files={k: str(v) for k, v in files.items()})
-    elif dataset.startswith((".", "/", "~")):
-        check_dataset_location(dataset)
-    else:
-        name, _, config = dataset.partition("/")
-        try:
-            ds = datasets.load_dataset("nyu-mll/glue", config) if name == "glue" else datasets.load_dataset(dataset)
-        except Exception as err:  # datasets raises many types (ConnectionError, DatasetNotFoundError, ...)
-            raise SpecError("data.dataset", f"cannot load from the hub ({type(err).__name__})", got=dataset,
-                            allowed="a local directory of train.tsv/dev.tsv, or a hub id with network access") from None
-    for split in ("train", "validation"):
-        missing = {TEXT_COLUMN, LABEL_COLUMN} - set(ds[split].column_names)
-        if missing:
-            raise SpecError("data.dataset", f"split {split} lacks columns {sorted(missing)}", got=dataset)
-    return ds
+    feature = ds.features[column]
+    values = ds.data.column(column).to_pylist()
+    if isinstance(feature, datasets.ClassLabel):  # hub / HF Parquet export: ids with names
+        values = [feature.int2str(v) if v is not None and 0 <= v < feature.num_classes else v for v in values]
+    out = [_label_text(v) for v in values]
+    missing = next((i for i, t in enumerate(out) if t is None), None)
+    if missing is not None:
+        raise SpecError("data.dataset", f"{where(missing)}: malformed row, no value in column {column!r}",
+                        allowed="a label in every row; check the delimiter and data.reader")
+    return out
 
 
-def _fingerprint(dataset: str, tokenizer, max_length: int) -> str:
-    directory = Path(dataset).expanduser()
-    if directory.is_dir():
-        stats = [(p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in sorted(_local_files(directory).values())]
-        source = [str(directory.resolve()), stats]
+def _class_names(ds, column: str) -> tuple[str, ...] | None:
+    """The label names a hub dataset (or an HF Parquet export) declares, in id order."""
+    import datasets
+
+    feature = ds.features[column]
+    return tuple(feature.names) if isinstance(feature, datasets.ClassLabel) else None
+
+
+def _check_rows(ds, data: DataConfig, name: str, where: Callable[[int], str]) -> None:
+    """At least one row, and text in every row of the text columns."""
+    import pyarrow.compute as pc
+
+    if len(ds) == 0:
+        raise SpecError("data.dataset", f"{name}: has no rows", allowed="a split with at least one row")
+    for column in data.text:
+        values = ds.data.column(column)
+        if values.null_count:
+            row = pc.index(pc.is_null(values), True).as_py()
+            raise SpecError("data.dataset", f"{where(row)}: malformed row, no value in column {column!r}",
+                            allowed="text in every row; check the delimiter and data.reader")
+
+
+@dataclass(frozen=True)
+class Splits:
+    """The loaded train and eval splits (text columns + `labels`) and the label names in id order."""
+
+    train: object  # datasets.Dataset
+    eval: object
+    label_names: tuple[str, ...] | None  # None for regression
+
+
+def load_splits(data: DataConfig) -> Splits:
+    """Read both splits, check every row, and map labels to ids (classification) or numbers (regression).
+
+    A label of the eval split that the train split lacks (and data.labels does not list) is an error.
+    """
+    data = resolve_data(data)
+    source = resolve_source(data)
+    if source.hub is not None:
+        raw = read_hub(source, data)
+        wheres = {r: (lambda i, n=getattr(data.splits, r): f"{data.dataset} split {n} row {i + 1}") for r in ROLES}
+        names = {r: f"{data.dataset} split {getattr(data.splits, r)}" for r in ROLES}
     else:
-        source = [dataset]
-    key = json.dumps([source, tokenizer.name_or_path, type(tokenizer).__name__, len(tokenizer), max_length, 1])
+        raw = {f.role: read_file(f, data) for f in source.files}
+        wheres = {f.role: f.where for f in source.files}
+        names = {f.role: str(f.path) for f in source.files}
+    for role, ds in raw.items():
+        _check_rows(ds, data, names[role], wheres[role])
+    if data.task == REGRESSION:
+        out, vocab = {r: _targets(ds, data.label, wheres[r]) for r, ds in raw.items()}, None
+    else:
+        texts = {r: _label_column(ds, data.label, wheres[r]) for r, ds in raw.items()}
+        given = data.labels or _class_names(raw["train"], data.label)
+        ids = label_vocabulary(texts["train"], given, data.num_labels, wheres["train"])
+        vocab = given or tuple(sorted(ids, key=ids.get))
+        out = {}
+        for role, values in texts.items():
+            bad = next((i for i, t in enumerate(values) if t not in ids), None)
+            if bad is not None:
+                raise SpecError("data.label", f"{wheres[role](bad)}: label {values[bad]!r} is not a label of the train "
+                                "split", got=values[bad], allowed="labels: " + ", ".join(vocab) + "; fix the row, or "
+                                "list every label in data.labels")
+            out[role] = [ids[t] for t in values]
+    loaded = {r: ds.remove_columns([c for c in ds.column_names if c not in data.text]).add_column(LABELS, out[r])
+              for r, ds in raw.items()}
+    return Splits(loaded["train"], loaded["eval"], vocab)
+
+
+def check_data(data: DataConfig, load_hub: bool = False) -> DataConfig:
+    """Every problem of the data found before anything starts (`plan`, `run`, `trial`); returns the data section
+    with `num_labels` and `labels` read from the train split. A hub dataset loads only with `load_hub` or when its
+    number of labels is not known otherwise (a GLUE preset knows it), so `plan` stays offline; `run` loads it
+    before Ray starts."""
+    data = resolve_data(data)
+    if not load_hub and resolve_source(data).hub is not None and data.num_labels is not None:
+        return data
+    splits = load_splits(data)
+    if data.task == REGRESSION:
+        return data
+    return replace(data, labels=splits.label_names, num_labels=len(splits.label_names))
+
+
+def checked_study(study: Study, load_hub: bool = False) -> Study:
+    """The study with its data checked and its labels read (see `check_data`)."""
+    return replace(study, data=check_data(study.data, load_hub))
+
+
+# ---------------------------------------------------------------- tokenizing (cached per node)
+
+
+def _fingerprint(source: Source, data: DataConfig, tokenizer) -> str:
+    """Cache key: the resolved source (folder + file sizes/mtimes, or hub id), the column mapping and the tokenizer."""
+    mapping = [data.text, data.label, vars(data.splits), data.task, data.labels, data.num_labels,
+               vars(data.reader) if data.reader else None]
+    key = json.dumps([source.key, mapping, tokenizer.name_or_path, type(tokenizer).__name__, len(tokenizer),
+                      data.max_length, 2], default=list)
     return hashlib.sha256(key.encode()).hexdigest()[:20]
 
 
-def tokenized_splits(dataset: str, tokenizer, max_length: int):
-    """Tokenized train/validation splits, computed once per (data, tokenizer, max_length) on this node.
-
-    Concurrent trials on a node wait on a file lock and then load the cached copy instead of re-tokenizing.
+def tokenized_splits(data: DataConfig, tokenizer) -> tuple[object, tuple[str, ...] | None]:
+    """Tokenized train/validation splits (a DatasetDict) and the label names, computed once per (data, tokenizer,
+    max_length) on this node. A pair is tokenized through the tokenizer's pair interface (truncation
+    longest_first); `length` is the pair's length. Concurrent trials on a node wait on a file lock and then load the
+    cached copy instead of re-tokenizing.
     """
     import datasets
     from filelock import FileLock
 
-    datasets.disable_progress_bars()
-    target = cache_root() / "tokenized" / _fingerprint(dataset, tokenizer, max_length)
+    data = resolve_data(data)
+    target = cache_root() / "tokenized" / _fingerprint(resolve_source(data), data, tokenizer)
     target.parent.mkdir(parents=True, exist_ok=True)
     with FileLock(str(target) + ".lock"):
         if (target / "dataset_dict.json").is_file():
-            return datasets.load_from_disk(str(target))
-        raw = load_splits(dataset)
+            names = json.loads((target / "labels.json").read_text())
+            return datasets.load_from_disk(str(target)), tuple(names) if names is not None else None
+        splits = load_splits(data)
+        raw = datasets.DatasetDict({SPLIT_NAMES["train"]: splits.train, SPLIT_NAMES["eval"]: splits.eval})
 
         def encode(batch):
-            enc = tokenizer(batch[TEXT_COLUMN], truncation=True, max_length=max_length)
-            enc["labels"] = batch[LABEL_COLUMN]
+            enc = tokenizer(*(batch[c] for c in data.text), truncation="longest_first", max_length=data.max_length)
+            enc[LABELS] = batch[LABELS]
             enc["length"] = [len(ids) for ids in enc["input_ids"]]
             return enc
 
-        tok = raw.map(encode, batched=True, remove_columns=raw["train"].column_names, desc="tokenize")
+        with quiet_datasets():
+            tok = raw.map(encode, batched=True, remove_columns=list(data.text), desc="tokenize")
         tmp = target.with_name(target.name + f".tmp{os.getpid()}")
         tok.save_to_disk(str(tmp))
+        (tmp / "labels.json").write_text(json.dumps(splits.label_names))
         os.replace(tmp, target)  # atomic: a reader never sees a half-written cache
-        return datasets.load_from_disk(str(target))
+        return datasets.load_from_disk(str(target)), splits.label_names
 
 
 def subset_indices(n_rows: int, limit: int | None, seed: int) -> np.ndarray:
@@ -231,21 +296,20 @@ class TrialData:
     dev: object
     train_lengths: np.ndarray
     dev_lengths: np.ndarray
+    label_names: tuple[str, ...] | None  # in id order; None for regression
     sel: object = None
     sel_lengths: np.ndarray | None = None
 
     @classmethod
-    def build(cls, dataset: str, tokenizer, max_length: int, train_limit: int | None, seed: int,
-              selection_fraction: float | None = None, selection_rows: int | None = None,
-              selection_seed: int = 0) -> TrialData:
-        splits = tokenized_splits(dataset, tokenizer, max_length)
-        train, dev, sel = splits["train"], splits["validation"], None
+    def build(cls, data: DataConfig, tokenizer, seed: int, selection_seed: int = 0) -> TrialData:
+        splits, names = tokenized_splits(data, tokenizer)
+        train, dev, sel = splits[SPLIT_NAMES["train"]], splits[SPLIT_NAMES["eval"]], None
         rows = np.arange(len(train))
-        if selection_fraction is not None or selection_rows is not None:
-            held, rows = selection_split(len(train), selection_fraction, selection_rows, selection_seed)
+        if data.selection is not None:
+            held, rows = selection_split(len(train), data.selection.fraction, data.selection.rows, selection_seed)
             sel = train.select(held)
-        train = train.select(rows[subset_indices(len(rows), train_limit, seed)])
-        return cls(train, dev, np.asarray(train["length"]), np.asarray(dev["length"]), sel,
+        train = train.select(rows[subset_indices(len(rows), data.train_limit, seed)])
+        return cls(train, dev, np.asarray(train["length"]), np.asarray(dev["length"]), names, sel,
                    None if sel is None else np.asarray(sel["length"]))
 
     @staticmethod

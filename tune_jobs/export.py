@@ -161,9 +161,9 @@ def export(experiment: str, out: Path, scenario: str | None, r: int | None, repe
         else:
             from lora_ext import apply_placement
 
-            from .trial import load_model_and_tokenizer
+            from .trial import load_model, load_tokenizer
 
-            model, _ = load_model_and_tokenizer(tc)
+            model = load_model(tc, load_tokenizer(tc), tuple(tc.label_names or ("0", "1")))
             model = apply_placement(model, tc.placement())
             load_weights(local, model)
             model.save_pretrained(str(staged))

@@ -159,6 +159,19 @@ def check_section(raw: Any, schema: dict[str, Check], path: str, errors: list[Sp
     return layered(schema, [(path, raw)], errors)
 
 
+def section(schema: dict[str, Check]) -> Check:
+    """A nested mapping checked against `schema`, its first problem raised: the clean values present."""
+
+    def check(value: Any, path: str) -> dict:
+        errors: list[SpecError] = []
+        clean = check_section(value, schema, path, errors)
+        if errors:
+            raise errors[0]
+        return clean
+
+    return check
+
+
 class Axis(tuple):
     """The values of a training setting that the grid expands over (two or more, distinct)."""
 

@@ -77,7 +77,6 @@ def cells(study: Study) -> list[Cell]:
 
     Names carry the rank and the axes a scenario varies, e.g. `upper-r8-lr1e-3-rep0`.
     """
-    sel = study.data.selection
     out = []
     for sc in study.scenarios:
         ranks = sc.ranks if sc.baseline is None else (None,)
@@ -89,10 +88,7 @@ def cells(study: Study) -> list[Cell]:
                 study=study.name, trial_name=f"{label}-rep{repeat}", scenario=sc.name, baseline=sc.baseline,
                 layers=list(sc.layers), components=list(sc.components), r=r, rank_pattern=pattern,
                 alpha=sc.alpha, lora_dropout=sc.lora_dropout, repeat=repeat, seed=study.base_seed + repeat,
-                model=study.model, model_init=study.model_init, dataset=study.data.dataset,
-                train_limit=study.data.train_limit, max_length=study.data.max_length,
-                num_labels=study.data.num_labels, selection_fraction=sel.fraction if sel else None,
-                selection_rows=sel.rows if sel else None, selection_seed=study.base_seed if sel else None,
+                model=study.model, model_init=study.model_init, **study.data.trial_fields(study.base_seed),
                 **{k: _config_value(v) for k, v in asdict(train).items()},
             ) for repeat in range(sc.repeats.max))))
     _check_trial_names([t for c in out for t in c.trials])

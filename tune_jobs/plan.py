@@ -57,6 +57,8 @@ def _layers_text(layers: list[int]) -> str:
 def _data_text(study: Study) -> str:
     data, sel = study.data, study.data.selection
     text = f"data {data.dataset}" + (f" (train_limit {data.train_limit})" if data.train_limit else "")
+    text += f", {data.task}" + (f" ({data.num_labels} labels)" if data.task == "classification" else "") \
+        + f", metric val_{data.metric}"
     if sel:
         held = f"{sel.rows:,} rows" if sel.rows else f"{100 * sel.fraction:g} %"
         text += f", selection split {held} of train (seed {study.base_seed})"

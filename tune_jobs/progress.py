@@ -11,6 +11,8 @@ import time
 
 from ray import tune
 
+from .metrics import higher_is_better
+
 
 class ConciseProgress(tune.Callback):
     """One line when a trial starts, finishes or errors, and for epoch reports at most every `min_interval_s`.
@@ -79,12 +81,14 @@ class ConciseProgress(tune.Callback):
         if result.get("diverged"):
             self._line(trials, f"{self._name(trial)} diverged: {result.get('diverged_reason')}")
             return
-        acc = result.get("val_accuracy")
+        metric = trial.config.get("primary_metric") or "val_accuracy"
+        acc = result.get(metric)
         if acc is None:
             return
-        if self.best is None or acc > self.best[0]:
+        sign = 1 if higher_is_better(metric) else -1
+        if self.best is None or sign * acc > sign * self.best[0]:
             self.best = (float(acc), self._name(trial))
-        self._line(trials, f"{self._name(trial)} epoch {result.get('epoch')} val_accuracy {acc:.4f}", force=False)
+        self._line(trials, f"{self._name(trial)} epoch {result.get('epoch')} {metric} {acc:.4f}", force=False)
 
     def on_trial_complete(self, iteration, trials, trial, **info):
         start = self.started_at.pop(trial.trial_id, None)
@@ -111,11 +115,13 @@ def print_summary(results, wall_s: float, path: str) -> None:
     statuses: dict[str, int] = {}
     for r in results:
         statuses[result_status(r)] = statuses.get(result_status(r), 0) + 1
-    done = [r for r in results if result_status(r) == "TERMINATED" and r.metrics.get("val_accuracy") is not None]
+    metric = next((r.config.get("primary_metric") for r in results if r.config), None) or "val_accuracy"
+    done = [r for r in results if result_status(r) == "TERMINATED" and r.metrics.get(metric) is not None]
     best = ""
     if done:
-        b = max(done, key=lambda r: r.metrics["val_accuracy"])
-        best = f"; best {b.config.get('trial_name')} val_accuracy {b.metrics['val_accuracy']:.4f}"
+        sign = 1 if higher_is_better(metric) else -1
+        b = max(done, key=lambda r: sign * r.metrics[metric])
+        best = f"; best {b.config.get('trial_name')} {metric} {b.metrics[metric]:.4f}"
     summary = ", ".join(f"{n} {s}" for s, n in sorted(statuses.items()))
     print(f"lora-sweep: {len(results)} trials ({summary}) in {wall_s / 60:.1f} min{best}; results in {path}",
           flush=True)

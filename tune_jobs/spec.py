@@ -28,6 +28,8 @@ from lora_ext.placement import (
 )
 
 from . import fields as f
+from .metrics import CLASSIFICATION, DEFAULT_METRIC, REGRESSION, TASK_METRICS
+from .tasks import preset
 
 PROFILES_FILE = Path(__file__).parent / "profiles.yaml"
 
@@ -85,10 +87,7 @@ class Selection:
 
 
 def _selection(value: Any, path: str) -> Selection:
-    errors: list[SpecError] = []
-    clean = f.check_section(value, {"fraction": f.number(0, 1, low_open=True), "rows": f.integer(1)}, path, errors)
-    if errors:
-        raise errors[0]
+    clean = f.section({"fraction": f.number(0, 1, low_open=True), "rows": f.integer(1)})(value, path)
     if len(clean) != 1:
         raise SpecError(path, "give fraction or rows, one of them", got=value,
                         allowed="e.g. {fraction: 0.1} or {rows: 2000}")
@@ -96,23 +95,155 @@ def _selection(value: Any, path: str) -> Selection:
 
 
 @dataclass(frozen=True)
-class DataConfig:
-    """Where the data comes from and how much of it a trial uses."""
+class Splits:
+    """Which splits train and evaluate: hub split names, or file names (`dev`, `validation.parquet`) in a folder."""
 
-    dataset: str = "glue/sst2"  # hub id (glue/sst2) or a local directory of train/dev TSV or Parquet files
+    train: str | None = None  # None = train
+    eval: str | None = None  # None = the preset's (validation, validation_matched), else validation
+
+
+@dataclass(frozen=True)
+class Reader:
+    """Options of the CSV/TSV reader; None = the file type's default (.tsv: tab, no quoting, as GLUE's files;
+    .csv: comma, CSV quoting; a header line; UTF-8 with or without a byte-order mark)."""
+
+    delimiter: str | None = None
+    header: bool | None = None  # false: no header line, name the columns in column_names
+    column_names: tuple[str, ...] | None = None
+    quoting: str | None = None  # none: a quote is text | minimal: CSV quoting
+    encoding: str | None = None  # default utf-8-sig (strips a byte-order mark)
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Where the data comes from, which columns hold text and label, the task, and how much of it a trial uses.
+
+    Fields left None come from the GLUE preset (`glue/rte`) or the defaults (`sentence`, `label`, classification);
+    `resolve_data` fills them, and `num_labels`/`labels` of a non-preset dataset come from its train split.
+    """
+
+    dataset: str = "glue/sst2"  # glue/<task> preset, hub id, or a local directory of split files
+    text: tuple[str, ...] | None = None  # one column, or two (a sentence pair)
+    label: str | None = None
+    splits: Splits | None = None
+    task: str | None = None  # classification | regression
+    metric: str | None = None  # the primary metric: reported, optimized by Ray Tune, compared by the report
+    labels: tuple[str, ...] | None = None  # label names in id order (None: the train split's labels, sorted)
+    num_labels: int | None = None
+    reader: Reader | None = None
     train_limit: int | None = None  # seeded random subset of the train rows left after the selection split
-    max_length: int = 128  # tokens; longer sentences are truncated
-    num_labels: int = 2
+    max_length: int = 128  # tokens; longer texts (pairs: longest first) are truncated
     selection: Selection | None = None  # rows held out of training (seeded by base_seed) to choose settings on
+
+    def trial_fields(self, base_seed: int) -> dict[str, Any]:
+        """The TrialConfig fields of this (resolved) data section."""
+        sel = self.selection
+        return dict(dataset=self.dataset, text_columns=list(self.text or ()), label_column=self.label,
+                    train_split=self.splits.train if self.splits else None,
+                    eval_split=self.splits.eval if self.splits else None, task=self.task,
+                    label_names=list(self.labels) if self.labels else None,
+                    primary_metric=f"val_{self.metric}" if self.metric else None,
+                    reader=_options(self.reader), num_labels=self.num_labels, train_limit=self.train_limit,
+                    max_length=self.max_length, selection_fraction=sel.fraction if sel else None,
+                    selection_rows=sel.rows if sel else None, selection_seed=base_seed if sel else None)
+
+
+def _options(reader: Reader | None) -> dict[str, Any] | None:
+    """Reader options the spec set, JSON-able (a trial config value)."""
+    if reader is None:
+        return None
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(reader).items() if v is not None}
+
+
+def _text_columns(value: Any, path: str) -> tuple[str, ...]:
+    items = value if isinstance(value, list) else [value]
+    if not 1 <= len(items) <= 2:
+        raise SpecError(path, "must be one column or a pair of two", got=value, allowed="e.g. sentence or "
+                        "[sentence1, sentence2]")
+    return tuple(f.text(v, f"{path}[{i}]" if isinstance(value, list) else path) for i, v in enumerate(items))
+
+
+def _label_names(value: Any, path: str) -> tuple[str, ...]:
+    ok = isinstance(value, list) and len(value) >= 2 and all(isinstance(v, (str, int)) and not isinstance(v, bool)
+                                                             for v in value)
+    if not ok or len({str(v) for v in value}) != len(value):
+        raise SpecError(path, "must be a list of two or more distinct label names, in id order", got=value,
+                        allowed="e.g. [negative, positive]")
+    return tuple(str(v) for v in value)
+
+
+def _splits(value: Any, path: str) -> Splits:
+    return Splits(**f.section({"train": f.text, "eval": f.text})(value, path))
+
+
+def _delimiter(value: Any, path: str) -> str:
+    if not isinstance(value, str) or len(value) != 1:
+        raise SpecError(path, "must be one character", got=value, allowed="e.g. ',' or a tab (\"\\t\")")
+    return value
+
+
+def _column_names(value: Any, path: str) -> tuple[str, ...]:
+    if not isinstance(value, list) or not value or not all(isinstance(v, str) and v for v in value):
+        raise SpecError(path, "must be a list of column names", got=value, allowed="e.g. [source, label, mark, sentence]")
+    return tuple(value)
+
+
+READER_SCHEMA: dict[str, f.Check] = {
+    "delimiter": _delimiter, "header": f.boolean, "column_names": _column_names,
+    "quoting": f.choice("none", "minimal"), "encoding": f.text,
+}
+
+
+def _reader(value: Any, path: str) -> Reader:
+    return Reader(**f.section(READER_SCHEMA)(value, path))
 
 
 DATA_SCHEMA: dict[str, f.Check] = {
     "dataset": f.text,
+    "text": _text_columns,
+    "label": f.text,
+    "splits": _splits,
+    "task": f.choice(CLASSIFICATION, REGRESSION),
+    "metric": f.choice(*(m for names in TASK_METRICS.values() for m in names)),
+    "labels": _label_names,
+    "num_labels": f.optional(f.integer(1)),
+    "reader": f.optional(_reader),
     "train_limit": f.optional(f.integer(1)),
     "max_length": f.integer(8, 4096),
-    "num_labels": f.integer(2),
     "selection": f.optional(_selection),
 }
+
+
+def resolve_data(data: DataConfig) -> DataConfig:
+    """Fill what the spec left out from the GLUE preset or the defaults, and check that the fields agree."""
+    task = preset(data.dataset)
+    kind = data.task or (task.kind if task else CLASSIFICATION)
+    same_kind = task is not None and task.kind == kind
+    splits = data.splits or Splits()
+    labels = data.labels or (task.label_names if same_kind else None)
+    metric = data.metric or (task.metric if same_kind else DEFAULT_METRIC[kind])
+    if metric not in TASK_METRICS[kind]:
+        raise SpecError("data.metric", f"not a {kind} metric", got=metric, allowed="one of " + ", ".join(TASK_METRICS[kind]))
+    num_labels = data.num_labels
+    if kind == REGRESSION:
+        if data.labels:
+            raise SpecError("data.labels", "a regression task has no label names", got=list(data.labels),
+                            allowed="remove it, or set task: classification")
+        if num_labels not in (None, 1):
+            raise SpecError("data.num_labels", "a regression task has one output", got=num_labels,
+                            allowed="remove it (or 1), or set task: classification")
+        num_labels = 1
+    elif num_labels == 1:
+        raise SpecError("data.num_labels", "a classification task needs at least 2 labels", got=1,
+                        allowed="the number of classes, or task: regression for one numeric output")
+    elif labels and num_labels is not None and num_labels != len(labels):
+        raise SpecError("data.num_labels", f"differs from the {len(labels)} names in data.labels", got=num_labels,
+                        allowed="remove one of them")
+    elif labels:
+        num_labels = len(labels)
+    return replace(data, text=data.text or (task.text if task else ("sentence",)), label=data.label or "label",
+                   splits=Splits(splits.train or "train", splits.eval or (task.eval_split if task else "validation")),
+                   task=kind, metric=metric, labels=labels, num_labels=num_labels)
 
 
 def _ranks(value: Any, path: str) -> tuple:
@@ -253,8 +384,8 @@ class Study:
 
     @property
     def metric(self) -> str:
-        """The final result that ranks trials and that adaptive repeats measure (one place; a task's later)."""
-        return "val_accuracy"
+        """The final result that ranks trials and that adaptive repeats measure: the task's primary metric."""
+        return f"val_{self.data.metric}" if self.data.metric else "val_accuracy"
 
 
 @dataclass(frozen=True)
@@ -276,9 +407,17 @@ class TrialConfig:
     model: str
     model_init: str
     dataset: str
+    text_columns: list[str]
+    label_column: str
+    train_split: str
+    eval_split: str
+    task: str  # classification | regression
+    label_names: list[str] | None  # in id order; None until the data is read (non-preset datasets)
+    primary_metric: str  # the epoch metric Ray Tune optimizes and the report compares, e.g. val_mcc
+    reader: dict[str, Any] | None  # CSV/TSV reader options the spec set
     train_limit: int | None
     max_length: int
-    num_labels: int
+    num_labels: int | None  # None until the data is read (non-preset datasets)
     selection_fraction: float | None
     selection_rows: int | None
     selection_seed: int | None  # the study's base_seed: every trial holds out the same rows
@@ -306,6 +445,17 @@ class TrialConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    def data_config(self) -> DataConfig:
+        """The data section this trial was made from (what `tune_jobs.data` reads)."""
+        held = self.selection_fraction is not None or self.selection_rows is not None
+        return DataConfig(
+            dataset=self.dataset, text=tuple(self.text_columns), label=self.label_column,
+            splits=Splits(self.train_split, self.eval_split), task=self.task, metric=self.primary_metric.removeprefix("val_"),
+            labels=tuple(self.label_names) if self.label_names else None, num_labels=self.num_labels,
+            reader=Reader(**{k: tuple(v) if isinstance(v, list) else v for k, v in self.reader.items()})
+            if self.reader else None, train_limit=self.train_limit, max_length=self.max_length,
+            selection=Selection(self.selection_fraction, self.selection_rows) if held else None)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TrialConfig:
@@ -351,9 +501,10 @@ def _deep_merge(base: dict, over: dict) -> dict:
     return out
 
 
-def load_study(path: str | Path, profile: str | None = None) -> Study:
-    """Read, apply `profile`, validate completely and return the Study; raises SpecErrors with every problem."""
-    return parse_study(read_yaml(path), profile)
+def load_study(path: str | Path, profile: str | None = None, data: dict | None = None) -> Study:
+    """Read, apply `profile` (and `data`, e.g. the CLI's --data, over both), validate completely and return the
+    Study; raises SpecErrors with every problem."""
+    return parse_study(read_yaml(path), profile, data)
 
 
 def _pick(body: Any, keys) -> dict:
@@ -390,12 +541,17 @@ def _profile_scenarios(prof: dict, ppath: str, names: set, errors: list[SpecErro
     return {n: f.check_section(body, {"train": _any}, f"{ppath}.scenarios.{n}", errors) for n, body in over.items()}
 
 
-def parse_study(raw: dict, profile: str | None = None) -> Study:
+def parse_study(raw: dict, profile: str | None = None, data_override: dict | None = None) -> Study:
     """Validate a raw spec mapping (see `load_study` and the module docstring for the layers merged)."""
     errors: list[SpecError] = []
     prof, pp = _chosen_profile(raw, profile, errors)
     top = f.layered(STUDY_SCHEMA, [("", _omit(raw, SECTIONS)), (pp, _omit(prof, SECTIONS + ("scenarios",)))], errors)
-    data = DataConfig(**f.layered(DATA_SCHEMA, [("data", raw.get("data")), (f"{pp}.data", prof.get("data"))], errors))
+    data = DataConfig(**f.layered(DATA_SCHEMA, [("data", raw.get("data")), (f"{pp}.data", prof.get("data")),
+                                                ("--data", data_override)], errors))
+    try:
+        data = resolve_data(data)
+    except SpecError as err:
+        errors.append(err)
     if "scenarios" not in raw:
         errors.append(SpecError("scenarios", "missing", allowed="a list of scenarios, each with a name"))
 
@@ -405,7 +561,7 @@ def parse_study(raw: dict, profile: str | None = None) -> Study:
         errors.append(SpecError("model", "missing", allowed="e.g. 'minilm-l6' or 'roberta-base'"))
     else:
         try:
-            cfg = load_model_config(model, data.num_labels)
+            cfg = load_model_config(model, data.num_labels or 2)
             n_layers, model_type = num_layers(cfg), cfg.model_type
         except SpecError as err:
             errors.append(err)
@@ -494,5 +650,5 @@ def _scenario(body: dict, path: str, name: str, train: dict, lora: dict, repeats
         return []
 
 
-__all__ = ["DataConfig", "Repeats", "Scenario", "Selection", "Study", "TrainConfig", "TrialConfig", "load_study",
-           "parse_study", "read_yaml"]
+__all__ = ["DataConfig", "Reader", "Repeats", "Scenario", "Selection", "Splits", "Study", "TrainConfig", "TrialConfig",
+           "load_study", "parse_study", "read_yaml", "resolve_data"]

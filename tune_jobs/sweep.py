@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 from lora_ext import SpecError
 
 from .cli_args import OneLineParser, add_spec_args, run_guarded
-from .data import check_data
+from .data import checked_study
 from .grid import cells, trial_counts, with_overrides
 from .ray_job import job_env_vars, resolved_inside_upload
 from .spec import Study, TrialConfig, load_study
@@ -128,6 +128,8 @@ def connect_ray(address: str | None) -> None:
         return
     address = address or os.environ.get("RAY_ADDRESS")
     env_vars = {k: os.environ[k] for k in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "LORA_SWEEP_CACHE") if k in os.environ}
+    if os.environ.get("GLUE_DIR"):  # absolute: each trial runs in its own directory
+        env_vars["GLUE_DIR"] = str(Path(os.environ["GLUE_DIR"]).expanduser().resolve())
     # Inside `ray job submit` the job's own env_vars already reach every trial, and naming one of them again
     # makes ray.init fail ("Failed to merge the Job's runtime env").
     runtime_env = {"env_vars": {k: v for k, v in env_vars.items() if k not in job_env_vars()}}
@@ -145,8 +147,8 @@ def prepare_data(trials: list[TrialConfig]) -> None:
 
     from .data import tokenized_splits
 
-    for dataset, model, max_length in sorted({(t.dataset, t.model, t.max_length) for t in trials}):
-        tokenized_splits(dataset, AutoTokenizer.from_pretrained(model_location(model)), max_length)
+    for data, model in {(t.data_config(), t.model): None for t in trials}:
+        tokenized_splits(data, AutoTokenizer.from_pretrained(model_location(model)))
 
 
 def run_sweep(study: Study, storage: str | None = None, name: str | None = None, resume: bool = False,
@@ -156,14 +158,13 @@ def run_sweep(study: Study, storage: str | None = None, name: str | None = None,
     from ray import tune
 
     from .hparams_logger import HParamsTBXLogger
+    from .metrics import higher_is_better
     from .progress import ConciseProgress, print_summary, savings_line
     from .searcher import StudySearch, StudySearcher
     from .trackers import tracker_callbacks
 
-    spec_cells = cells(study)
-    for dataset, num_labels in sorted({(t.dataset, t.num_labels) for c in spec_cells for t in c.trials}):
-        check_data(dataset, num_labels)  # as the spec wrote it: an error names that path
-    grid_cells = [replace(c, trials=tuple(absolute_paths(t) for t in c.trials)) for c in spec_cells]
+    study = checked_study(study)  # every data problem is one line before anything starts (paths as the spec wrote)
+    grid_cells = [replace(c, trials=tuple(absolute_paths(t) for t in c.trials)) for c in cells(study)]
     storage = storage_uri(storage)
     name = name or (f"{study.name}-{study.profile}" if study.profile else study.name)
     path = experiment_path(storage, name)
@@ -199,7 +200,8 @@ def run_sweep(study: Study, storage: str | None = None, name: str | None = None,
     tuner = tune.Tuner(
         trainable_for(study),
         tune_config=tune.TuneConfig(
-            metric=study.metric, mode="max", search_alg=StudySearch(searcher),
+            metric=study.metric, mode="max" if higher_is_better(study.metric) else "min",  # the task's primary metric
+            search_alg=StudySearch(searcher),
             num_samples=-1,  # the searcher says when the study is complete
             reuse_actors=True,  # a new actor per trial costs ~2 s of process start and torch import
             trial_dirname_creator=trial_dirname,

@@ -29,11 +29,13 @@ from lora_ext import SpecError, apply_placement, architecture_for, count_trainab
 from .checkpoint import STATE_FILE, load_checkpoint, save_checkpoint, write_state
 from .data import TrialData, length_grouped_batches, padding_efficiency
 from .grid import value_text
+from .metrics import CLASSIFICATION, REGRESSION, TASK_METRICS, compute
 from .spec import TrialConfig
 
-METRIC_NAMES = (
-    "epoch", "train_loss", "val_loss", "val_accuracy", "val_examples", "sel_loss", "sel_accuracy", "sel_examples",
-    "train_samples_per_s", "epoch_time_s", "peak_memory_mb", "memory_kind", "compute_dtype", "saved_activations_mb",
+METRIC_NAMES = (  # val_/sel_ metrics: accuracy, f1, mcc (classification) or mse, pearson, spearman (regression)
+    "epoch", "train_loss", "val_loss", *(f"val_{m}" for m in TASK_METRICS[CLASSIFICATION] + TASK_METRICS[REGRESSION]),
+    "val_examples", "sel_loss", *(f"sel_{m}" for m in TASK_METRICS[CLASSIFICATION] + TASK_METRICS[REGRESSION]),
+    "sel_examples", "train_samples_per_s", "epoch_time_s", "peak_memory_mb", "memory_kind", "compute_dtype", "saved_activations_mb",
     "trainable_state_mb", "trainable_params", "total_params", "params_relative_pct", "padding_efficiency",
     "checkpoint_mb",
 )  # sel_* only with a selection split; a diverged trial's last report: epoch, diverged, diverged_reason, ...
@@ -50,34 +52,53 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def load_model_and_tokenizer(tc: TrialConfig):
-    """Tokenizer and sequence-classification model with the spec's labels and dropouts (weights or random init)."""
-    from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
+def _load_error(err: Exception, model: str) -> SpecError:
+    return SpecError("model", f"cannot load model or tokenizer ({str(err).splitlines()[0][:120]})", got=model,
+                     allowed="the alias minilm-l6, a local model directory, or a hub id with network access")
+
+
+def load_tokenizer(tc: TrialConfig):
+    """The model's tokenizer (a pad token set for decoder-only models, which ship without one)."""
+    from transformers import AutoTokenizer
     from transformers.utils import logging as hf_logging
 
     hf_logging.set_verbosity_error()  # the "newly initialized classifier" report is expected every trial
     hf_logging.disable_progress_bar()
-    location = model_location(tc.model)
     try:
-        config = AutoConfig.from_pretrained(location, num_labels=tc.num_labels)
-        tokenizer = AutoTokenizer.from_pretrained(location)
+        tokenizer = AutoTokenizer.from_pretrained(model_location(tc.model))
     except (OSError, ValueError) as err:
-        raise SpecError("model", f"cannot load model or tokenizer ({str(err).splitlines()[0][:120]})", got=tc.model,
-                        allowed="the alias minilm-l6, a local model directory, or a hub id with network access") from None
-    arch = architecture_for(config.model_type)
-    arch.set_dropouts(config, tc.hidden_dropout, tc.attention_dropout, tc.classifier_dropout)
+        raise _load_error(err, tc.model) from None
     if tokenizer.pad_token is None:  # decoder-only models (Llama) ship without one
         tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def load_model(tc: TrialConfig, tokenizer, label_names: tuple[str, ...] | None):
+    """Sequence-classification model with the task's head (one output and MSE loss for regression; the label names
+    as id2label/label2id otherwise) and the spec's dropouts (weights or random init)."""
+    from transformers import AutoConfig, AutoModelForSequenceClassification
+
+    location = model_location(tc.model)
+    if tc.task == REGRESSION:
+        head = {"num_labels": 1, "problem_type": "regression"}
+    else:
+        head = {"num_labels": len(label_names), "problem_type": "single_label_classification",
+                "id2label": dict(enumerate(label_names)), "label2id": {n: i for i, n in enumerate(label_names)}}
+    try:
+        config = AutoConfig.from_pretrained(location, **head)
+    except (OSError, ValueError) as err:
+        raise _load_error(err, tc.model) from None
+    arch = architecture_for(config.model_type)
+    arch.set_dropouts(config, tc.hidden_dropout, tc.attention_dropout, tc.classifier_dropout)
     config.pad_token_id = tokenizer.pad_token_id
     # float32 master weights whatever dtype the checkpoint was saved in (transformers 5 loads dtype="auto", so a
     # bf16 checkpoint would train bf16 weights); bf16 compute, where chosen, comes from autocast.
     if tc.model_init == "random":
-        model = AutoModelForSequenceClassification.from_config(config, dtype=torch.float32)
-    else:
-        model, info = AutoModelForSequenceClassification.from_pretrained(
-            location, config=config, dtype=torch.float32, output_loading_info=True)
-        check_loading_info(info, arch.head, tc.model)
-    return model, tokenizer
+        return AutoModelForSequenceClassification.from_config(config, dtype=torch.float32)
+    model, info = AutoModelForSequenceClassification.from_pretrained(
+        location, config=config, dtype=torch.float32, output_loading_info=True)
+    check_loading_info(info, arch.head, tc.model)
+    return model
 
 
 def check_loading_info(info: dict, head: tuple[str, ...], model: str) -> None:
@@ -213,11 +234,11 @@ def trainable_state_bytes(model: torch.nn.Module, optimizer: torch.optim.Optimiz
     return 2 * weights + moments
 
 
-def evaluate(model, split, lengths: np.ndarray, collator, batch_size: int, device, autocast) -> tuple[float, float]:
-    """Loss and accuracy on a whole split (eval mode: no dropout, LoRA dropout included)."""
+def evaluate(model, split, lengths: np.ndarray, collator, batch_size: int, device, autocast, task: str) -> dict:
+    """Loss and the task's metrics (`tune_jobs.metrics`) on a whole split (eval mode: no dropout, LoRA's included)."""
     model.eval()
     order = np.argsort(-lengths, kind="stable")
-    loss_sum, correct = 0.0, 0
+    loss_sum, outputs, targets = 0.0, [], []
     with torch.no_grad():
         for start in range(0, len(order), batch_size):
             rows = order[start:start + batch_size]
@@ -225,8 +246,9 @@ def evaluate(model, split, lengths: np.ndarray, collator, batch_size: int, devic
             with autocast():
                 out = model(**batch)
             loss_sum += float(out.loss) * len(batch["labels"])
-            correct += int((out.logits.argmax(-1) == batch["labels"]).sum())
-    return loss_sum / len(order), correct / len(order)
+            outputs.append(out.logits.float().cpu().numpy())
+            targets.append(batch["labels"].cpu().numpy())
+    return {"loss": loss_sum / len(order), **compute(task, np.concatenate(outputs), np.concatenate(targets))}
 
 
 def _lr_text(tc: TrialConfig) -> str:
@@ -264,10 +286,11 @@ def evaluate_all(model, data: TrialData, collator, tc: TrialConfig, epoch: int, 
         splits.append(("sel", data.sel, data.sel_lengths))
     out = {}
     for prefix, split, lengths in splits:
-        loss, acc = evaluate(model, split, lengths, collator, tc.eval_batch_size, device, autocast)
-        if not math.isfinite(loss):
-            raise TrialDiverged(f"{prefix} loss {loss:g} at epoch {epoch} {_lr_text(tc)}")
-        out.update({f"{prefix}_loss": loss, f"{prefix}_accuracy": acc, f"{prefix}_examples": len(lengths)})
+        metrics = evaluate(model, split, lengths, collator, tc.eval_batch_size, device, autocast, tc.task)
+        if not math.isfinite(metrics["loss"]):
+            raise TrialDiverged(f"{prefix} loss {metrics['loss']:g} at epoch {epoch} {_lr_text(tc)}")
+        out.update({f"{prefix}_{k}": v for k, v in metrics.items()})
+        out[f"{prefix}_examples"] = len(lengths)
     return out
 
 
@@ -280,7 +303,9 @@ def run_trial(config: dict, on_epoch: OnEpoch | None = None, resume_from: str | 
     dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     memory = MemoryMeter(dev)
     seed_everything(tc.seed)
-    model, tokenizer = load_model_and_tokenizer(tc)
+    tokenizer = load_tokenizer(tc)
+    data = TrialData.build(tc.data_config(), tokenizer, tc.seed, tc.selection_seed or 0)
+    model = load_model(tc, tokenizer, data.label_names)
     total_params = sum(p.numel() for p in model.parameters())
     model = apply_placement(model, tc.placement())
     if tc.gradient_checkpointing:
@@ -293,8 +318,6 @@ def run_trial(config: dict, on_epoch: OnEpoch | None = None, resume_from: str | 
     def autocast():
         return torch.autocast(dev.type, dtype=torch.bfloat16, enabled=use_bf16)
 
-    data = TrialData.build(tc.dataset, tokenizer, tc.max_length, tc.train_limit, tc.seed, tc.selection_fraction,
-                           tc.selection_rows, tc.selection_seed or 0)
     collator = DataCollatorWithPadding(tokenizer)
     steps_per_epoch = math.ceil(len(data.train_lengths) / tc.batch_size)
     optimizer = build_optimizer(model, tc)
@@ -314,9 +337,10 @@ def run_trial(config: dict, on_epoch: OnEpoch | None = None, resume_from: str | 
             train_time = time.perf_counter() - t0
             evals = evaluate_all(model, data, collator, tc, epoch, dev, autocast)
         except TrialDiverged as err:
-            # val_accuracy: None because Tune requires the sweep's metric key in every report
-            last = {"epoch": epoch, "diverged": True, "diverged_reason": str(err), "val_accuracy": None,
-                    "peak_memory_mb": memory.peak_mb(), "memory_kind": memory.kind, **sizes}
+            # the task's val_* metrics None: Tune requires the sweep's metric key in every report
+            last = {"epoch": epoch, "diverged": True, "diverged_reason": str(err),
+                    **{f"val_{m}": None for m in TASK_METRICS[tc.task]}, "peak_memory_mb": memory.peak_mb(),
+                    "memory_kind": memory.kind, **sizes}
             history.append(last)
             if on_epoch is not None:
                 on_epoch(last, None)

@@ -15,15 +15,15 @@ EXIT_DIVERGED = 1  # the trial ran but its loss turned NaN/inf (bad input stays 
 
 
 def cmd_trial(args: argparse.Namespace) -> int:
-    from .data import check_data
+    from .data import checked_study
     from .grid import select_trial, with_overrides
     from .spec import load_study
     from .trial import copy_checkpoint_to, run_trial
 
-    study = load_study(args.spec, args.profile)
+    study = checked_study(load_study(args.spec, args.profile, {"dataset": args.data} if args.data else None),
+                          load_hub=True)  # an offline hub is one line, before the trial starts
     trial = select_trial(study, args.scenario, args.r, args.repeat, _axis_values(args.axis))
-    trial = with_overrides(trial, epochs=args.epochs, train_limit=args.train_limit, dataset=args.data)
-    check_data(trial.dataset, trial.num_labels)
+    trial = with_overrides(trial, epochs=args.epochs, train_limit=args.train_limit)
     if args.resume_from and not (Path(args.resume_from) / "trial_state.json").is_file():
         raise SpecError("--resume-from", "not a trial checkpoint directory (no trial_state.json)", got=args.resume_from)
     keep = copy_checkpoint_to(Path(args.checkpoint_dir)) if args.checkpoint_dir else None
@@ -58,9 +58,10 @@ def register(sub) -> None:
     p = sub.add_parser(
         "trial", help="run one trial of a spec locally, without Ray (one JSON line of metrics per epoch)",
         description="Train one grid point of SPEC on this machine and print a JSON line of metrics after every "
-                    "epoch (epoch, train_loss, val_loss, val_accuracy, train_samples_per_s, epoch_time_s, "
+                    "epoch (epoch, train_loss, val_loss and the task's metrics: val_accuracy, val_f1, val_mcc, or "
+                    "val_mse, val_pearson, val_spearman for regression; train_samples_per_s, epoch_time_s, "
                     "peak_memory_mb, memory_kind, trainable_params, total_params, params_relative_pct, "
-                    "padding_efficiency, checkpoint_mb; sel_loss, sel_accuracy with a selection split). Use it to "
+                    "padding_efficiency, checkpoint_mb; sel_* with a selection split). Use it to "
                     "debug or benchmark a placement before a sweep. A NaN/inf loss ends the trial with a last JSON "
                     "line {diverged: true, diverged_reason: ...} and exit code 1.")
     add_spec_args(p)
@@ -71,7 +72,8 @@ def register(sub) -> None:
                    help="a value of a training-setting axis the scenario varies, e.g. learning_rate=1e-3 (repeatable)")
     p.add_argument("--epochs", type=int, help="override the number of epochs")
     p.add_argument("--train-limit", type=int, help="override the number of training rows (seeded subset)")
-    p.add_argument("--data", help="override the dataset (hub id or local directory)")
+    p.add_argument("--data", help="override data.dataset (glue/<task>, hub id or local directory); the columns "
+                                  "and task come from its preset or the spec")
     p.add_argument("--device", help="torch device (default: cuda if available, else cpu)")
     p.add_argument("--checkpoint-dir", help="keep the latest epoch checkpoint here (adapters, head, optimizer)")
     p.add_argument("--resume-from", help="continue from a checkpoint directory written by --checkpoint-dir")
