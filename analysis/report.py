@@ -36,7 +36,7 @@ class ReportInputError(ValueError):
 class ReportOptions:
     """What is compared and how strictly."""
 
-    metric: str = "val_accuracy"  # an epoch metric; its final-epoch value per trial
+    metric: str | None = None  # an epoch metric, its final-epoch value per trial; None: the study's primary metric
     reference: str | None = None  # a group label or scenario name; None = all pairs
     margin: float = 0.005  # equivalence margin, in the metric's units (0.005 = half an accuracy point)
     alpha: float = 0.05
@@ -63,6 +63,15 @@ def final_epoch(trials: pd.DataFrame, epochs: pd.DataFrame, column: str) -> pd.S
     keyed = last.set_index(["experiment", "trial_id"])[column]
     return pd.Series(pd.MultiIndex.from_frame(trials[["experiment", "trial_id"]]).map(keyed.to_dict().get),
                      index=trials.index, dtype=float)
+
+
+def primary_metric(trials: pd.DataFrame) -> str:
+    """The metric the studies optimized (the task's: val_mcc for CoLA, ...); val_accuracy for older experiments."""
+    named = trials["primary_metric"].dropna().unique() if "primary_metric" in trials else []
+    if len(named) > 1:
+        raise ReportInputError(f"--metric: these experiments optimized different metrics ({', '.join(sorted(named))});"
+                               " name the one to compare")
+    return named[0] if len(named) else "val_accuracy"
 
 
 def check_metric(metric: str, epochs: pd.DataFrame) -> str:
@@ -166,7 +175,7 @@ class Readout:
 
 def read_out(trials: pd.DataFrame, epochs: pd.DataFrame, opts: ReportOptions) -> Readout:
     """Prepare, (select,) summarize and compare; raises ReportInputError for a bad metric, setting or reference."""
-    metric = check_metric(opts.metric, epochs)
+    metric = check_metric(opts.metric or primary_metric(trials), epochs)
     opts = ReportOptions(metric, opts.reference, opts.margin, opts.alpha, opts.select)
     prepared, dropped = prepare(trials, epochs, metric)
     good, selection = usable(prepared), None
@@ -319,8 +328,8 @@ def cmd_report(args: argparse.Namespace) -> int:
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("dir", metavar="DIR", help="folder with trials.parquet and epochs.parquet (from `analyze`)")
     p.add_argument("--out", required=True, help="folder for report.html, report.md, CSV tables and PNG figures")
-    p.add_argument("--metric", default="val_accuracy",
-                   help="epoch metric to compare, at each trial's final epoch (default val_accuracy)")
+    p.add_argument("--metric", help="epoch metric to compare, at each trial's final epoch (default: the task's primary "
+                                    "metric the study optimized, e.g. val_mcc for CoLA; val_accuracy for SST-2)")
     p.add_argument("--reference", metavar="GROUP",
                    help="compare every group against this one (a group label such as 'lora_all r=8', or a scenario "
                         "name with one group); default: all pairs")
