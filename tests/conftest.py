@@ -15,7 +15,9 @@ os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 os.environ.setdefault("LORA_SWEEP_CACHE", tempfile.mkdtemp(prefix="lora-sweep-test-cache-"))
 
 REPO = Path(__file__).resolve().parents[1]
-GLUE_DIR = REPO.parent / "shared" / "data"
+# the GLUE folders: $GLUE_DIR where it is set (a fresh clone with the data elsewhere), else ../shared/data
+GLUE_DIR = Path(os.environ["GLUE_DIR"]).expanduser().resolve() if os.environ.get("GLUE_DIR") else \
+    REPO.parent / "shared" / "data"
 SST2_DIR = GLUE_DIR / "sst2"
 EXPERIMENTS = REPO / "tune_jobs" / "experiments"
 os.environ.setdefault("GLUE_DIR", str(GLUE_DIR))  # glue/<task> from the real GLUE files beside the repository

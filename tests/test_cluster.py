@@ -391,11 +391,7 @@ def test_readme_local_cluster(tmp_path, sst2_dir):
                                                                   "lora_sweep_results", "analysis_out"))
     demo = {"data": {"train_limit": 48}, "train": {"epochs": 1}, "repeats": 1}
     builtin = yaml.safe_load((REPO / "tune_jobs" / "profiles.yaml").read_text())["demo"]["data"]["dataset"]
-    if not builtin.startswith("glue/"):
-        # Before glue/<task> reads $GLUE_DIR (issue 14), the demo profile names ../shared/data/sst2, which a job's
-        # uploaded working directory cannot hold: point it at the absolute path instead. With `glue/sst2`
-        # the demo's own dataset runs, from the GLUE_DIR the block hands the job.
-        demo["data"]["dataset"] = str(sst2_dir)
+    assert builtin == "glue/sst2"  # the demo's own dataset runs, from the GLUE_DIR the block hands the job
     spec = checkout / "tune_jobs" / "experiments" / "layers.yaml"
     spec.write_text(spec.read_text() + "\n" + yaml.safe_dump({"profiles": {"demo": demo}}))
 
