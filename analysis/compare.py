@@ -23,8 +23,8 @@ class Design:
 
 
 def higher_is_better(metric: str) -> bool:
-    """Losses go down; every other metric (accuracy, F1, MCC, correlations) goes up."""
-    return not metric.endswith("loss")
+    """Losses and squared errors go down; every other metric (accuracy, F1, MCC, correlations) goes up."""
+    return not metric.endswith(("loss", "mse"))
 
 
 def pooled_design(by_group: dict[str, pd.Series], alpha: float) -> Design:
