@@ -1,62 +1,51 @@
-"""Comparisons between groups as the design allows: blocked (seeds as blocks), paired t, or Welch; Holm over the
-family tested; TOST equivalence; exactly one verdict per comparison (pure pandas over `prepare`d trials)."""
+"""Comparisons between groups, one family: per-pair tests, simultaneous (Bonferroni) intervals, and exactly one
+verdict per pair read off its interval (pure pandas over `prepare`d trials).
+
+Why this design (each choice measured in bench/evidence.py, figures in BENCHMARKS.md):
+- Default test: the paired t on seed-matched differences (Welch where seeds are not shared). Each pair's variance
+  is its own, so a group with a larger seed-to-seed spread cannot make the others' comparisons anti-conservative,
+  as it does in a pooled fit; a variance screen to exclude such groups itself inflated the error rate.
+  `test="blocked"` keeps the pooled group + seed fit (more power when spreads are equal), one fit per stratum.
+- Strata: seeds are blocks only within one model on one data set; across models a comparison is Welch, labelled
+  unpaired; across data sets (or tasks) nothing is compared.
+- One family: every interval is at level 1 - alpha/m for the m pairs tested, so all hold together with
+  probability >= 1 - alpha, and each verdict (better, worse, equivalent, or both "better, within margin") is read
+  off that interval: the chance of any false claim in the table is at most alpha, and no verdict can contradict
+  the interval shown beside it.
+"""
 
 from __future__ import annotations
 
 import itertools
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
 
+from raylog.metrics import higher_is_better
+
 from . import stats
 
-VERDICTS = ("better", "worse", "equivalent", "inconclusive")
+VERDICTS = ("better", "better, within margin", "equivalent", "worse, within margin", "worse", "inconclusive",
+            "undetermined")
+TESTS = ("paired", "blocked")
+SETTLE_LIMIT = 1000  # seeds per group beyond which a plan is not worth printing
 
 
 @dataclass(frozen=True)
-class Design:
-    """How the groups were pooled: the blocked fit (or None) and the groups left out of it, with why."""
+class Family:
+    """How the pairs were tested: the test asked for, the level of every interval, and the blocked fits used."""
 
-    fit: stats.BlockFit | None
-    left_out: dict[str, str]
+    test: str  # paired | blocked
+    alpha: float
+    pairs: int  # m: the comparisons in the family
+    fits: dict = field(default_factory=dict)  # (model, data) -> stats.BlockFit, with test = blocked
+    not_compared: int = 0  # pairs on different data sets or tasks, never compared
 
-
-def higher_is_better(metric: str) -> bool:
-    """Losses and squared errors go down; every other metric (accuracy, F1, MCC, correlations) goes up."""
-    return not metric.endswith(("loss", "mse"))
-
-
-def pooled_design(by_group: dict[str, pd.Series], alpha: float) -> Design:
-    """Fit group + seed to every group with >= 2 seeds, after leaving out, one at a time, each group whose noise
-    differs significantly from the others' (`stats.spread_outlier`): pooling it would misstate every variance."""
-    left_out = {g: "fewer than 2 runs" for g, s in by_group.items() if len(s) < 2}
-    pool = [g for g in by_group if g not in left_out]
-    while len(pool) >= 2:
-        values = np.concatenate([by_group[g].to_numpy(float) for g in pool])
-        labels, seeds = [g for g in pool for _ in by_group[g]], [s for g in pool for s in by_group[g].index]
-        odd = stats.spread_outlier(values, labels, seeds, alpha) if len(pool) >= 3 else None
-        if odd is None:
-            fit = stats.fit_blocks(values, labels, seeds)
-            if fit.df <= 0:
-                break
-            return Design(fit, left_out)
-        left_out[odd[0]] = f"its seed-to-seed spread differs from the other groups' (F test, Bonferroni p = {odd[1]:.2g})"
-        pool.remove(odd[0])
-    return Design(None, {**left_out, **{g: "no residual degrees of freedom to block with" for g in pool}})
-
-
-def estimate(a: str, b: str, by_group: dict[str, pd.Series], design: Design) -> stats.Estimate:
-    """a - b by the strongest test the design supports: blocked contrast, else paired t, else Welch."""
-    if design.fit is not None and a in design.fit.groups and b in design.fit.groups:
-        est = design.fit.contrast(a, b)
-        if est is not None:
-            return est
-    sa, sb = by_group[a], by_group[b]
-    shared = sa.index.intersection(sb.index)
-    if len(shared) >= 2:
-        return stats.paired(sa.loc[shared].to_numpy(float), sb.loc[shared].to_numpy(float))
-    return stats.welch(sa.to_numpy(float), sb.to_numpy(float))
+    @property
+    def level(self) -> float:
+        """Confidence level of each interval: 1 - alpha/m (Bonferroni), so that all m hold together."""
+        return 1 - self.alpha / max(self.pairs, 1)
 
 
 def pairs_to_test(groups: list[str], reference: str | None) -> list[tuple[str, str]]:
@@ -66,69 +55,128 @@ def pairs_to_test(groups: list[str], reference: str | None) -> list[tuple[str, s
     return list(itertools.combinations(groups, 2))
 
 
+def _step(resolutions: list) -> float | None:
+    """The coarsest known step among groups (None when no group's step is known)."""
+    known = [r for r in resolutions if r is not None and r == r]
+    return max(known) if known else None
+
+
+def _fits(values: pd.DataFrame, by_group: dict[str, pd.Series], step: dict[str, float | None]) -> dict:
+    """One blocked group + seed fit per (model, data) stratum, over its groups with >= 2 runs."""
+    fits = {}
+    for stratum, d in values.groupby(["model_key", "data_key"], sort=True):
+        names = [g for g in sorted(d["group"].unique()) if len(by_group[g]) >= 2]
+        if len(names) < 2:
+            continue
+        fit = stats.fit_blocks(np.concatenate([by_group[g].to_numpy(float) for g in names]),
+                               [g for g in names for _ in by_group[g]], [s for g in names for s in by_group[g].index],
+                               _step([step[g] for g in names]))
+        if fit.df > 0:
+            fits[stratum] = fit
+    return fits
+
+
+def estimate(a: str, b: str, by_group: dict[str, pd.Series], same_model: bool, fit: stats.BlockFit | None,
+             resolution: float | None) -> tuple[stats.Estimate, str]:
+    """(a - b, how it was paired): a blocked contrast, else the paired t on shared seeds, else Welch."""
+    if fit is not None and a in fit.groups and b in fit.groups:
+        est = fit.contrast(a, b)
+        if est is not None:
+            return est, "seeds as blocks, pooled over the model's groups"
+    sa, sb = by_group[a], by_group[b]
+    shared = sa.index.intersection(sb.index)
+    if not same_model:
+        return stats.welch(sa.to_numpy(float), sb.to_numpy(float), resolution), "unpaired: different models"
+    if len(shared) >= 2:
+        return stats.paired(sa.loc[shared].to_numpy(float), sb.loc[shared].to_numpy(float), resolution), \
+            f"paired on {len(shared)} shared seeds"
+    return stats.welch(sa.to_numpy(float), sb.to_numpy(float), resolution), "unpaired: seeds not shared"
+
+
+def verdict(low: float, high: float, margin: float, delta: float, up: bool) -> str:
+    """The one verdict an interval supports: a sign when it excludes 0, equivalence when it lies within ±margin,
+    both when both hold; undetermined without an interval."""
+    if not (low == low and high == high):
+        return "undetermined"
+    excludes_zero, within = low > 0 or high < 0, -margin < low and high < margin
+    if excludes_zero:
+        sign = "better" if (delta > 0) == up else "worse"
+        return f"{sign}, within margin" if within else sign
+    return "equivalent" if within else "inconclusive"
+
+
 def compare(values: pd.DataFrame, metric: str, reference: str | None = None, margin: float = 0.005,
-            alpha: float = 0.05) -> tuple[pd.DataFrame, Design]:
-    """One row per comparison: estimate, Holm-consistent interval, TOST, verdict and sentence.
+            alpha: float = 0.05, test: str = "paired") -> tuple[pd.DataFrame, Family]:
+    """One row per comparison: estimate, simultaneous interval, verdict, seeds to settle, sentence.
 
-    `values` has columns group, seed, value (one row per run, duplicates already dropped).
+    `values` has columns group, seed, value (one row per run, duplicates already dropped) and optionally
+    model_key and data_key (the strata) and resolution (the metric's step, 1/examples for accuracy; nan: unknown).
     """
+    values = values.assign(**{c: values[c] if c in values else default for c, default in
+                              (("model_key", ""), ("data_key", ""), ("resolution", np.nan))})
     by_group = {g: d.set_index("seed")["value"].sort_index() for g, d in values.groupby("group", sort=True)}
-    design = pooled_design(by_group, alpha)
-    sign = 1 if higher_is_better(metric) else -1
-    ranked = sorted(by_group, key=lambda g: (-sign * by_group[g].mean(), g))  # best first: Δ mostly >= 0
-    rows = []
-    for a, b in pairs_to_test(ranked, reference):
-        est = estimate(a, b, by_group, design)
-        rows.append({"a": a, "b": b, "metric": metric, "test": est.test, "n_seeds": est.n, "df": est.df,
-                     "mean_a": by_group[a].mean(), "mean_b": by_group[b].mean(), "delta": est.delta, "se": est.se,
-                     "p": est.p_value(), "p_tost": est.tost_p(margin), "margin": margin, "_est": est})
-    if not rows:
-        return pd.DataFrame(columns=["a", "b", "test", "delta", "p_holm", "verdict", "sentence"]), design
-    df = pd.DataFrame(rows)
-    df["p_holm"] = stats.holm(df["p"].tolist())
-    df["p_tost_holm"] = stats.holm(df["p_tost"].tolist())
-    levels = stats.holm_levels(df["p"].tolist(), alpha)
-    eq_levels = stats.holm_levels(df["p_tost"].tolist(), alpha)
-    ci = [e.interval(1 - lv) if lv == lv else (np.nan, np.nan) for e, lv in zip(df["_est"], levels)]
-    eq = [e.interval(1 - 2 * lv) if lv == lv else (np.nan, np.nan) for e, lv in zip(df["_est"], eq_levels)]
-    df["ci_level"] = [1 - lv for lv in levels]
-    df["ci_low"], df["ci_high"] = [c[0] for c in ci], [c[1] for c in ci]
-    df["eq_level"] = [1 - 2 * lv for lv in eq_levels]
-    df["eq_low"], df["eq_high"] = [c[0] for c in eq], [c[1] for c in eq]
+    stratum = values.drop_duplicates("group").set_index("group")[["model_key", "data_key"]]
+    step = values.groupby("group")["resolution"].max().to_dict()
+    fits = _fits(values, by_group, step) if test == "blocked" else {}
     up = higher_is_better(metric)
-    df["verdict"] = [_verdict(r, alpha, up) for _, r in df.iterrows()]
-    df["sentence"] = [_sentence(r, alpha) for _, r in df.iterrows()]
-    return df.drop(columns="_est"), design
-
-
-def _verdict(row, alpha: float, up: bool) -> str:
-    if row["p_tost_holm"] < alpha:
-        return "equivalent"
-    if row["p_holm"] < alpha:
-        return "better" if (row["delta"] > 0) == up else "worse"
-    return "inconclusive"
+    sign = 1 if up else -1
+    ranked = sorted(by_group, key=lambda g: (-sign * by_group[g].mean(), g))  # best first: Δ mostly >= 0
+    candidates = pairs_to_test(ranked, reference)
+    tested = [(a, b) for a, b in candidates if stratum.at[a, "data_key"] == stratum.at[b, "data_key"]]
+    family = Family(test, alpha, len(tested), fits, len(candidates) - len(tested))
+    rows = []
+    for a, b in tested:
+        same_model = stratum.at[a, "model_key"] == stratum.at[b, "model_key"]
+        est, pairing = estimate(a, b, by_group, same_model, fits.get(tuple(stratum.loc[a])) if same_model else None,
+                                _step([step[a], step[b]]))
+        low, high = est.interval(family.level)
+        rows.append({"a": a, "b": b, "metric": metric, "test": est.test, "pairing": pairing, "n_seeds": est.n,
+                     "df": est.df, "mean_a": by_group[a].mean(), "mean_b": by_group[b].mean(), "delta": est.delta,
+                     "se": est.se, "ci_level": family.level, "ci_low": low, "ci_high": high, "p": est.p_value(),
+                     "p_adj": min(1.0, est.p_value() * family.pairs), "margin": margin,
+                     "p_equiv_adj": min(1.0, 2 * family.pairs * est.tost_p(margin)),
+                     "verdict": verdict(low, high, margin, est.delta, up), "_est": est})
+    if not rows:
+        return pd.DataFrame(columns=["a", "b", "test", "delta", "ci_low", "ci_high", "verdict", "seeds_to_settle",
+                                     "sentence"]), family
+    df = pd.DataFrame(rows)
+    df["seeds_to_settle"] = [stats.seeds_to_settle(e, family.level, margin, limit=SETTLE_LIMIT) if v == "inconclusive"
+                             else None
+                             for e, v in zip(df["_est"], df["verdict"])]
+    df["seeds_to_detect"] = [stats.seeds_to_detect(e, family.level, limit=SETTLE_LIMIT) if v == "inconclusive"
+                             else None for e, v in zip(df["_est"], df["verdict"])]
+    df = df.astype({"seeds_to_settle": "Int64", "seeds_to_detect": "Int64"})
+    df["sentence"] = [_sentence(r, family) for _, r in df.iterrows()]
+    return df.drop(columns="_est"), family
 
 
 def _pct(level: float) -> str:
     return f"{100 * level:.3g} %"
 
 
-def _sentence(row, alpha: float) -> str:
-    """Δ, the interval that matches the verdict, the test and the Holm p, in one sentence."""
-    test = {"blocked": f"blocked on {row['n_seeds']} seeds, {row['df']:.0f} df",
-            "paired-t": f"paired t over {row['n_seeds']} seeds", "welch": "Welch, seeds not shared"}[row["test"]]
+def _sentence(row, family: Family) -> str:
+    """Δ, the interval the verdict is read off, how it was tested, and the verdict in words."""
+    test = {"blocked": f"blocked, {row['df']:.0f} df", "paired-t": "paired t", "welch": "Welch"}[row["test"]]
     head = f"{row['a']} vs {row['b']}: Δ = {row['delta']:+.4f}"
-    if not row["p"] == row["p"]:
-        return f"{head}: inconclusive (no spread to test against: too few runs or identical values; {test})"
-    diff = f"the {_pct(row['ci_level'])} CI [{row['ci_low']:+.4f}, {row['ci_high']:+.4f}]"
-    diff_test = f"({test}; Holm p = {row['p_holm']:.3g})"
-    equiv = f"the {_pct(row['eq_level'])} equivalence interval [{row['eq_low']:+.4f}, {row['eq_high']:+.4f}]"
-    equiv_test = f"(TOST; Holm p = {row['p_tost_holm']:.3g})"
-    verdict, margin = row["verdict"], f"±{row['margin']:g}"
-    if verdict == "equivalent":
-        also = "; a difference is detectable, but it is smaller than the margin" if row["p_holm"] < alpha else ""
-        return f"{head}: equivalent, {equiv} lies within {margin} {equiv_test}{also}"
-    if verdict in ("better", "worse"):
-        return f"{head}: {row['a']} is {verdict}, {diff} excludes 0 {diff_test}"
-    return (f"{head}: inconclusive, the data cannot tell: {diff} includes 0 {diff_test} and {equiv} is not within "
-            f"{margin} {equiv_test}; more seeds would narrow both (this is not evidence of no effect)")
+    how = f"({test}, {row['pairing']})"
+    if row["verdict"] == "undetermined":
+        return (f"{head}: undetermined: the spread cannot be estimated (fewer than 2 runs, or tied values of a "
+                f"metric whose step is unknown) {how}")
+    ci = f"the {_pct(row['ci_level'])} interval [{row['ci_low']:+.4f}, {row['ci_high']:+.4f}]"
+    margin = f"±{row['margin']:g}"
+    v = row["verdict"]
+    if v in ("better", "worse"):
+        return f"{head}: {row['a']} is {v}: {ci} excludes 0 {how}"
+    if v.endswith("within margin"):
+        return (f"{head}: {row['a']} is {v.split(',')[0]}, by less than the margin: {ci} excludes 0 and lies "
+                f"within {margin} {how}")
+    if v == "equivalent":
+        return f"{head}: equivalent: {ci} lies within {margin} {how}"
+    settle = row.get("seeds_to_settle")
+    more = (f"; about {settle} seeds per group would settle it either way (80 % chance)" if pd.notna(settle) else
+            f"; more than {SETTLE_LIMIT} seeds per group would be needed to settle it")
+    detect = row.get("seeds_to_detect")
+    if pd.notna(detect) and (pd.isna(settle) or detect < settle):
+        more += f", about {detect} to detect a difference as large as this one if it is real"
+    return (f"{head}: inconclusive, the data cannot tell: {ci} includes 0 and is not within {margin} {how}"
+            f"{more} (this is not evidence of no effect)")

@@ -46,16 +46,38 @@ def config_keys(trials: pd.DataFrame) -> pd.Series:
     return pd.Series(["|".join(row) for row in zip(*parts)], index=trials.index, dtype=str)
 
 
-def drop_duplicate_runs(trials: pd.DataFrame) -> tuple[pd.DataFrame, int]:
-    """Keep the first of identical (configuration, seed) runs across experiments; return (trials, number dropped).
+def usable_mask(trials: pd.DataFrame) -> pd.Series:
+    """Runs a comparison may use: finished, with a finite value, no flagged problem, not diverged."""
+    ok = trials["status"].eq("TERMINATED") & np.isfinite(trials["value"].astype(float))
+    if "problem" in trials:
+        ok &= trials["problem"].isna()
+    if "diverged" in trials:
+        ok &= ~trials["diverged"].fillna(False).astype(bool)
+    return ok
 
-    Only finished runs count as copies of each other: an errored attempt never hides a finished one."""
+
+def drop_duplicate_runs(trials: pd.DataFrame) -> tuple[pd.DataFrame, int]:
+    """Keep the first usable run of identical (configuration, seed) runs across experiments; return (trials, number
+    dropped). Only usable runs (`usable_mask`) count as copies: a diverged, errored or flagged run never hides a good
+    duplicate, and stays listed as what it is. `trials` needs `value` (the metric compared)."""
     keyed = trials.assign(config_key=config_keys(trials))
-    finished = keyed["status"].eq("TERMINATED")
-    order = keyed.assign(_unfinished=~finished).sort_values(["_unfinished", "experiment", "trial_id"], kind="stable")
-    dup = order.duplicated(["config_key", "seed"], keep="first") & ~order["_unfinished"]
-    kept = order[~dup].drop(columns="_unfinished").sort_index()
+    unusable = ~usable_mask(keyed)
+    order = keyed.assign(_unusable=unusable).sort_values(["_unusable", "experiment", "trial_id"], kind="stable")
+    dup = order.duplicated(["config_key", "seed"], keep="first") & ~order["_unusable"]
+    kept = order[~dup].drop(columns="_unusable").sort_index()
     return kept, int(dup.sum())
+
+
+def strata_keys(trials: pd.DataFrame) -> pd.DataFrame:
+    """model_key and data_key per row: seeds are shared blocks only within one model on one data set and task."""
+    def key(cols: tuple[str, ...]) -> pd.Series:
+        present = [c for c in cols if c in trials.columns]
+        if not present or trials.empty:
+            return pd.Series("", index=trials.index, dtype=str)
+        return pd.Series(["|".join(r) for r in zip(*(trials[c].map(_canonical) for c in present))], index=trials.index)
+    return pd.DataFrame({"model_key": key(("model", "model_init")),
+                         "data_key": key(("dataset", "task", "eval_split", "text_columns", "label_column"))},
+                        index=trials.index)
 
 
 def axis_text(col: str, value) -> str:

@@ -13,6 +13,8 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from scipy.stats import gaussian_kde  # noqa: E402
 
+from raylog.metrics import higher_is_better  # noqa: E402
+
 from .stats import pareto_front  # noqa: E402
 
 
@@ -48,10 +50,8 @@ def accuracy_vs_params(summary: pd.DataFrame, metric: str = "val_accuracy", high
     fig, ax = plt.subplots(figsize=(8, 5))
     x, y = summary["params_relative_pct"].to_numpy(float), summary["mean"].to_numpy(float)
     err = np.vstack([y - summary["ci95_low"].to_numpy(float), summary["ci95_high"].to_numpy(float) - y])
-    err = np.nan_to_num(err)
+    err = np.clip(np.nan_to_num(err), 0, None)  # no interval (undetermined spread): no bar; never a negative one
     ax.errorbar(x, y, yerr=err, fmt="o", capsize=3)
-    for xi, yi, label in zip(x, y, summary["group"]):
-        ax.annotate(label, (xi, yi), textcoords="offset points", xytext=(4, 4), fontsize=8)
     front = pareto_front(x, y if higher_better else -y)
     order = np.argsort(x[front])
     ax.plot(x[front][order], y[front][order], "r--", label="Pareto front (group means)")
@@ -63,7 +63,30 @@ def accuracy_vs_params(summary: pd.DataFrame, metric: str = "val_accuracy", high
     ax.set_ylabel(f"mean final {metric} (bars: 95 % t interval)")
     ax.legend()
     ax.grid(alpha=0.3)
+    place_labels(ax, x, y, list(summary["group"]))
     return fig
+
+
+def place_labels(ax, x: np.ndarray, y: np.ndarray, labels: list[str], fontsize: int = 8) -> list:
+    """Label each point without overprinting: a label that would overlap one already placed moves down (then up) in
+    steps of its own height, with a thin leader line to its point. Returns the text artists."""
+    fig = ax.figure
+    renderer = fig.canvas.get_renderer()
+    placed, texts = [], []
+    for i in np.argsort(-np.asarray(y, dtype=float), kind="stable"):
+        text = ax.annotate(labels[i], (x[i], y[i]), textcoords="offset points", xytext=(5, 3), fontsize=fontsize,
+                           va="bottom", arrowprops={"arrowstyle": "-", "color": "0.6", "lw": 0.5})
+        box = text.get_window_extent(renderer)
+        step = box.height * 72 / fig.dpi + 1  # one line, in points
+        for k in range(1, 60):
+            if not any(box.overlaps(other) for other in placed):
+                break
+            shift = step * ((k + 1) // 2) * (-1 if k % 2 else 1)  # down 1, up 1, down 2, up 2, ...
+            text.set_position((5, 3 + shift))
+            box = text.get_window_extent(renderer)
+        placed.append(box)
+        texts.append(text)
+    return texts
 
 
 def loss_curves(trials: pd.DataFrame, epochs: pd.DataFrame, order: list[str]):
@@ -113,7 +136,7 @@ def memory_by_layer(trials: pd.DataFrame):
 
 
 def forest(comparisons: pd.DataFrame, reference: str, margin: float, metric: str = "val_accuracy"):
-    """Each group's difference vs the reference with its Holm-level interval, 0 and the ±margin band."""
+    """Each group's difference vs the reference with its simultaneous interval, 0 and the ±margin band."""
     rows = comparisons[(comparisons["a"] == reference) | (comparisons["b"] == reference)]
     flip = np.where(rows["a"] == reference, -1.0, 1.0)  # always group - reference
     names = np.where(rows["a"] == reference, rows["b"], rows["a"])
@@ -125,12 +148,17 @@ def forest(comparisons: pd.DataFrame, reference: str, margin: float, metric: str
     ax.axvspan(-margin, margin, color="tab:blue", alpha=0.12, label=f"±{margin:g} equivalence margin")
     ax.axvline(0, color="black", lw=0.8)
     colors = {"better": "tab:green", "worse": "tab:red", "equivalent": "tab:blue", "inconclusive": "gray"}
-    verdicts = rows["verdict"].to_numpy()
+    verdicts = [v.split(",")[0] for v in rows["verdict"]]
+    if (rows["a"] == reference).any():  # read as "group vs reference"
+        verdicts = [{"better": "worse", "worse": "better"}.get(v, v) if a == reference else v
+                    for v, a in zip(verdicts, rows["a"])]
     for pos, i in enumerate(order):
         err = [[delta[i] - lo[i]], [hi[i] - delta[i]]] if lo[i] == lo[i] else None
         ax.errorbar(delta[i], pos, xerr=err, fmt="o", capsize=3, color=colors.get(verdicts[i], "gray"))
     ax.set_yticks(range(len(order)), [names[i] for i in order])
-    ax.set_xlabel(f"Δ final {metric} vs {reference} (bars: Holm-level interval; colour: verdict)")
+    level = rows["ci_level"].iloc[0] if "ci_level" in rows and len(rows) else float("nan")
+    ax.set_xlabel(f"Δ final {metric} vs {reference} (bars: {100 * level:.3g} % simultaneous intervals; colour: "
+                  "verdict)")
     ax.set_title(f"Difference from {reference}")
     ax.legend(loc="best", fontsize=8)
     ax.grid(axis="x", alpha=0.3)
@@ -144,7 +172,7 @@ def all_figures(good: pd.DataFrame, epochs: pd.DataFrame, summary: pd.DataFrame,
     if good.empty:
         return {}
     order = list(summary["group"])
-    higher_better = not metric.endswith("loss")
+    higher_better = higher_is_better(metric)
     figs = {"accuracy_by_scenario": accuracy_by_scenario(good, order, metric),
             "accuracy_vs_params": accuracy_vs_params(summary, metric, higher_better),
             "loss_curves": loss_curves(good, epochs, order)}

@@ -18,10 +18,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from raylog import metrics
+
 from . import stats
-from .compare import Design, compare, higher_is_better
-from .document import Block, to_html, to_markdown
-from .groups import CONFIGURATION, drop_duplicate_runs, group_labels
+from .compare import TESTS, VERDICTS, Family, compare
+from .document import Block, Column, to_html, to_markdown
+from .groups import CONFIGURATION, drop_duplicate_runs, group_labels, strata_keys, usable_mask
+from .headline import headline, verdict_matrix
 from .select import select_settings, selection_metric
 
 EXIT_INPUT = 2
@@ -41,6 +44,7 @@ class ReportOptions:
     margin: float = 0.005  # equivalence margin, in the metric's units (0.005 = half an accuracy point)
     alpha: float = 0.05
     select: tuple[str, ...] = ()  # settings chosen per placement on the selection split (e.g. learning_rate)
+    test: str = "paired"  # paired (per-pair paired t / Welch) | blocked (pooled group + seed fit per stratum)
 
 
 def load(dir_: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -75,62 +79,75 @@ def primary_metric(trials: pd.DataFrame) -> str:
 
 
 def check_metric(metric: str, epochs: pd.DataFrame) -> str:
-    """The epoch metric to compare; `final_` is implied. Refuses the optimistic best-epoch figures."""
+    """The epoch metric to compare (a `val_*`/`sel_*` column of the metric table); `final_` is implied. Refuses
+    the optimistic best-epoch figures, non-metric columns (memory, speed, epoch) and metrics no trial reported."""
     name = metric.removeprefix("final_")
     if metric in OPTIMISTIC or name.startswith("best_"):
         raise ReportInputError(f"--metric: {metric} is the best epoch on the same dev set it reports (optimistic); "
                                "compare final-epoch values, e.g. --metric val_accuracy")
-    numeric = [c for c in epochs.columns if pd.api.types.is_float_dtype(epochs[c]) and c.startswith(("val_", "sel_"))]
-    if name not in epochs.columns:
-        raise ReportInputError(f"--metric: no epoch metric named {metric!r}; known: {', '.join(sorted(numeric))}")
+    reported = sorted(c for c in epochs.columns if metrics.is_split_metric(c) and epochs[c].notna().any())
+    if not metrics.is_split_metric(name) or name not in epochs.columns:
+        raise ReportInputError(f"--metric: {metric!r} is not a metric column; metrics these trials report: "
+                               f"{', '.join(reported)}")
+    if name not in reported and reported:  # (none reported at all: no finished epoch; the report lists why)
+        raise ReportInputError(f"--metric: no trial reports {name} (experiments made before it existed, or another "
+                               f"task); metrics these trials report: {', '.join(reported)}")
     return name
 
 
 def prepare(trials: pd.DataFrame, epochs: pd.DataFrame, metric: str) -> tuple[pd.DataFrame, int]:
-    """Trials with `value` (final-epoch metric), `dev_examples`, `config_key` and `group`; duplicates dropped."""
-    trials = trials.assign(value=final_epoch(trials, epochs, metric),
-                           dev_examples=final_epoch(trials, epochs, "val_examples"))
+    """Trials with `value` (final-epoch metric), `examples` (rows of the split it was measured on), `resolution`
+    (the metric's step there, nan if unknown), strata keys, `config_key` and `group`; duplicates dropped."""
+    examples = final_epoch(trials, epochs, metrics.examples_column(metric) or "val_examples")
+    trials = trials.assign(value=final_epoch(trials, epochs, metric), examples=examples,
+                           resolution=[metrics.resolution(metric, n) or np.nan for n in examples])
     kept, dropped = drop_duplicate_runs(trials)
-    return kept.assign(group=group_labels(kept)), dropped
+    return pd.concat([kept, strata_keys(kept)], axis=1).assign(group=group_labels(kept)), dropped
 
 
 def usable(trials: pd.DataFrame) -> pd.DataFrame:
     """Finished trials with a value and no flagged problem; diverged and errored ones are listed, never averaged."""
-    ok = trials["status"].eq("TERMINATED") & trials["value"].notna() & trials["problem"].isna()
-    if "diverged" in trials:
-        ok &= ~trials["diverged"].fillna(False).astype(bool)
-    return trials[ok]
+    return trials[usable_mask(trials)]
+
+
+def _why(row: pd.Series) -> str:
+    """diverged | errored | flagged | no value, with the reason, in one line."""
+    first = lambda text: str(text).strip().splitlines()[0][:160] if text and text == text else ""  # noqa: E731
+    if row.get("diverged") is True or row.get("diverged") == 1:
+        return f"diverged: {first(row.get('diverged_reason')) or 'non-finite loss'}"
+    if row.get("status") != "TERMINATED":
+        return f"errored: {first(row.get('error')) or 'status ' + str(row.get('status'))}"
+    if row.get("problem") and row.get("problem") == row.get("problem"):
+        return f"flagged: {first(row['problem'])}"
+    return "no value: the metric is missing or not finite at the final epoch"
 
 
 def problems(trials: pd.DataFrame) -> pd.DataFrame:
-    """Every trial that `usable` leaves out, with why."""
+    """Every trial that `usable` leaves out, with why (diverged, errored or unfinished, flagged, no value)."""
     bad = trials.drop(usable(trials).index)
-    cols = [c for c in ("experiment", "trial_name", "status", "diverged_reason", "error", "problem",
-                        "epochs_completed") if c in bad]
-    return bad[cols]
+    cols = [c for c in ("experiment", "trial_name", "status", "epochs_completed") if c in bad]
+    return bad[cols].assign(why=[_why(r) for _, r in bad.iterrows()])
 
 
-def summarize(good: pd.DataFrame, metric: str, margin: float) -> pd.DataFrame:
-    """Per group: n, mean, std, Student t 95 % interval, seeds needed for a half-width <= margin, noise floor of
-    the dev set, parameters, memory and speed."""
+def summarize(good: pd.DataFrame, metric: str) -> pd.DataFrame:
+    """Per group: n, mean, std, Student t 95 % interval (ties on a stepped metric floored at its step, never zero
+    width; none where the spread cannot be estimated), the split's noise floor, parameters, memory and speed."""
     rows = []
     for group, g in good.groupby("group", sort=False):
         v = g["value"].to_numpy(float)
-        lo, hi = stats.t_interval(v)
-        blo, bhi = stats.bca_interval(v)
-        std = float(v.std(ddof=1)) if len(v) > 1 else np.nan
-        needed = stats.seeds_for_halfwidth(std, margin)
-        dev_n = g["dev_examples"].median()
+        step = g["resolution"].max()
+        step = step if step == step else None
+        lo, hi = stats.t_interval(v, resolution=step)
+        examples = g["examples"].median()
         rows.append({
             "group": group, "scenario": g["scenario"].iloc[0], "r": g["r"].iloc[0],
             "experiments": ",".join(sorted(g["experiment"].unique())), "model": g["model"].iloc[0],
             "dataset": g["dataset"].iloc[0], "metric": metric, "n": len(v),
             "seeds": ",".join(str(int(s)) for s in sorted(g["seed"].dropna())),
-            "mean": v.mean(), "std": std, "median": float(np.median(v)), "ci95_low": lo, "ci95_high": hi,
-            "ci95_halfwidth": (hi - lo) / 2, "bca95_low": blo, "bca95_high": bhi,
-            "seeds_for_margin": needed, "more_seeds": max(0, needed - len(v)) if needed else None,
-            "dev_examples": dev_n,
-            "noise_floor_se": stats.binomial_se(v.mean(), dev_n) if "accuracy" in metric else np.nan,
+            "mean": v.mean(), "std": stats.spread(v, step), "median": float(np.median(v)), "ci95_low": lo,
+            "ci95_high": hi, "ci95_halfwidth": (hi - lo) / 2, "examples": examples, "resolution": step,
+            "noise_floor_se": stats.binomial_se(v.mean(), examples) if metrics.metric_of(metric).name == "accuracy"
+            else np.nan,
             "trainable_params": g["trainable_params"].median(), "params_relative_pct": g["params_relative_pct"].median(),
             "peak_memory_mb": g["peak_memory_mb"].median(), "memory_kind": g["memory_kind"].iloc[0],
             "saved_activations_mb": g["saved_activations_mb"].median() if "saved_activations_mb" in g else np.nan,
@@ -139,7 +156,7 @@ def summarize(good: pd.DataFrame, metric: str, margin: float) -> pd.DataFrame:
         })
     if not rows:
         return pd.DataFrame(columns=["group", "n", "mean", "ci95_low", "ci95_high", "params_relative_pct"])
-    return pd.DataFrame(rows).sort_values("mean", ascending=not higher_is_better(metric), ignore_index=True)
+    return pd.DataFrame(rows).sort_values("mean", ascending=not metrics.higher_is_better(metric), ignore_index=True)
 
 
 def resolve_reference(reference: str | None, good: pd.DataFrame) -> str | None:
@@ -166,7 +183,7 @@ class Readout:
     good: pd.DataFrame
     summary: pd.DataFrame
     comparisons: pd.DataFrame
-    design: Design
+    family: Family
     dropped: int
     reference: str | None
     selection: pd.DataFrame | None  # with --select: every candidate per placement, the chosen ones marked
@@ -176,15 +193,18 @@ class Readout:
 def read_out(trials: pd.DataFrame, epochs: pd.DataFrame, opts: ReportOptions) -> Readout:
     """Prepare, (select,) summarize and compare; raises ReportInputError for a bad metric, setting or reference."""
     metric = check_metric(opts.metric or primary_metric(trials), epochs)
-    opts = ReportOptions(metric, opts.reference, opts.margin, opts.alpha, opts.select)
+    opts = ReportOptions(metric, opts.reference, opts.margin, opts.alpha, opts.select, opts.test)
+    if opts.test not in TESTS:
+        raise ReportInputError(f"--test: {opts.test!r} is not a test; use one of {', '.join(TESTS)}")
     prepared, dropped = prepare(trials, epochs, metric)
     good, selection = usable(prepared), None
     if opts.select:
         good, selection = _select(good, trials, epochs, opts)
     reference = resolve_reference(opts.reference, good)
-    summary = summarize(good, metric, opts.margin)
-    comparisons, design = compare(good[["group", "seed", "value"]], metric, reference, opts.margin, opts.alpha)
-    return Readout(opts, prepared, good, summary, comparisons, design, dropped, reference, selection,
+    summary = summarize(good, metric)
+    comparisons, family = compare(good[["group", "seed", "value", "model_key", "data_key", "resolution"]], metric,
+                                  reference, opts.margin, opts.alpha, opts.test)
+    return Readout(opts, prepared, good, summary, comparisons, family, dropped, reference, selection,
                    (len(trials), trials["experiment"].nunique()))
 
 
@@ -198,53 +218,64 @@ def _select(good: pd.DataFrame, trials: pd.DataFrame, epochs: pd.DataFrame, opts
     if values.isna().all():
         raise ReportInputError(f"--select: the trials report no {sel} (no selection split): choosing on the dev "
                                "set would bias the very numbers it reports; add data.selection to the spec")
-    return select_settings(good.assign(sel_value=values), list(opts.select), higher_is_better(opts.metric))
+    return select_settings(good.assign(sel_value=values), list(opts.select), metrics.higher_is_better(opts.metric))
 
 
-SUMMARY_SHOWN = ["group", "n", "mean", "std", "ci95_low", "ci95_high", "noise_floor_se", "more_seeds",
-                 "params_relative_pct", "peak_memory_mb", "saved_activations_mb", "trainable_state_mb",
-                 "train_samples_per_s"]
-COMPARISON_SHOWN = ["a", "b", "verdict", "test", "n_seeds", "delta", "ci_low", "ci_high", "p_holm", "p_tost_holm"]
+SUMMARY_COLUMNS = (
+    Column("group", "group"), Column("n", "seeds"), Column("mean", "mean", "{:.4f}"), Column("std", "SD", "{:.4f}"),
+    Column("ci95_low", "95 % CI low", "{:.4f}"), Column("ci95_high", "95 % CI high", "{:.4f}"),
+    Column("noise_floor_se", "dev-set SE", "{:.4f}"), Column("params_relative_pct", "trainable %", "{:.3g}"),
+    Column("peak_memory_mb", "peak memory MB", "{:,.0f}"), Column("saved_activations_mb", "activations MB", "{:,.0f}"),
+    Column("trainable_state_mb", "trainable state MB", "{:,.1f}"),
+    Column("train_samples_per_s", "samples/s", "{:,.0f}"),
+)
+COMPARISON_COLUMNS = (
+    Column("a", "a"), Column("b", "b"), Column("verdict", "verdict"), Column("delta", "Δ = a − b", "{:+.4f}"),
+    Column("ci_low", "interval low", "{:+.4f}"), Column("ci_high", "interval high", "{:+.4f}"),
+    Column("test", "test"), Column("n_seeds", "seeds"), Column("p_adj", "p (×m)", "{:.3g}"),
+    Column("seeds_to_settle", "seeds to settle"), Column("seeds_to_detect", "seeds to detect Δ"),
+)
+PROBLEM_COLUMNS = (
+    Column("experiment", "experiment"), Column("trial_name", "trial"), Column("status", "status"),
+    Column("why", "why left out"), Column("epochs_completed", "epochs done"),
+)
 
 
 def _blocks(ro: Readout, figures: dict[str, bytes]) -> list[Block]:
     o, bad = ro.opts, problems(ro.trials)
     studies = ", ".join(sorted(ro.trials["study"].dropna().unique())) or "(no study name)"
     verdicts = ro.comparisons["verdict"].value_counts().to_dict() if not ro.comparisons.empty else {}
+    kinds = bad["why"].str.split(":").str[0].value_counts().to_dict() if not bad.empty else {}
+    matrix = verdict_matrix(list(ro.summary["group"]), ro.comparisons)
+    lines = headline(ro.summary, ro.comparisons, o.metric, o.margin, ro.reference)
     blocks = [
         Block("h1", f"lora-sweep report: {studies}"),
-        Block("p", f"{ro.read[0]} trials in {ro.read[1]} experiment(s): {len(ro.good)} "
-                   f"analysed in {ro.good['group'].nunique()} group(s) (one group = one configuration), "
-                   f"{len(bad)} errored, diverged or flagged (listed below, never averaged in), {ro.dropped} "
-                   "duplicate run(s) dropped (the same configuration and seed found more than once: in several "
-                   "experiments, or under several scenario names)."),
-        Block("h2", "How to read this"),
-        Block("p", f"Metric: the final epoch's {o.metric} on the dev set (not the best epoch, which is selected on "
-                   "the very set it reports and so is optimistic; best_val_accuracy stays in trials.parquet for "
-                   f"reference only). Group intervals: Student t, 95 %. Comparisons: Δ = a − b; an equivalence "
-                   f"margin of ±{o.margin:g}; α = {o.alpha:g} with Holm's correction over the "
-                   f"{len(ro.comparisons)} comparison(s) tested "
-                   f"({'each group vs ' + ro.reference if ro.reference else 'all pairs'}). The interval in each "
-                   "sentence is at the level Holm tested that comparison at, so it excludes 0 exactly when the verdict "
-                   "is better or worse. noise_floor_se is the binomial standard error of an accuracy on a dev set of "
-                   "this size: even when seeds agree, results on this dev set carry that much sampling error."),
-        Block("h2", f"{o.metric} per group (final epoch)"),
-        Block("table", "summary", table=ro.summary[[c for c in SUMMARY_SHOWN if c in ro.summary]]),
-        *_selection_blocks(ro),
-        Block("h2", "Design"),
-        Block("p", _design_text(ro.design, ro.good)),
+        Block("headline", items=tuple(lines)) if lines else Block("p", "No group has a usable run."),
+        Block("p", f"{ro.read[0]} trials in {ro.read[1]} experiment(s): {len(ro.good)} analysed in "
+                   f"{ro.good['group'].nunique()} group(s) (one group = one configuration); left out and listed "
+                   f"below: {kinds.get('diverged', 0)} diverged, {kinds.get('errored', 0)} errored or unfinished, "
+                   f"{kinds.get('flagged', 0)} flagged; {ro.dropped} duplicate run(s) dropped (the same configuration "
+                   "and seed found again, in another experiment or under another scenario name; only usable runs "
+                   "count as copies)."),
     ]
-    if ro.design.left_out:
-        blocks.append(Block("list", items=tuple(f"{g}: {why}" for g, why in sorted(ro.design.left_out.items()))))
+    if not matrix.empty:
+        blocks += [Block("h2", "Verdicts at a glance"),
+                   Block("p", "Each cell: the row group against the column group. '?' = inconclusive (the data "
+                              "cannot tell yet), '(< margin)' = a real difference smaller than the margin."),
+                   Block("matrix", "verdicts", table=matrix)]
     blocks += [
+        Block("h2", f"{o.metric} per group (final epoch)"),
+        Block("table", "summary", table=ro.summary, columns=SUMMARY_COLUMNS),
+        *_selection_blocks(ro),
+        Block("h2", "How to read this"),
+        Block("list", items=_reading_text(ro)),
         Block("h2", "Comparisons"),
-        Block("p", ", ".join(f"{verdicts.get(v, 0)} {v}" for v in ("better", "worse", "equivalent", "inconclusive"))
-              if verdicts else "Fewer than two groups: nothing to compare."),
+        Block("p", ", ".join(f"{verdicts[v]} {v}" for v in VERDICTS if v in verdicts)
+              if verdicts else "Fewer than two comparable groups: nothing to compare."),
         Block("list", items=tuple(ro.comparisons.get("sentence", []))),
-        Block("table", "comparisons",
-              table=ro.comparisons[[c for c in COMPARISON_SHOWN if c in ro.comparisons]]),
-        Block("h2", "Errored, diverged or flagged trials"),
-        Block("table", "problems", table=bad),
+        Block("table", "comparisons", table=ro.comparisons, columns=COMPARISON_COLUMNS),
+        Block("h2", "Diverged, errored or flagged trials"),
+        Block("table", "problems", table=bad, columns=PROBLEM_COLUMNS),
     ]
     if figures:
         blocks.append(Block("h2", "Figures"))
@@ -264,18 +295,41 @@ def _selection_blocks(ro: Readout) -> list[Block]:
             Block("table", "selection", table=ro.selection)]
 
 
-def _design_text(design: Design, good: pd.DataFrame) -> str:
-    fit = design.fit
-    if fit is None:
-        return ("No blocked fit (no two groups share seeds with residual degrees of freedom): comparisons use the "
-                "paired t where seeds are shared, else Welch.")
-    seeds = sorted({s for g in fit.groups for s in fit.seeds_of[g]})
-    return (f"Seeds are blocks shared by every scenario (repeat k uses the same seed everywhere). The additive model "
-            f"group + seed is fitted to {len(fit.groups)} group(s) over {len(seeds)} seed(s), pooled residual "
-            f"variance with {fit.df} df, after leaving out any group whose noise differs significantly from the others' "
-            "(leave-one-out F test). Comparisons among these groups are contrasts of "
-            "that fit (test = blocked); groups left out fall back to the paired t on seed-matched differences, or "
-            "Welch when seeds are not shared.")
+def _reading_text(ro: Readout) -> tuple[str, ...]:
+    """The method in short points, each a fact a reader needs to trust (or doubt) a verdict."""
+    o, fam = ro.opts, ro.family
+    if o.test == "blocked":
+        how = ("Comparisons within one model and data set are contrasts of the additive group + seed model fitted to "
+               "that stratum's groups (--test blocked: pooled residual variance, which assumes every group has the "
+               "same seed-to-seed spread).")
+    else:
+        how = ("Each comparison is a paired t on the seeds both groups share (repeat k uses the same seed "
+               "everywhere), so a group with a larger spread affects only its own comparisons.")
+    step = ro.summary["resolution"].dropna() if "resolution" in ro.summary else pd.Series(dtype=float)
+    ties = (f"{o.metric} moves in steps of 1/{1 / step.max():.0f} rows here: tied values are not read as certainty; "
+            "a spread is at least the step's own rounding error (step/√12 for a value, step/√6 for a difference)."
+            if len(step) else "Tied values of a metric whose step is unknown give no interval (undetermined), never "
+            "a zero-width one.")
+    scope = f"each group vs {ro.reference}" if ro.reference else "all pairs"
+    return (
+        f"Metric: the final epoch's {o.metric}, not the best epoch (chosen on the very set it reports, so optimistic).",
+        f"Group intervals: Student t, 95 %, each on its own. {ties}",
+        f"{how} Welch where seeds are not shared, and across models, whose seeds are not the same blocks (labelled "
+        f"unpaired). Groups on different data sets or tasks are never compared ({fam.not_compared} pair(s) skipped).",
+        f"One family: the {fam.pairs} comparison(s) tested ({scope}) each get a {100 * fam.level:.3g} % interval "
+        f"(Bonferroni, α = {o.alpha:g} over {fam.pairs}), so all of them hold together with probability ≥ "
+        f"{100 * (1 - o.alpha):.3g} %: they are simultaneous, and the chance of any false claim in the table is at "
+        f"most {o.alpha:g}. Fewer comparisons (--reference) give narrower intervals.",
+        f"Verdicts are read off that interval: better/worse when it excludes 0; equivalent when it lies within "
+        f"±{o.margin:g}; 'better, within margin' when both hold (a real difference smaller than the margin); "
+        "inconclusive otherwise: the data cannot tell, which is not evidence of no effect.",
+        "Seeds to settle: seeds per group at which the interval is narrow enough (half-width ≤ margin/2) that any "
+        "outcome is a verdict, with 80 % chance given the spread seen so far and its uncertainty. Seeds to detect Δ: "
+        "seeds at which a difference as large as the observed one would be detected with 80 % power, if it is real "
+        "(a conditional plan: no number of seeds detects a difference that is not there).",
+        "dev-set SE: the binomial standard error of an accuracy on a split of this size; even when seeds agree, "
+        "results on this split carry that much sampling error about new data.",
+    )
 
 
 def figures_png(ro: Readout, epochs: pd.DataFrame) -> dict[str, bytes]:
@@ -312,7 +366,8 @@ def write_report(trials: pd.DataFrame, epochs: pd.DataFrame, out: Path, opts: Re
 
 def cmd_report(args: argparse.Namespace) -> int:
     select = tuple(s.strip() for s in (args.select or "").split(",") if s.strip())
-    opts = ReportOptions(metric=args.metric, reference=args.reference, margin=args.margin, select=select)
+    opts = ReportOptions(metric=args.metric, reference=args.reference, margin=args.margin, select=select,
+                         test=args.test)
     try:
         if not opts.margin > 0:
             raise ReportInputError(f"--margin: must be > 0 (got {opts.margin:g}); e.g. 0.005 for half a point")
@@ -338,16 +393,23 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "the selection split (data.selection), and report only those groups on the dev set")
     p.add_argument("--margin", type=float, default=0.005,
                    help="equivalence margin in the metric's units (default 0.005 = 0.5 accuracy points)")
+    p.add_argument("--test", choices=TESTS, default="paired",
+                   help="paired (default): paired t per pair on shared seeds, valid when groups differ in spread; "
+                        "blocked: one additive group + seed fit per model and data set, more power when every group "
+                        "has the same spread")
 
 
 def register(sub) -> None:
     p = sub.add_parser("report", help="statistics, verdicts and figures from analyze's Parquet files",
-                       description="One group per configuration: n, mean, Student t 95 %% interval of the final "
-                                   "epoch's metric, seeds needed for the margin, the dev set's noise floor; "
-                                   "comparisons that use the design (seeds as blocks; paired t or Welch where it "
-                                   "cannot), Holm-corrected, with TOST equivalence and one verdict each (better, "
-                                   "worse, equivalent, inconclusive). Writes report.html (self-contained), "
-                                   "report.md, summary.csv, comparisons.csv and PNG figures.")
+                       description="The answer first (the best group, what is and is not distinguishable from it, "
+                                   "how many seeds would settle the rest), then one group per configuration: n, mean "
+                                   "and Student t 95 % interval of the final epoch's metric (ties on small dev sets "
+                                   "are never read as certainty), the split's noise floor, parameters, memory and "
+                                   "speed; comparisons by paired t on shared seeds (Welch where seeds are not shared "
+                                   "or models differ; never across data sets), one family of simultaneous intervals, "
+                                   "one verdict each read off its interval (better, worse, equivalent, 'better, "
+                                   "within margin', inconclusive). Writes report.html (self-contained), report.md, "
+                                   "summary.csv, comparisons.csv and PNG figures.")
     add_arguments(p)
     p.set_defaults(func=cmd_report)
 

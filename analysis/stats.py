@@ -1,8 +1,9 @@
 """Statistics for the study read-out (pure functions on arrays): intervals, the blocked (seed) design, paired and
-Welch tests, TOST equivalence, Holm, precision planning, the dev-set noise floor and the Pareto front.
+Welch tests, Holm (a baseline for the benchmarks), planning seeds, the dev-set noise floor and the Pareto front.
 
 Every test here is a t test of one estimate: `Estimate(delta, se, df)`; its p-value, interval and TOST follow from
-those three numbers, so the interval in a sentence and its verdict can never disagree.
+those three numbers, so the interval in a sentence and its verdict can never disagree. Spreads tell ties on a
+discrete metric from certainty (`spread`): a zero spread is never read as a zero-width interval or p = 0.
 """
 
 from __future__ import annotations
@@ -12,8 +13,6 @@ from dataclasses import dataclass
 
 import numpy as np
 from scipy import stats
-
-BCA_MIN_N = 30  # below this, BCa under-covers on normal data (0.90-0.93 measured at n = 10-30): t only
 
 
 @dataclass(frozen=True)
@@ -25,6 +24,7 @@ class Estimate:
     df: float
     test: str  # blocked | paired-t | welch
     n: int  # seeds shared (blocked, paired-t) or runs in the smaller group (welch)
+    sd_per_seed: float = float("nan")  # the spread one more seed adds to the estimate (for planning seeds)
 
     def p_value(self) -> float:
         """Two-sided p of H0: delta = 0; nan where the estimate has no spread to test against."""
@@ -48,45 +48,57 @@ class Estimate:
         return float(max(p_low, p_high))
 
 
-def t_interval(values: np.ndarray, level: float = 0.95) -> tuple[float, float]:
-    """Student t interval of the mean (scipy's ttest_1samp); (nan, nan) below 2 values, (m, m) without spread."""
+def spread(values: np.ndarray, resolution: float | None = None, ties: float = 12.0, scale: float | None = None) -> float:
+    """Sample standard deviation that tells ties from certainty: round-off counts as 0, and where the metric moves in
+    steps of `resolution` (1/examples for accuracy) it is at least resolution/sqrt(ties), the spread that rounding to
+    that step alone adds (Sheppard: h^2/12 for one value, h^2/6 for a difference of two). nan: not determined
+    (fewer than 2 values, or tied values of a metric whose step is unknown). `scale`: the magnitude round-off is
+    relative to, where `values` are differences of larger numbers."""
     values = np.asarray(values, dtype=float)
     if len(values) < 2:
-        return float("nan"), float("nan")
-    if np.ptp(values) == 0:
-        return float(values[0]), float(values[0])
-    ci = stats.ttest_1samp(values, 0.0).confidence_interval(level)
-    return float(ci.low), float(ci.high)
+        return float("nan")
+    s = float(values.std(ddof=1))
+    s = 0.0 if s <= 1e-9 * max(1.0, scale or 0.0, float(np.max(np.abs(values)))) else s
+    if resolution:
+        s = max(s, resolution / math.sqrt(ties))
+    return s if s > 0 else float("nan")
 
 
-def bca_interval(values: np.ndarray, level: float = 0.95, seed: int = 0) -> tuple[float, float]:
-    """BCa bootstrap interval of the mean (scipy.stats.bootstrap), only from BCA_MIN_N values on; else (nan, nan)."""
+def t_interval(values: np.ndarray, level: float = 0.95, resolution: float | None = None) -> tuple[float, float]:
+    """Student t interval of the mean with `spread`'s standard deviation (scipy's ttest_1samp when values differ by
+    more than the step); (nan, nan) when the spread is not determined, never a zero-width interval from ties."""
     values = np.asarray(values, dtype=float)
-    if len(values) < BCA_MIN_N or np.ptp(values) == 0:
+    s = spread(values, resolution)
+    if not s == s:
         return float("nan"), float("nan")
-    res = stats.bootstrap((values,), np.mean, confidence_level=level, method="BCa", n_resamples=4999,
-                          random_state=np.random.default_rng(seed))
-    return float(res.confidence_interval.low), float(res.confidence_interval.high)
+    half = stats.t.ppf(0.5 + level / 2, len(values) - 1) * s / math.sqrt(len(values))
+    return float(values.mean() - half), float(values.mean() + half)
 
 
-def welch(a: np.ndarray, b: np.ndarray) -> Estimate:
-    """mean(a) - mean(b) with Welch's standard error and Welch–Satterthwaite df (unpaired, unequal variances)."""
+def welch(a: np.ndarray, b: np.ndarray, resolution: float | None = None) -> Estimate:
+    """mean(a) - mean(b) with Welch's standard error and Welch–Satterthwaite df (unpaired, unequal variances);
+    each group's spread by `spread` (ties floored at the metric's step, round-off as 0)."""
     a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
     delta = float(a.mean() - b.mean()) if len(a) and len(b) else float("nan")
-    if len(a) < 2 or len(b) < 2:
+    sa, sb = spread(a, resolution), spread(b, resolution)
+    if not (sa == sa and sb == sb):
         return Estimate(delta, float("nan"), float("nan"), "welch", min(len(a), len(b)))
-    va, vb = a.var(ddof=1) / len(a), b.var(ddof=1) / len(b)
+    va, vb = sa ** 2 / len(a), sb ** 2 / len(b)
     se = math.sqrt(va + vb)
-    df = (va + vb) ** 2 / (va ** 2 / (len(a) - 1) + vb ** 2 / (len(b) - 1)) if se > 0 else float("nan")
-    return Estimate(delta, se, df, "welch", min(len(a), len(b)))
+    df = (va + vb) ** 2 / (va ** 2 / (len(a) - 1) + vb ** 2 / (len(b) - 1))
+    return Estimate(delta, se, df, "welch", min(len(a), len(b)), math.sqrt(sa ** 2 + sb ** 2))
 
 
-def paired(a: np.ndarray, b: np.ndarray) -> Estimate:
-    """Mean of seed-matched differences a_i - b_i, with the paired t standard error (df = pairs - 1)."""
-    d = np.asarray(a, dtype=float) - np.asarray(b, dtype=float)
-    if len(d) < 2:
-        return Estimate(float(d.mean()) if len(d) else float("nan"), float("nan"), float("nan"), "paired-t", len(d))
-    return Estimate(float(d.mean()), float(d.std(ddof=1) / math.sqrt(len(d))), len(d) - 1, "paired-t", len(d))
+def paired(a: np.ndarray, b: np.ndarray, resolution: float | None = None) -> Estimate:
+    """Mean of seed-matched differences a_i - b_i, with the paired t standard error (df = pairs - 1); the
+    differences' spread by `spread` (floored at step/sqrt(6), the rounding of two values)."""
+    a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    d = a - b
+    delta = float(d.mean()) if len(d) else float("nan")
+    s = spread(d, resolution, ties=6.0, scale=float(np.max(np.abs(np.concatenate([a, b])))) if len(d) else None)
+    if not s == s:
+        return Estimate(delta, float("nan"), float("nan"), "paired-t", len(d))
+    return Estimate(delta, s / math.sqrt(len(d)), len(d) - 1, "paired-t", len(d), s)
 
 
 @dataclass(frozen=True)
@@ -112,15 +124,18 @@ class BlockFit:
             return None
         var = float(c @ self.c_pinv @ c) * self.sigma2
         shared = len(self.seeds_of[a] & self.seeds_of[b])
-        return Estimate(float(c @ self.effects), math.sqrt(max(var, 0.0)), self.df, "blocked", shared)
+        if not var > 0:
+            return None
+        return Estimate(float(c @ self.effects), math.sqrt(var), self.df, "blocked", shared, math.sqrt(var * shared))
 
 
-def fit_blocks(values: np.ndarray, groups: list[str], seeds: list) -> BlockFit:
+def fit_blocks(values: np.ndarray, groups: list[str], seeds: list, resolution: float | None = None) -> BlockFit:
     """Fit the additive group + seed model to one observation per (group, seed) by the intra-block equations.
 
     Reduced normal equations C tau = Q with C = diag(r) - N diag(1/k) N', Q = T - N diag(1/k) B (N: group x seed
     counts, r/k: group/seed sizes, T/B: group/seed totals): O(groups^2 x seeds), so 10,000 runs take milliseconds,
-    where a dense least-squares fit with one column per seed would not.
+    where a dense least-squares fit with one column per seed would not. A residual variance at round-off level is
+    0 (exactly additive data have no error to test against); with a known `resolution` it is at least h^2/12.
     """
     y = np.asarray(values, dtype=float)
     glevels = sorted(set(groups))
@@ -141,37 +156,12 @@ def fit_blocks(values: np.ndarray, groups: list[str], seeds: list) -> BlockFit:
     resid = y - tau[gi] - beta[si]
     df = len(y) - len(slevels) - rank
     sigma2 = float(resid @ resid / df) if df > 0 else float("nan")
+    if sigma2 == sigma2:
+        sigma2 = 0.0 if math.sqrt(sigma2) <= 1e-9 * max(1.0, float(np.max(np.abs(y)))) else sigma2
+        sigma2 = max(sigma2, resolution ** 2 / 12) if resolution else sigma2
     seeds_of = {g: frozenset(s for s, gg in zip(seeds, groups) if gg == g) for g in glevels}
     return BlockFit(glevels, tau, c_pinv, c_mat @ c_pinv, sigma2, df, seeds_of, dict(zip(slevels, beta)),
                     dict(zip(slevels, k)))
-
-
-def spread_outlier(values: np.ndarray, groups: list[str], seeds: list, alpha: float) -> tuple[str, float] | None:
-    """The group whose noise differs most from the others', if it differs significantly; else None.
-
-    For each group g: fit group + seed without it, take g's seed-matched deviations from the others' seed levels
-    (variance sigma_g^2 + sigma^2/k) and F-test their variance against the others' pooled residual variance, two
-    sided, Bonferroni over groups. Brown–Forsythe has almost no power at the 3-5 seeds studies use (p = 0.15 for a
-    7.5x larger standard deviation at 3 seeds); this leave-one-out F test finds it (it assumes normal noise).
-    """
-    y = np.asarray(values, dtype=float)
-    names = sorted(set(groups))
-    best: tuple[str, float] | None = None
-    for g in names:
-        mine = np.array([gg == g for gg in groups])
-        rest = fit_blocks(y[~mine], [gg for gg, m in zip(groups, mine) if not m],
-                          [s for s, m in zip(seeds, mine) if not m])
-        shared = [(v, s) for v, s, m in zip(y, seeds, mine) if m and s in rest.seed_effects]
-        if rest.df <= 0 or len(shared) < 2 or not rest.sigma2 > 0:
-            continue
-        dev = np.array([v - rest.seed_effects[s] for v, s in shared])
-        scale = rest.sigma2 * (1 + np.mean([1 / rest.seed_sizes[s] for _, s in shared]))
-        ratio = float(dev.var(ddof=1) / scale)
-        one_sided = stats.f.sf(ratio, len(dev) - 1, rest.df) if ratio >= 1 else stats.f.cdf(ratio, len(dev) - 1, rest.df)
-        p = min(1.0, 2 * float(one_sided) * len(names))
-        if best is None or p < best[1]:
-            best = (g, p)
-    return best if best is not None and best[1] < alpha else None
 
 
 def holm(p_values: list[float]) -> list[float]:
@@ -187,32 +177,35 @@ def holm(p_values: list[float]) -> list[float]:
     return adjusted
 
 
-def holm_levels(p_values: list[float], alpha: float) -> list[float]:
-    """The level Holm's step-down tests each hypothesis at: alpha/(m - k + 1) for the k-th smallest p, frozen at
-    the first step that fails. A (1 - level) t interval then excludes 0 exactly when Holm rejects."""
-    idx = [i for i, p in enumerate(p_values) if p == p]
-    order = sorted(idx, key=lambda i: p_values[i])
-    m = len(order)
-    levels = [float("nan")] * len(p_values)
-    stopped: float | None = None
-    for rank, i in enumerate(order):
-        level = alpha / (m - rank)
-        if stopped is None and p_values[i] >= level:
-            stopped = level
-        levels[i] = stopped if stopped is not None else level
-    return levels
+def seeds_to_settle(est: Estimate, level: float, margin: float, power: float = 0.8, limit: int = 1000) -> int | None:
+    """Seeds after which a comparison reaches a verdict whatever the true difference, with chance >= `power`.
 
-
-def seeds_for_halfwidth(std: float, halfwidth: float, level: float = 0.95, limit: int = 10_000) -> int | None:
-    """Smallest n whose t interval half-width t(n-1) * std / sqrt(n) is <= halfwidth; None if std is unknown."""
-    if not (std == std) or halfwidth <= 0:
+    At a `level` interval half-width <= margin/2 every outcome is a verdict: either the interval excludes 0
+    (better/worse) or |delta| <= margin/2 and the interval lies within ±margin (equivalent). The future spread is
+    taken with its uncertainty: s_new^2 / s_pilot^2 ~ F(n - 1, pilot df), so the half-width stays under margin/2
+    with probability `power` when t(n-1) * s_pilot * sqrt(F_power) / sqrt(n) <= margin/2. None: not estimable
+    (no spread yet) or more than `limit` seeds.
+    """
+    sd, df = est.sd_per_seed, est.df
+    if not (sd == sd and sd > 0 and df == df and df > 0):
         return None
-    if std == 0:
-        return 2
-    for n in range(2, limit + 1):
-        if stats.t.ppf(0.5 + level / 2, n - 1) * std / math.sqrt(n) <= halfwidth:
-            return n
-    return limit
+    n = np.arange(2, limit + 1)
+    half = stats.t.ppf(0.5 + level / 2, n - 1) * sd * np.sqrt(stats.f.ppf(power, n - 1, df)) / np.sqrt(n)
+    enough = np.flatnonzero(half <= margin / 2)
+    return int(n[enough[0]]) if len(enough) else None
+
+
+def seeds_to_detect(est: Estimate, level: float, power: float = 0.8, limit: int = 1000) -> int | None:
+    """Seeds at which a difference as large as the one observed would be detected (interval excludes 0) with chance
+    `power`: the smallest n with (t_level(n-1) + t_power(n-1)) * sd / sqrt(n) <= |delta|. A plan conditional on the
+    observed |delta| being real (under no effect, no number of seeds detects one); None if not estimable."""
+    sd, delta = est.sd_per_seed, abs(est.delta)
+    if not (sd == sd and sd > 0 and delta > 0):
+        return None
+    n = np.arange(2, limit + 1)
+    need = (stats.t.ppf(0.5 + level / 2, n - 1) + stats.t.ppf(power, n - 1)) * sd / np.sqrt(n)
+    enough = np.flatnonzero(need <= delta)
+    return int(n[enough[0]]) if len(enough) else None
 
 
 def binomial_se(accuracy: float, n_examples: int | float) -> float:

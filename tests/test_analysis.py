@@ -155,6 +155,7 @@ def test_bad_input_exit_2_and_no_partial_parquet(experiment, tmp_path, capsys, d
 
 
 def test_report_tables_comparisons_and_plots(experiment, tmp_path, capsys):
+    import numpy as np
     import pandas as pd
     from scipy import stats as sps
 
@@ -175,8 +176,13 @@ def test_report_tables_comparisons_and_plots(experiment, tmp_path, capsys):
     assert summary.loc["good r=8", "mean"] == pytest.approx(good.mean())
     assert (summary.loc["good r=8", "ci95_low"], summary.loc["good r=8", "ci95_high"]) == pytest.approx((ci.low, ci.high))
     pairs = pd.read_csv(tmp_path / "rep" / "comparisons.csv")
-    assert len(pairs) == 3 and set(pairs["test"]) == {"blocked"} and (pairs["n_seeds"] == 3).all()
-    assert (pairs["df"] == 4).all()  # (3 groups - 1) x (3 seeds - 1)
+    assert len(pairs) == 3 and set(pairs["test"]) == {"paired-t"} and (pairs["n_seeds"] == 3).all()
+    same = pairs.set_index(["a", "b"]).loc[("flaky r=8", "plain r=8")]  # the fixture gives both the same values
+    assert same["verdict"] == "undetermined" and np.isnan(same["df"])  # no step known: ties are not certainty
+    assert (pairs["ci_level"] == 1 - 0.05 / 3).all()  # one family: simultaneous intervals
+    assert main(["report", str(tmp_path / "pq"), "--out", str(tmp_path / "blocked"), "--test", "blocked"]) == 0
+    pairs = pd.read_csv(tmp_path / "blocked" / "comparisons.csv")
+    assert set(pairs["test"]) == {"blocked"} and (pairs["df"] == 4).all()  # (3 groups - 1) x (3 seeds - 1)
     assert main(["report", str(tmp_path / "nothing"), "--out", str(tmp_path / "r2")]) == 2
 
 
@@ -227,7 +233,10 @@ def test_duplicate_runs_across_experiments_counted_once(experiment, tmp_path):
 def test_report_bad_options_are_one_line(experiment, tmp_path, capsys):
     analyze(experiment, "--out", tmp_path / "pq")
     capsys.readouterr()
-    for flags, needle in ((["--metric", "best_val_accuracy"], "optimistic"), (["--metric", "val_bleu"], "no epoch metric"),
+    for flags, needle in ((["--metric", "best_val_accuracy"], "optimistic"), (["--metric", "val_bleu"], "not a metric"),
+                          (["--metric", "peak_memory_mb"], "not a metric column"),
+                          (["--metric", "train_samples_per_s"], "not a metric column"),
+                          (["--metric", "val_f1"], "no trial reports val_f1"),
                           (["--reference", "nope"], "--reference"), (["--margin", "0"], "--margin")):
         assert main(["report", str(tmp_path / "pq"), "--out", str(tmp_path / "rep"), *flags]) == 2
         err = capsys.readouterr().err.strip().splitlines()

@@ -19,14 +19,17 @@ def test_t_interval_covers_at_the_repeat_counts_studies_use(n):
     assert hits / reps >= 0.93  # nominal 0.95; the old percentile bootstrap gave 0.76 (n=3) and 0.83 (n=5)
 
 
-def test_t_interval_is_scipys_and_bca_only_for_large_n():
+def test_t_interval_is_scipys_and_ties_are_never_read_as_certainty():
     x = np.array([0.81, 0.83, 0.84, 0.82])
     ci = sps.ttest_1samp(x, 0).confidence_interval(0.95)
     assert stats.t_interval(x) == pytest.approx((ci.low, ci.high))
     assert np.isnan(stats.t_interval(x[:1])).all()
-    assert np.isnan(stats.bca_interval(x)).all()  # too few values for a bootstrap to mean anything
-    lo, hi = stats.bca_interval(np.random.default_rng(0).normal(0.8, 0.01, stats.BCA_MIN_N))
-    assert lo < 0.8 < hi
+    tied = np.array([0.7004, 0.7004, 0.7004])  # 194/277 three times: RTE's step is 0.0036
+    assert np.isnan(stats.t_interval(tied)).all()  # step unknown: no interval, never (m, m)
+    lo, hi = stats.t_interval(tied, resolution=1 / 277)
+    half = sps.t.ppf(0.975, 2) * (1 / 277) / np.sqrt(12) / np.sqrt(3)  # the step's own rounding error
+    assert (lo, hi) == pytest.approx((0.7004 - half, 0.7004 + half))
+    assert stats.spread(np.array([0.8, 0.8 + 1e-15, 0.8])) != stats.spread(np.array([0.8, 0.8 + 1e-15, 0.8])) # nan
 
 
 def test_welch_and_paired_match_scipy():
@@ -82,10 +85,10 @@ def test_blocked_test_has_its_nominal_false_positive_rate_and_more_power_than_we
     false_pos, blocked_hits, welch_hits, reps = 0, 0, 0, 400
     for _ in range(reps):
         null = _balanced(6, 3, rng)
-        res, _ = compare(null, "val_accuracy", reference="g0")
+        res, _ = compare(null, "val_accuracy", reference="g0", test="blocked")
         false_pos += (res["p"] < 0.05).sum()
         alt = _balanced(6, 3, rng, effect=[0, 0.012, 0, 0, 0, 0])
-        res, _ = compare(alt, "val_accuracy", reference="g0")
+        res, _ = compare(alt, "val_accuracy", reference="g0", test="blocked")
         row = res[res["a"] == "g1"].iloc[0]
         blocked_hits += row["p"] < 0.05
         a, b = (alt.loc[alt["group"] == g, "value"].to_numpy() for g in ("g1", "g0"))
@@ -94,57 +97,85 @@ def test_blocked_test_has_its_nominal_false_positive_rate_and_more_power_than_we
     assert blocked_hits > 1.5 * welch_hits  # seeds shared across groups: blocking removes their variance
 
 
-def test_a_noisy_group_is_left_out_of_the_pool_and_compared_by_paired_t():
-    rng = np.random.default_rng(5)
-    caught = wrongly_left_out = 0
-    reps = 60
-    for _ in range(reps):
-        df = _balanced(8, 3, rng, effect=[0.003 * g for g in range(8)], noise=0.004)
-        _, null_design = compare(df, "val_accuracy", reference="g0")
-        wrongly_left_out += bool(null_design.left_out)
-        noisy = df["group"] == "g7"  # a baseline-like group with 7.5x the seed-to-seed spread
-        df.loc[noisy, "value"] += rng.normal(0, 0.03, noisy.sum())
-        res, design = compare(df, "val_accuracy", reference="g0")
-        if list(design.left_out) == ["g7"]:
-            caught += 1
-            assert design.fit.df == (7 - 1) * (3 - 1)  # the 7 others pooled, as in a study's blocked fit
-            assert res.set_index("a").loc["g7", "test"] == "paired-t"
-            assert set(res.set_index("a").drop("g7")["test"]) == {"blocked"}
-    assert caught / reps >= 0.7  # 3 seeds give the F test 2 df for the noisy group: power about 0.85
-    assert wrongly_left_out / reps <= 0.12  # Bonferroni over groups: about 5 % of null studies
+def test_exactly_additive_data_give_no_test_rather_than_p_from_round_off():
+    df = pd.DataFrame([{"group": g, "seed": s, "value": 0.8 + eff + 0.01 * s} for g, eff in (("a", 0.0), ("b", 0.1))
+                       for s in range(4)])
+    fit = stats.fit_blocks(df["value"].to_numpy(), df["group"].tolist(), df["seed"].tolist())
+    assert fit.sigma2 == 0 and fit.contrast("b", "a") is None  # was p = 1e-56 from a 1e-33 residual
+    res, _ = compare(df, "val_accuracy", test="blocked")
+    assert res.iloc[0]["verdict"] == "undetermined"
+    res, _ = compare(df.assign(resolution=1 / 872), "val_accuracy", test="blocked")
+    assert res.iloc[0]["verdict"] == "better" and res.iloc[0]["p"] > 1e-15
+
+
+@pytest.mark.parametrize("a, b", [(0.80, 0.70), (0.75, 0.50)])
+def test_constant_groups_get_the_same_kind_of_answer_never_p_from_round_off(a, b):
+    df = pd.DataFrame({"group": ["x"] * 3 + ["y"] * 3, "seed": [1, 2, 3] * 2, "value": [a] * 3 + [b] * 3})
+    for test in ("paired", "blocked"):
+        res, _ = compare(df, "val_accuracy", test=test)
+        assert res.iloc[0]["verdict"] == "undetermined" and np.isnan(res.iloc[0]["p"])  # spread unknown
+        res, _ = compare(df.assign(resolution=1 / 872), "val_accuracy", test=test)
+        assert res.iloc[0]["verdict"] == "better" and res.iloc[0]["p"] > 1e-15  # floored at the step's rounding
+
+
+def test_two_models_are_never_blocks_of_each_other_and_data_sets_are_never_compared():
+    rng = np.random.default_rng(8)
+    rows = [{"group": f"{m}-{d}-{g}", "seed": 42 + s, "value": 0.85 + rng.normal(0, 0.01), "model_key": m,
+             "data_key": d} for m, d in (("A", "sst2"), ("B", "sst2"), ("A", "rte")) for g in range(2) for s in range(3)]
+    for test in ("paired", "blocked"):
+        res, family = compare(pd.DataFrame(rows), "val_accuracy", test=test)
+        pairs = {frozenset((a, b)): r for a, b, r in zip(res["a"], res["b"], res.to_dict("records"))}
+        cross = pairs[frozenset(("A-sst2-0", "B-sst2-0"))]
+        assert cross["pairing"] == "unpaired: different models" and cross["test"] == "welch"
+        assert all(len({name.split("-")[1] for name in p}) == 1 for p in pairs)  # never sst2 against rte
+        assert family.pairs == len(res) == 6 + 1 and family.not_compared == 15 - 7  # sst2: 4 groups, rte: 2
+        if test == "blocked":
+            assert sorted(family.fits) == [("A", "rte"), ("A", "sst2"), ("B", "sst2")]  # one fit per stratum
 
 
 def test_welch_when_seeds_are_not_shared():
     df = pd.DataFrame({"group": ["a"] * 3 + ["b"] * 3, "seed": [1, 2, 3, 4, 5, 6],
                        "value": [0.80, 0.81, 0.82, 0.70, 0.72, 0.71]})
-    res, design = compare(df, "val_accuracy")
-    assert design.fit is None and res.iloc[0]["test"] == "welch" and res.iloc[0]["verdict"] == "better"
+    res, family = compare(df, "val_accuracy", test="blocked")
+    assert not family.fits and res.iloc[0]["test"] == "welch" and res.iloc[0]["verdict"] == "better"
+    assert res.iloc[0]["pairing"] == "unpaired: seeds not shared"
 
 
-def test_holm_levels_make_the_interval_agree_with_the_verdict():
+def test_every_verdict_is_read_off_its_simultaneous_interval():
     rng = np.random.default_rng(6)
     for _ in range(50):
         df = _balanced(5, 4, rng, effect=list(rng.normal(0, 0.006, 5)))
-        res, _ = compare(df, "val_accuracy", margin=0.005)
+        res, family = compare(df, "val_accuracy", margin=0.005)
+        assert family.pairs == 10 and (res["ci_level"] == 1 - 0.05 / 10).all()
         for _, r in res.iterrows():
             excludes_zero = r["ci_low"] > 0 or r["ci_high"] < 0
-            assert excludes_zero == (r["p_holm"] < 0.05)
-            inside = -0.005 < r["eq_low"] and r["eq_high"] < 0.005
-            assert inside == (r["p_tost_holm"] < 0.05)
-            assert r["verdict"] == ("equivalent" if inside else ("better" if excludes_zero and r["delta"] > 0 else
-                                    "worse" if excludes_zero else "inconclusive"))
+            assert excludes_zero == (r["p_adj"] < 0.05)
+            inside = -0.005 < r["ci_low"] and r["ci_high"] < 0.005
+            assert inside == (r["p_equiv_adj"] < 0.05)
+            sign = "better" if r["delta"] > 0 else "worse"
+            assert r["verdict"] == (f"{sign}, within margin" if excludes_zero and inside else sign if excludes_zero
+                                    else "equivalent" if inside else "inconclusive")
 
 
-def test_holm_and_its_levels():
+def test_a_small_significant_difference_is_better_within_margin_not_equivalent():
+    rng = np.random.default_rng(9)
+    df = _balanced(2, 8, rng, effect=[0.003, 0.0], noise=0.0003)
+    res, _ = compare(df, "val_accuracy", margin=0.005)
+    r = res.iloc[0]
+    assert r["verdict"] == "better, within margin" and r["ci_low"] > 0 and r["ci_high"] < 0.005
+    assert "better, by less than the margin" in r["sentence"]
+
+
+def test_holm():
     assert stats.holm([0.01, 0.04, 0.03]) == pytest.approx([0.03, 0.06, 0.06])
     assert stats.holm([float("nan"), 0.02])[1] == pytest.approx(0.02)
-    # 0.01 < 0.05/3 rejected; 0.03 >= 0.05/2 fails, and Holm stops there: 0.04 is tested at that level too
-    assert stats.holm_levels([0.01, 0.04, 0.03], 0.05) == pytest.approx([0.05 / 3, 0.025, 0.025])
 
 
 def test_equivalence_and_inconclusive_verdicts_say_what_the_data_supports():
     rng = np.random.default_rng(7)
-    tight = _balanced(2, 8, rng, noise=0.0005)  # many seeds, tiny noise, no effect
+    block = rng.normal(0, 0.01, 8)  # many seeds, differences of ±0.0005 that cancel: no effect, tight
+    tight = pd.DataFrame([{"group": g, "seed": s, "value": 0.85 + block[s] + (0.0005 * (-1) ** s if g == "g1" else 0)}
+                          for g in ("g0", "g1") for s in range(8)])
     res, _ = compare(tight, "val_accuracy", margin=0.005)
     assert res.iloc[0]["verdict"] == "equivalent" and "within ±0.005" in res.iloc[0]["sentence"]
     loose = _balanced(2, 2, rng, noise=0.01)
@@ -159,9 +190,13 @@ def test_lower_is_better_for_losses():
     assert (res.iloc[0]["a"], res.iloc[0]["verdict"]) == ("a", "better")
 
 
-def test_seeds_needed_and_noise_floor():
-    n = stats.seeds_for_halfwidth(0.004, 0.005)
-    assert sps.t.ppf(0.975, n - 1) * 0.004 / np.sqrt(n) <= 0.005 < sps.t.ppf(0.975, n - 2) * 0.004 / np.sqrt(n - 1)
+def test_seeds_to_settle_makes_every_outcome_a_verdict_and_noise_floor():
+    est = stats.paired(np.array([0.80, 0.81, 0.79]), np.array([0.805, 0.80, 0.80]))
+    n = stats.seeds_to_settle(est, 0.95, 0.005)
+    half = lambda k: (sps.t.ppf(0.975, k - 1) * est.sd_per_seed * np.sqrt(sps.f.ppf(0.8, k - 1, est.df))  # noqa: E731
+                      / np.sqrt(k))
+    assert half(n) <= 0.0025 < half(n - 1)  # half-width <= margin/2: either the interval excludes 0 or fits ±margin
+    assert stats.seeds_to_settle(stats.paired(np.array([0.8, 0.8]), np.array([0.8, 0.8])), 0.95, 0.005) is None
     assert stats.binomial_se(0.83, 872) == pytest.approx(0.0127, abs=1e-4)  # about 1.3 points on SST-2's dev set
     assert stats.binomial_se(0.94, 872) == pytest.approx(0.0080, abs=1e-4)
 
@@ -169,7 +204,8 @@ def test_seeds_needed_and_noise_floor():
 def _trials(**over) -> dict:
     base = {"experiment": "e1", "trial_id": "t", "status": "TERMINATED", "scenario": "lora_all", "baseline": None,
             "layers": [0, 1], "components": ["q", "v"], "r": 8, "rank_pattern": "{}", "alpha": None, "seed": 42,
-            "model": "minilm-l6", "dataset": "glue/sst2", "learning_rate": 1e-3, "config_extra": None}
+            "model": "minilm-l6", "dataset": "glue/sst2", "learning_rate": 1e-3, "config_extra": None, "value": 0.9,
+            "problem": None, "diverged": False}
     return {**base, **over}
 
 
@@ -190,6 +226,16 @@ def test_groups_are_configurations_and_labels_stay_readable():
     assert "model=roberta-base" in labels["c"] and "rank_pattern" in labels["e"]
 
 
+@pytest.mark.parametrize("bad", [{"diverged": True, "value": float("nan")}, {"problem": "corrupt result line"},
+                                 {"status": "ERROR"}, {"value": float("inf")}])
+def test_an_unusable_run_never_hides_its_good_duplicate(bad):
+    first = _trials(trial_id="a", experiment="e1", **bad)  # sorts first, but is not usable
+    kept, dropped = drop_duplicate_runs(pd.DataFrame([first, _trials(trial_id="b", experiment="e2")]))
+    assert dropped == 0 and set(kept["trial_id"]) == {"a", "b"}  # the good run stays; the bad one is listed
+    kept, dropped = drop_duplicate_runs(pd.DataFrame([_trials(trial_id="a"), _trials(trial_id="b", experiment="e2")]))
+    assert dropped == 1 and list(kept["trial_id"]) == ["a"]
+
+
 def _write_study(tmp_path, rows):
     """trials.parquet + epochs.parquet in analyze's schemas from (scenario, lr, seed, sel, dev) rows."""
     import pyarrow as pa
@@ -204,7 +250,8 @@ def _write_study(tmp_path, rows):
                        "layers": [3] if scenario == "upper" else [0], "components": ["v"], "learning_rate": lr, "model": "m", "dataset": "d",
                        "final_val_accuracy": dev, "final_sel_accuracy": sel, "params_relative_pct": 1.0,
                        "trainable_params": 10, "diverged": False})
-        epochs.append({**head, "epoch": 1, "val_accuracy": dev, "sel_accuracy": sel, "val_examples": 872})
+        epochs.append({**head, "epoch": 1, "val_accuracy": dev, "sel_accuracy": sel, "val_examples": 872,
+                       "sel_examples": 400})
     pq.write_table(pa.Table.from_pylist(trials, schema=TRIALS_SCHEMA), tmp_path / "trials.parquet")
     pq.write_table(pa.Table.from_pylist(epochs, schema=EPOCHS_SCHEMA), tmp_path / "epochs.parquet")
     return tmp_path
@@ -237,3 +284,36 @@ def test_select_needs_a_selection_split(tmp_path, capsys):
     assert len(err) == 1 and "no sel_accuracy" in err[0] and "data.selection" in err[0]
     assert main(["report", str(pq_dir), "--out", str(tmp_path / "rep"), "--select", "learnin_rate"]) == 2
     assert "--select" in capsys.readouterr().err
+
+
+def test_noise_floor_of_the_selection_split_uses_its_own_size(tmp_path):
+    from tune_jobs.cli import main
+
+    rows = [(sc, 1e-3, seed, 0.80 + 0.01 * (seed % 3), 0.85) for sc in ("upper", "lower") for seed in (42, 43, 44)]
+    pq_dir = _write_study(tmp_path, rows)
+    assert main(["report", str(pq_dir), "--out", str(tmp_path / "rep"), "--metric", "sel_accuracy"]) == 0
+    summary = pd.read_csv(tmp_path / "rep" / "summary.csv")
+    for _, g in summary.iterrows():
+        assert g["examples"] == 400 and g["noise_floor_se"] == pytest.approx(stats.binomial_se(g["mean"], 400))
+
+
+def test_a_tied_group_beside_a_spread_one_is_a_report_not_a_traceback(tmp_path):
+    from tune_jobs.cli import main
+
+    rows = [("upper", 1e-3, s, None, 194 / 277) for s in (42, 43, 44)]  # three tied values, as on RTE
+    rows += [("lower", 1e-3, s, None, v / 277) for s, v in ((42, 180), (43, 186), (44, 183))]
+    pq_dir = _write_study(tmp_path, rows)
+    assert main(["report", str(pq_dir), "--out", str(tmp_path / "rep")]) == 0  # was: 'yerr' must not be negative
+    summary = pd.read_csv(tmp_path / "rep" / "summary.csv").set_index("group")
+    lo, hi = summary.loc["upper r=8", ["ci95_low", "ci95_high"]]
+    assert lo < 194 / 277 < hi  # 872 rows in this helper: the step is 1/872, and the interval is never (m, m)
+
+
+def test_help_texts_print_percent_signs_as_written(capsys):
+    from tune_jobs.cli import main
+
+    for sub in ("plan", "report"):
+        with pytest.raises(SystemExit):
+            main([sub, "--help"])
+        out = capsys.readouterr().out
+        assert "%%" not in out and "%" in out

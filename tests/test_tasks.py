@@ -16,7 +16,8 @@ from tests.conftest import EXPERIMENTS, GLUE_DIR, tiny_spec
 from tune_jobs.cli import main
 from tune_jobs.data import _fingerprint, check_data, load_splits, tokenized_splits
 from tune_jobs.grid import select_trial
-from tune_jobs.metrics import compute, higher_is_better
+from raylog.metrics import higher_is_better
+from tune_jobs.metrics import compute
 from tune_jobs.readers import resolve_source
 from tune_jobs.spec import DataConfig, Reader, load_study, resolve_data
 from tune_jobs.trial import load_model, load_tokenizer, run_trial

@@ -48,7 +48,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
 def register(sub) -> None:
     p = sub.add_parser("plan", help=SUBCOMMANDS["plan"][1],
                        description="Validate SPEC (every error at once), expand it into trials (scenario x rank x "
-                                   "training-setting axes x repeat) and print each with its trainable parameters and %% of full fine-tuning. "
+                                   "training-setting axes x repeat) and print each with its trainable parameters and % of full fine-tuning. "
                                    "Offline and in seconds: the model is built on the meta device, no weights load.")
     add_spec_args(p)
     p.add_argument("--json", action="store_true", help="print a JSON array of trial objects instead of a table")

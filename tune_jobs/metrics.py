@@ -16,11 +16,6 @@ TASK_METRICS: dict[str, tuple[str, ...]] = {
 DEFAULT_METRIC = {CLASSIFICATION: "accuracy", REGRESSION: "pearson"}
 
 
-def higher_is_better(name: str) -> bool:
-    """Losses and squared errors go down; accuracy, F1, MCC and correlations go up (`val_`/`sel_` prefixes allowed)."""
-    return not name.endswith(("loss", "mse"))
-
-
 def _finite(value: float) -> float | None:
     """A metric undefined for the data (Pearson of a constant prediction) is None, never NaN in a JSON result."""
     value = float(value)

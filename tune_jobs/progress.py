@@ -11,7 +11,7 @@ import time
 
 from ray import tune
 
-from .metrics import higher_is_better
+from raylog.metrics import higher_is_better
 
 
 class ConciseProgress(tune.Callback):

@@ -158,7 +158,7 @@ def run_sweep(study: Study, storage: str | None = None, name: str | None = None,
     from ray import tune
 
     from .hparams_logger import HParamsTBXLogger
-    from .metrics import higher_is_better
+    from raylog.metrics import higher_is_better
     from .progress import ConciseProgress, print_summary, savings_line
     from .searcher import StudySearch, StudySearcher
     from .trackers import tracker_callbacks
