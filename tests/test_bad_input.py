@@ -85,6 +85,8 @@ DATA_CASES = [  # (id, build the dataset dir under tmp, extra data fields, the e
                                                   '{"text": "c", "y": "meh"}\n'), {"text": "text", "label": "y"},
      "validation.jsonl:1: label 'meh' is not a label of the train split"),
     ("GLUE_DIR lacks the task", lambda t: "glue/qnli", {}, "GLUE_DIR has no folder QNLI or qnli for glue/qnli"),
+    ("selection larger than train", lambda t: _tsv(t / "d"), {"selection": {"rows": 10_000_000}},
+     "data.selection: holds out 10,000,000 of the train split's 2 rows"),  # was found only once a trial ran
 ]
 
 

@@ -122,3 +122,18 @@ def test_checkpoint_formats_are_the_standard_ones(tmp_path, tiny_bert_dir):
     assert {"head.safetensors", "train_state.pt"} <= files["head"] and "model.safetensors" not in files["head"]
     assert {"config.json", "model.safetensors", "train_state.pt"} <= files["full"]
     assert SST2_DIR.is_dir()
+
+
+@pytest.mark.parametrize("primary, finals, expected, why", [
+    ("val_mcc", [{"val_accuracy": 0.71, "val_mcc": 0.10}, {"val_accuracy": 0.69, "val_mcc": 0.25}], 1, "val_mcc"),
+    ("val_f1", [{"val_accuracy": 0.80, "val_f1": 0.82, "sel_f1": 0.90, "sel_accuracy": 0.9},
+                {"val_accuracy": 0.78, "val_f1": 0.86, "sel_f1": 0.80, "sel_accuracy": 0.7}], 0, "sel_f1"),
+    ("val_mse", [{"val_mse": 0.9, "val_pearson": 0.8}, {"val_mse": 0.5, "val_pearson": 0.7}], 1, "val_mse"),
+    (None, [{"val_accuracy": 0.80}, {"val_accuracy": 0.85}], 1, "val_accuracy"),  # made before studies named it
+])
+def test_export_best_follows_the_studys_primary_metric_and_its_direction(primary, finals, expected, why):
+    from tune_jobs.export import best_by_primary_metric
+
+    pool = [{"config": {"primary_metric": primary, "trial_name": f"t{i}"}, "final": f} for i, f in enumerate(finals)]
+    chosen, how = best_by_primary_metric(pool)
+    assert chosen is pool[expected] and f"best final {why} " in how  # was: best val_accuracy whatever the task

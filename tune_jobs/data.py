@@ -191,6 +191,8 @@ def check_data(data: DataConfig, load_hub: bool = False) -> DataConfig:
     if not load_hub and resolve_source(data).hub is not None and data.num_labels is not None:
         return data
     splits = load_splits(data)
+    if data.selection is not None:  # the held-out rows must leave some to train on: say so now, not in a trial
+        selection_split(len(splits.train), data.selection.fraction, data.selection.rows, 0)
     if data.task == REGRESSION:
         return data
     return replace(data, labels=splits.label_names, num_labels=len(splits.label_names))

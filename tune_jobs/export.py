@@ -57,6 +57,24 @@ def finished_trials(experiment: str) -> list[dict]:
     return out
 
 
+def best_by_primary_metric(pool: list[dict]) -> tuple[dict, str]:
+    """The trial with the best final value of the study's primary metric (val_mcc for CoLA, val_f1 for MRPC, ...),
+    on the selection split when every trial has one, else on the dev set (optimistic: chosen on the reported set);
+    val_accuracy for experiments made before studies named their metric."""
+    from raylog.metrics import higher_is_better
+
+    dev = next((t["config"]["primary_metric"] for t in pool if t["config"].get("primary_metric")), "val_accuracy")
+    sel = "sel_" + dev.removeprefix("val_")
+    metric = sel if all(t["final"].get(sel) is not None for t in pool) else dev
+    sign = 1.0 if higher_is_better(metric) else -1.0
+    scored = [t for t in pool if t["final"].get(metric) is not None]
+    if not scored:
+        raise SpecError("--best", f"no finished trial of this scenario reports {metric}", allowed="--repeat or --trial")
+    chosen = max(scored, key=lambda t: sign * t["final"][metric])
+    why = "the selection split" if metric == sel else "the dev set (no selection split: optimistic)"
+    return chosen, f"best final {metric} ({chosen['final'][metric]:.4f}) of {len(pool)} trials, chosen on {why}"
+
+
 def choose(trials: list[dict], scenario: str, r: int | None, repeat: int | None, best: bool,
            trial_name: str | None) -> tuple[dict, str]:
     """The trial the flags name, and a sentence saying how it was chosen."""
@@ -76,10 +94,7 @@ def choose(trials: list[dict], scenario: str, r: int | None, repeat: int | None,
         if not pool:
             raise SpecError("--r", "scenario has no finished trial of this rank", got=r, allowed=f"ranks: {ranks}")
     if best:
-        metric = "sel_accuracy" if all(t["final"].get("sel_accuracy") is not None for t in pool) else "val_accuracy"
-        chosen = max(pool, key=lambda t: t["final"].get(metric) or float("-inf"))
-        why = "the selection split" if metric == "sel_accuracy" else "the dev set (no selection split: optimistic)"
-        return chosen, f"best final {metric} ({chosen['final'][metric]:.4f}) of {len(pool)} trials, chosen on {why}"
+        return best_by_primary_metric(pool)
     pool = [t for t in pool if t["config"].get("repeat") == (repeat or 0)]
     if len(pool) != 1:
         found = sorted(t["config"].get("trial_name") for t in pool)
@@ -199,8 +214,9 @@ def register(sub) -> None:
     pick = p.add_mutually_exclusive_group()
     pick.add_argument("--repeat", type=int, help="repeat index (default 0)")
     pick.add_argument("--best", action="store_true",
-                      help="the scenario's best trial by final sel_accuracy (selection split) if the study has one, "
-                           "else by final val_accuracy (then optimistic: chosen on the reported set)")
+                      help="the scenario's best trial by the study's primary metric (val_mcc for CoLA, val_f1 for "
+                           "MRPC, ...) on the selection split if the study has one, else on the dev set (then "
+                           "optimistic: chosen on the reported set)")
     pick.add_argument("--trial", help="a trial name, e.g. upper-r8-lr1e-3-rep2")
     p.add_argument("--out", required=True, help="new or empty directory to write")
     p.set_defaults(func=cmd_export)

@@ -1,0 +1,104 @@
+"""The trial config, declared once: every field a grid point has, with its Arrow type, its role and how it is
+labelled. Ray's config dict (`TrialConfig`), the Parquet schema, trial names, TensorBoard's HParams, the
+analysis' configuration key and group labels are all derived from `FIELDS`.
+
+A new training setting is one `Field` here plus its check and default in `tune_jobs.spec.TrainConfig`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pyarrow as pa
+
+IDENTITY, PLACEMENT, MODEL, DATA, TRAINING = "identity", "placement", "model", "data", "training"
+
+
+@dataclass(frozen=True)
+class Field:
+    """One config field of a trial."""
+
+    name: str
+    arrow: pa.DataType
+    role: str  # identity (labels and bookkeeping: never part of a group) | placement | model | data | training
+    nullable: bool = False  # None is a valid value (unset, or not read yet)
+    short: str | None = None  # its name in trial names and group labels (lr, ep, bs, ...); None: the full name
+    label_order: int | None = None  # the order in which group labels add it to tell same-named groups apart
+    hparam: bool = False  # a column of TensorBoard's HParams table
+    mapping: bool = False  # a mapping in the config dict, stored as sorted JSON text in Parquet
+
+    @property
+    def in_configuration(self) -> bool:
+        """Part of what a trial computes (so of a group's identity), unlike labels, repeat and seed."""
+        return self.role != IDENTITY
+
+    @property
+    def python_type(self) -> type:
+        """The Python type of the config value (lists stay lists; JSON-able, as Ray Tune stores it)."""
+        base = dict if self.mapping else _PYTHON.get(self.arrow, list if pa.types.is_list(self.arrow) else object)
+        return base | None if self.nullable else base
+
+
+_PYTHON = {pa.string(): str, pa.int32(): int, pa.int64(): int, pa.float64(): float, pa.bool_(): bool}
+S, I32, I64, F, B = pa.string(), pa.int32(), pa.int64(), pa.float64(), pa.bool_()
+
+FIELDS: tuple[Field, ...] = (
+    Field("study", S, IDENTITY),
+    Field("trial_name", S, IDENTITY, hparam=True),
+    Field("scenario", S, IDENTITY, hparam=True),
+    Field("baseline", S, PLACEMENT, nullable=True, hparam=True),  # classifier_only | full | None (LoRA)
+    Field("layers", pa.list_(pa.int32()), PLACEMENT, hparam=True),
+    Field("components", pa.list_(pa.string()), PLACEMENT, hparam=True),
+    Field("r", I32, PLACEMENT, nullable=True, label_order=0, hparam=True),
+    Field("rank_pattern", S, PLACEMENT, label_order=1, mapping=True),  # {component: rank} exceptions to r
+    Field("alpha", F, PLACEMENT, nullable=True, label_order=2, hparam=True),
+    Field("lora_dropout", F, PLACEMENT, short="dropout", label_order=3, hparam=True),
+    Field("repeat", I32, IDENTITY, hparam=True),
+    Field("seed", I64, IDENTITY, hparam=True),
+    Field("model", S, MODEL, label_order=12, hparam=True),
+    Field("model_init", S, MODEL),
+    Field("dataset", S, DATA, label_order=13, hparam=True),
+    Field("text_columns", pa.list_(pa.string()), DATA),
+    Field("label_column", S, DATA),
+    Field("train_split", S, DATA),
+    Field("eval_split", S, DATA),
+    Field("task", S, DATA),  # classification | regression
+    Field("label_names", pa.list_(pa.string()), DATA, nullable=True),  # id order; None until the data is read
+    Field("primary_metric", S, IDENTITY),  # e.g. val_mcc: what the study optimizes (a label, not a setting)
+    Field("reader", S, DATA, nullable=True, mapping=True),  # the CSV/TSV reader options the spec set
+    Field("train_limit", I64, DATA, nullable=True, label_order=14, hparam=True),
+    Field("max_length", I32, DATA, label_order=15),
+    Field("num_labels", I32, DATA, nullable=True),  # None until the data is read (non-preset datasets)
+    Field("selection_fraction", F, DATA, nullable=True, hparam=True),
+    Field("selection_rows", I64, DATA, nullable=True, hparam=True),
+    Field("selection_seed", I64, DATA, nullable=True),  # the study's base_seed: every trial holds out the same rows
+    Field("epochs", I32, TRAINING, short="ep", label_order=5, hparam=True),
+    Field("learning_rate", F, TRAINING, short="lr", label_order=4, hparam=True),
+    Field("batch_size", I32, TRAINING, short="bs", label_order=6, hparam=True),
+    Field("eval_batch_size", I32, TRAINING, short="ebs", hparam=True),
+    Field("weight_decay", F, TRAINING, short="wd", label_order=7, hparam=True),
+    Field("adam_betas", pa.list_(pa.float64()), TRAINING, short="betas", hparam=True),
+    Field("adam_epsilon", F, TRAINING, short="eps", hparam=True),
+    Field("warmup_ratio", F, TRAINING, short="warmup", label_order=8, hparam=True),
+    Field("lr_schedule", S, TRAINING, short="sched", label_order=9, hparam=True),
+    Field("grad_clip", F, TRAINING, nullable=True, short="clip", hparam=True),
+    Field("hidden_dropout", F, TRAINING, short="hdrop", hparam=True),
+    Field("attention_dropout", F, TRAINING, short="adrop", hparam=True),
+    Field("classifier_dropout", F, TRAINING, nullable=True, short="cdrop", hparam=True),
+    Field("gradient_checkpointing", B, TRAINING, short="gc", label_order=11, hparam=True),
+    Field("precision", S, TRAINING, short="prec", label_order=10, hparam=True),
+)
+BY_NAME: dict[str, Field] = {f.name: f for f in FIELDS}
+NAMES: tuple[str, ...] = tuple(f.name for f in FIELDS)
+TRAINING_NAMES: tuple[str, ...] = tuple(f.name for f in FIELDS if f.role == TRAINING)
+CONFIGURATION: tuple[str, ...] = tuple(f.name for f in FIELDS if f.in_configuration)
+LABEL_ORDER: tuple[str, ...] = tuple(sorted((f.name for f in FIELDS if f.label_order is not None),
+                                            key=lambda n: BY_NAME[n].label_order))
+HPARAMS: tuple[str, ...] = tuple(f.name for f in FIELDS if f.hparam)
+ARROW: list[tuple[str, pa.DataType]] = [(f.name, f.arrow) for f in FIELDS]
+MAPPINGS: tuple[str, ...] = tuple(f.name for f in FIELDS if f.mapping)
+
+
+def short(name: str) -> str:
+    """The field's name in trial names and group labels: lr for learning_rate, gc for gradient_checkpointing."""
+    return BY_NAME[name].short or name if name in BY_NAME else name

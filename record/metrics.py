@@ -1,0 +1,92 @@
+"""The one table of metrics: which metrics a task reports, which way is better, the step a metric moves in, the
+split prefixes, and what marks a diverged report. Training (what Ray Tune optimizes, what a trial reports),
+the Parquet schema and the report (which columns `--metric` accepts, how comparisons rank, which way a plot
+draws its front) all read it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+CLASSIFICATION, REGRESSION = "classification", "regression"
+SPLIT_PREFIXES = ("val_", "sel_")  # dev set (reported) and selection split (held out of train, chosen on)
+DEV, SELECTION = SPLIT_PREFIXES
+LEGACY_PRIMARY = "val_accuracy"  # the primary metric of experiments made before studies named theirs (SST-2)
+DIVERGED = "diverged"  # a report with `diverged: true` (and `diverged_reason`) ends a trial: not an epoch
+
+
+@dataclass(frozen=True)
+class Metric:
+    """A metric as it is measured on any split."""
+
+    name: str
+    task: str | None  # the task whose metrics these are; None: every task (the loss)
+    higher_is_better: bool
+    steps_of_one_example: bool  # moves in steps of exactly 1/examples (accuracy): its resolution is known
+
+
+METRICS: dict[str, Metric] = {m.name: m for m in (
+    Metric("accuracy", CLASSIFICATION, True, True),
+    Metric("f1", CLASSIFICATION, True, False),  # f1 of label 1 with two labels, macro-averaged with more
+    Metric("mcc", CLASSIFICATION, True, False),  # uneven steps: ties are treated as an undetermined spread
+    Metric("mse", REGRESSION, False, False),
+    Metric("pearson", REGRESSION, True, False),
+    Metric("spearman", REGRESSION, True, False),
+    Metric("loss", None, False, False),
+)}
+TASK_METRICS: dict[str, tuple[str, ...]] = {
+    task: tuple(m.name for m in METRICS.values() if m.task == task) for task in (CLASSIFICATION, REGRESSION)}
+DEFAULT_METRIC = {CLASSIFICATION: "accuracy", REGRESSION: "pearson"}
+ALL_TASK_METRICS = tuple(m.name for m in METRICS.values() if m.task is not None)
+
+
+def metric_of(column: str) -> Metric | None:
+    """The metric a column holds (`val_mcc`, `sel_accuracy`, `final_val_loss`, bare `accuracy`), or None."""
+    name = column.removeprefix("final_")
+    for prefix in SPLIT_PREFIXES:
+        name = name.removeprefix(prefix)
+    return METRICS.get(name)
+
+
+def is_split_metric(column: str) -> bool:
+    """A per-split metric column a comparison may use: `val_*` or `sel_*` of a known metric."""
+    return column.startswith(SPLIT_PREFIXES) and metric_of(column) is not None
+
+
+def higher_is_better(column: str) -> bool:
+    """Losses and squared errors go down; accuracy, F1, MCC and correlations go up; unknown names go up."""
+    metric = metric_of(column)
+    return True if metric is None else metric.higher_is_better
+
+
+def on_split(prefix: str, column: str) -> str:
+    """The same metric on another split: on_split(SELECTION, "val_mcc") == "sel_mcc"."""
+    for p in SPLIT_PREFIXES:
+        if column.startswith(p):
+            return prefix + column.removeprefix(p)
+    return prefix + column
+
+
+def primary_metric(config: dict) -> str:
+    """The epoch metric a trial's study optimized (`val_mcc` for CoLA); LEGACY_PRIMARY for older experiments."""
+    return config.get("primary_metric") or LEGACY_PRIMARY
+
+
+def examples_column(column: str) -> str | None:
+    """The epoch column with the size of the split a metric was measured on (`sel_accuracy` -> `sel_examples`)."""
+    for prefix in SPLIT_PREFIXES:
+        if column.startswith(prefix):
+            return f"{prefix}examples"
+    return None
+
+
+def resolution(column: str, examples: float | None) -> float | None:
+    """The smallest step the metric can move by on `examples` rows (1/examples for accuracy); None if not known."""
+    metric = metric_of(column)
+    if metric is None or not metric.steps_of_one_example or not examples or examples != examples or examples <= 0:
+        return None
+    return 1.0 / float(examples)
+
+
+def split_metric_names(prefix: str) -> tuple[str, ...]:
+    """Every metric column a split reports, loss first: val_loss, val_accuracy, ..., val_spearman."""
+    return (f"{prefix}loss", *(f"{prefix}{m}" for m in ALL_TASK_METRICS))
