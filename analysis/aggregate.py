@@ -17,11 +17,12 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from .load import AnalysisInputError, TrialRecord, read_experiment, split_config
+from record.errors import EXIT_INPUT, InputError
+from record.fields import MAPPINGS
+from record.metrics import is_diverged
+
+from .load import TrialRecord, read_experiment, split_config
 from .schema import EPOCH_METRICS, EPOCHS_SCHEMA, SCHEMA_VERSION, TRIALS_SCHEMA
-
-EXIT_INPUT = 2
-
 
 def _last(results: list[dict], key: str):
     for row in reversed(results):
@@ -32,17 +33,17 @@ def _last(results: list[dict], key: str):
 
 def _epochs(rec: TrialRecord) -> list[dict]:
     """The reports of finished epochs (a diverged trial's last report is not one)."""
-    return [r for r in rec.results if not r.get("diverged")]
+    return [r for r in rec.results if not is_diverged(r)]
 
 
 def trial_row(rec: TrialRecord) -> dict:
     """One row of trials.parquet."""
     known, extra = split_config(rec.config)
-    for key in ("rank_pattern", "reader"):  # mappings are JSON text columns
+    for key in MAPPINGS:  # mappings are JSON text columns
         if isinstance(known.get(key), dict):
             known[key] = json.dumps(known[key], sort_keys=True)
     res, done = rec.results, _epochs(rec)  # every report (sizes, memory, node) / finished epochs (metrics)
-    diverged = next((r for r in res if r.get("diverged")), None)
+    diverged = next((r for r in res if is_diverged(r)), None)
     final = done if diverged is None else []
     accs = [r["val_accuracy"] for r in done if r.get("val_accuracy") is not None]
     speeds = [r["train_samples_per_s"] for r in done if r.get("train_samples_per_s") is not None]
@@ -124,7 +125,7 @@ def aggregate(experiments: list[str], out_dir: str | Path) -> tuple[pa.Table, pa
 def cmd_analyze(args: argparse.Namespace) -> int:
     try:
         trials, epochs, notes = aggregate(args.experiments, args.out)
-    except AnalysisInputError as err:
+    except InputError as err:
         print(f"error: {err}", file=sys.stderr)
         return EXIT_INPUT
     for note in notes:

@@ -22,13 +22,14 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from raylog.metrics import higher_is_better
+from record.metrics import higher_is_better
 
 from . import stats
 
 VERDICTS = ("better", "better, within margin", "equivalent", "worse, within margin", "worse", "inconclusive",
             "undetermined")
 TESTS = ("paired", "blocked")
+DEFAULT_MARGIN = 0.005  # half an accuracy point: a difference smaller than this is negligible (the report's default)
 SETTLE_LIMIT = 1000  # seeds per group beyond which a plan is not worth printing
 
 
@@ -105,7 +106,7 @@ def verdict(low: float, high: float, margin: float, delta: float, up: bool) -> s
     return "equivalent" if within else "inconclusive"
 
 
-def compare(values: pd.DataFrame, metric: str, reference: str | None = None, margin: float = 0.005,
+def compare(values: pd.DataFrame, metric: str, reference: str | None = None, margin: float = DEFAULT_MARGIN,
             alpha: float = 0.05, test: str = "paired") -> tuple[pd.DataFrame, Family]:
     """One row per comparison: estimate, simultaneous interval, verdict, seeds to settle, sentence.
 

@@ -12,16 +12,12 @@ import json
 import numpy as np
 import pandas as pd
 
-from .schema import CONFIG_NAMES
+from record import fields
 
-# Labels and bookkeeping, not part of what a trial computes.
-NOT_CONFIGURATION = ("study", "trial_name", "scenario", "repeat", "seed", "primary_metric")
-# compute_dtype: what `precision: auto` became on the machine (bf16 or fp32): part of what the trial computed
-CONFIGURATION = [c for c in CONFIG_NAMES if c not in NOT_CONFIGURATION] + ["config_extra", "compute_dtype"]
-# Label parts tried in this order until every group's label is unique.
-LABEL_AXES = ("r", "rank_pattern", "alpha", "lora_dropout", "learning_rate", "epochs", "batch_size", "weight_decay",
-              "warmup_ratio", "lr_schedule", "precision", "gradient_checkpointing", "model", "dataset", "train_limit",
-              "max_length")
+# What a trial computes (its fields' roles say which), plus config keys the schema does not know and the
+# compute_dtype that `precision: auto` became on the machine (bf16 or fp32).
+CONFIGURATION = [*fields.CONFIGURATION, "config_extra", "compute_dtype"]
+LABEL_AXES = fields.LABEL_ORDER  # label parts tried in this order until every group's label is unique
 
 
 def _canonical(value) -> str:
@@ -81,12 +77,10 @@ def strata_keys(trials: pd.DataFrame) -> pd.DataFrame:
 
 
 def axis_text(col: str, value) -> str:
-    """`r=8`, `lr=0.001`, `batch_size=32`: a setting as it appears in a group label."""
+    """`r=8`, `lr=0.001`, `bs=32`: a setting as it appears in a group label (its short name from record.fields)."""
     if col == "r":
         return f"r={int(value)}" if value == value and value is not None else ""
-    text = _canonical(value).strip('"')
-    short = {"learning_rate": "lr", "lora_dropout": "dropout", "gradient_checkpointing": "gc"}.get(col, col)
-    return f"{short}={text}"
+    return f"{fields.short(col)}={_canonical(value).strip(chr(34))}"
 
 
 def group_labels(trials: pd.DataFrame) -> pd.Series:

@@ -13,12 +13,19 @@ from dataclasses import dataclass, field
 
 import pyarrow.fs as pafs
 
-from raylog import ExperimentFileError, open_experiment, read_text, trial_states
+from record.errors import InputError
+from record.ray_files import (
+    ERROR_FILE,
+    PARAMS_FILE,
+    RESULT_FILE,
+    latest_checkpoint,
+    open_experiment,
+    read_results,
+    read_text,
+    trial_states,
+)
 
-from .schema import CONFIG_NAMES, EPOCH_METRICS
-
-AnalysisInputError = ExperimentFileError  # input that cannot be analysed: one line naming the path and the problem
-
+from .schema import CONFIG_NAMES
 
 @dataclass
 class TrialRecord:
@@ -37,76 +44,46 @@ class TrialRecord:
     extra: dict = field(default_factory=dict)
 
 
-def _parse_results(fs: pafs.FileSystem, path: str) -> tuple[list[dict], str | None]:
-    """The reports in result.json, deduplicated by epoch (the last report of an epoch wins), and a problem note."""
-    try:
-        text = read_text(fs, path)
-    except FileNotFoundError:
-        return [], None
-    rows, problem = [], None
-    for lineno, line in enumerate(text.splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-            if not isinstance(row, dict):
-                raise ValueError("not an object")
-        except ValueError:
-            problem = f"{path}:{lineno}: corrupt or truncated line; this and later reports ignored"
-            break
-        row.pop("config", None)
-        rows.append(row)
-    by_epoch: dict = {}
-    for row in rows:  # a trial restored from a checkpoint may report an epoch twice
-        by_epoch[row.get("epoch", row.get("training_iteration"))] = row
-    return [by_epoch[k] for k in sorted(by_epoch, key=lambda e: (e is None, e))], problem
-
-
-def _latest_checkpoint(entries: list[pafs.FileInfo]) -> str | None:
-    ckpts = sorted(e.path for e in entries if e.type == pafs.FileType.Directory and e.base_name.startswith("checkpoint_"))
-    return ckpts[-1] if ckpts else None
-
-
 def read_experiment(uri: str) -> list[TrialRecord]:
-    """All trials of one experiment; AnalysisInputError for input that cannot be analysed at all."""
+    """All trials of one experiment; InputError for input that cannot be analysed at all."""
     fs, exp = open_experiment(uri)
     entries = fs.get_file_info(pafs.FileSelector(exp))
     states = trial_states(fs, exp, entries)
     name = posixpath.basename(exp.rstrip("/"))
     dirs = {e.base_name: e.path for e in entries if e.type == pafs.FileType.Directory}
-    trial_dirs = sorted(set(states) | {d for d in dirs if fs.get_file_info(posixpath.join(dirs[d], "result.json")).type
+    trial_dirs = sorted(set(states) | {d for d in dirs if fs.get_file_info(posixpath.join(dirs[d], RESULT_FILE)).type
                                        == pafs.FileType.File})
     if not trial_dirs:
-        raise AnalysisInputError(f"{uri}: empty experiment (no trials recorded yet)")
+        raise InputError(str(uri), "empty experiment (no trials recorded yet)")
     records = []
     for rel in trial_dirs:
         tdir = posixpath.join(exp, rel)
         tentries = fs.get_file_info(pafs.FileSelector(tdir, allow_not_found=True))
         files = {e.base_name for e in tentries}
         state = states.get(rel, {})
-        if "params.json" in files:
+        if PARAMS_FILE in files:
             try:
-                config = json.loads(read_text(fs, posixpath.join(tdir, "params.json")))
+                config = json.loads(read_text(fs, posixpath.join(tdir, PARAMS_FILE)))
             except json.JSONDecodeError as err:
-                raise AnalysisInputError(f"{tdir}/params.json: corrupt ({err})") from None
-        elif state.get("status") in ("ERROR", "PENDING") and "result.json" not in files:
+                raise InputError(f"{tdir}/params.json", f"corrupt ({err})") from None
+        elif state.get("status") in ("ERROR", "PENDING") and RESULT_FILE not in files:
             # Failed (or not started) before Ray wrote params.json: the experiment state still has its config.
             if not tentries and state.get("status") == "PENDING":
                 continue
             config = state.get("config", {})
         else:
-            raise AnalysisInputError(f"{tdir}: trial folder without params.json (incomplete copy of the experiment?)")
-        results, problem = _parse_results(fs, posixpath.join(tdir, "result.json"))
+            raise InputError(str(tdir), "trial folder without params.json (incomplete copy of the experiment?)")
+        results, problem = read_results(fs, posixpath.join(tdir, RESULT_FILE))
         error = None
-        if "error.txt" in files:
-            error_text = read_text(fs, posixpath.join(tdir, "error.txt")).strip().splitlines()
+        if ERROR_FILE in files:
+            error_text = read_text(fs, posixpath.join(tdir, ERROR_FILE)).strip().splitlines()
             error = next((line for line in reversed(error_text) if line.strip()), "error")[:500]
         status = state.get("status") or ("ERROR" if error else "TERMINATED" if results else "UNKNOWN")
         trial_id = state.get("trial_id") or (results[0].get("trial_id") if results else rel)
         records.append(TrialRecord(
             experiment=name, trial_id=trial_id, trial_dir=tdir, status=status, config=config, results=results,
             error=error if status == "ERROR" else None, problem=problem, num_restarts=state.get("num_failures", 0),
-            last_checkpoint=_latest_checkpoint(tentries),
+            last_checkpoint=latest_checkpoint(tentries),
         ))
     return records
 
@@ -117,5 +94,3 @@ def split_config(config: dict) -> tuple[dict, dict]:
     extra = {k: v for k, v in config.items() if k not in CONFIG_NAMES and k != "grid_index"}
     return known, extra
 
-
-METRIC_NAMES = [name for name, _ in EPOCH_METRICS]

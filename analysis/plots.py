@@ -13,7 +13,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from scipy.stats import gaussian_kde  # noqa: E402
 
-from raylog.metrics import higher_is_better  # noqa: E402
+from record.metrics import higher_is_better  # noqa: E402
 
 from .stats import pareto_front  # noqa: E402
 
@@ -22,7 +22,7 @@ def close(fig) -> None:
     plt.close(fig)
 
 
-def accuracy_by_scenario(trials: pd.DataFrame, order: list[str], metric: str = "val_accuracy"):
+def accuracy_by_scenario(trials: pd.DataFrame, order: list[str], metric: str):
     """The article's figure: the final-epoch metric per group as a strip of runs over a density curve."""
     fig, ax = plt.subplots(figsize=(8, 0.6 * len(order) + 1.5))
     rng = np.random.default_rng(0)
@@ -45,14 +45,14 @@ def _percent(x: float, _pos=None) -> str:
     return f"{x:.2g} %" if x < 1 else f"{x:.3g} %"
 
 
-def accuracy_vs_params(summary: pd.DataFrame, metric: str = "val_accuracy", higher_better: bool = True):
+def accuracy_vs_params(summary: pd.DataFrame, metric: str):
     """Group means (95 % t interval) against % trainable parameters; the Pareto front through the means."""
     fig, ax = plt.subplots(figsize=(8, 5))
     x, y = summary["params_relative_pct"].to_numpy(float), summary["mean"].to_numpy(float)
     err = np.vstack([y - summary["ci95_low"].to_numpy(float), summary["ci95_high"].to_numpy(float) - y])
     err = np.clip(np.nan_to_num(err), 0, None)  # no interval (undetermined spread): no bar; never a negative one
     ax.errorbar(x, y, yerr=err, fmt="o", capsize=3)
-    front = pareto_front(x, y if higher_better else -y)
+    front = pareto_front(x, y if higher_is_better(metric) else -y)  # an MSE front runs along the lowest means
     order = np.argsort(x[front])
     ax.plot(x[front][order], y[front][order], "r--", label="Pareto front (group means)")
     ax.set_xscale("log")
@@ -135,7 +135,7 @@ def memory_by_layer(trials: pd.DataFrame):
     return fig
 
 
-def forest(comparisons: pd.DataFrame, reference: str, margin: float, metric: str = "val_accuracy"):
+def forest(comparisons: pd.DataFrame, reference: str, margin: float, metric: str):
     """Each group's difference vs the reference with its simultaneous interval, 0 and the ±margin band."""
     rows = comparisons[(comparisons["a"] == reference) | (comparisons["b"] == reference)]
     flip = np.where(rows["a"] == reference, -1.0, 1.0)  # always group - reference
@@ -166,15 +166,14 @@ def forest(comparisons: pd.DataFrame, reference: str, margin: float, metric: str
 
 
 def all_figures(good: pd.DataFrame, epochs: pd.DataFrame, summary: pd.DataFrame, comparisons: pd.DataFrame,
-                reference: str | None, margin: float, metric: str = "val_accuracy") -> dict:
+                reference: str | None, margin: float, metric: str) -> dict:
     """Name -> Figure for every plot the data supports (`good`: the analysed trials, with `group` and `value`).
     The forest plot is drawn against the reference, or against the best group when all pairs were compared."""
     if good.empty:
         return {}
     order = list(summary["group"])
-    higher_better = higher_is_better(metric)
     figs = {"accuracy_by_scenario": accuracy_by_scenario(good, order, metric),
-            "accuracy_vs_params": accuracy_vs_params(summary, metric, higher_better),
+            "accuracy_vs_params": accuracy_vs_params(summary, metric),
             "loss_curves": loss_curves(good, epochs, order)}
     if not comparisons.empty:
         figs["forest"] = forest(comparisons, reference or order[0], margin, metric)

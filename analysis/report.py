@@ -1,7 +1,7 @@
 """`lora-sweep report`: trials.parquet/epochs.parquet -> summary, comparisons, verdicts, figures; report.md and a
 self-contained report.html.
 
-    python -m analysis.report DIR --out REPORT_DIR [--metric val_accuracy] [--reference GROUP] [--margin 0.005]
+    python -m analysis.report DIR --out REPORT_DIR [--metric val_accuracy] [--reference GROUP] [--margin M]
 
 Load (Parquet) -> prepare (final-epoch metric, one group per configuration, duplicate runs dropped) -> summarize /
 compare (pure pandas, `analysis.compare`) -> draw (`analysis.plots`) -> render (`analysis.document`).
@@ -18,21 +18,17 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from raylog import metrics
+from record import metrics
+from record.errors import EXIT_INPUT, InputError
 
 from . import stats
-from .compare import TESTS, VERDICTS, Family, compare
+from .compare import DEFAULT_MARGIN, TESTS, VERDICTS, Family, compare
 from .document import Block, Column, to_html, to_markdown
 from .groups import CONFIGURATION, drop_duplicate_runs, group_labels, strata_keys, usable_mask
 from .headline import headline, verdict_matrix
 from .select import select_settings, selection_metric
 
-EXIT_INPUT = 2
 OPTIMISTIC = ("best_val_accuracy",)  # max over epochs on the reported set: never a verdict's metric
-
-
-class ReportInputError(ValueError):
-    """Input or options the report cannot use; one line naming what and how to fix it."""
 
 
 @dataclass(frozen=True)
@@ -41,7 +37,7 @@ class ReportOptions:
 
     metric: str | None = None  # an epoch metric, its final-epoch value per trial; None: the study's primary metric
     reference: str | None = None  # a group label or scenario name; None = all pairs
-    margin: float = 0.005  # equivalence margin, in the metric's units (0.005 = half an accuracy point)
+    margin: float = DEFAULT_MARGIN  # equivalence margin, in the metric's units
     alpha: float = 0.05
     select: tuple[str, ...] = ()  # settings chosen per placement on the selection split (e.g. learning_rate)
     test: str = "paired"  # paired (per-pair paired t / Welch) | blocked (pooled group + seed fit per stratum)
@@ -52,10 +48,10 @@ def load(dir_: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
     trials_path, epochs_path = dir_ / "trials.parquet", dir_ / "epochs.parquet"
     for p in (trials_path, epochs_path):
         if not p.is_file():
-            raise ReportInputError(f"{p}: missing; run `lora-sweep analyze EXPERIMENT --out {dir_}` first")
+            raise InputError(str(p), f"missing; run `lora-sweep analyze EXPERIMENT --out {dir_}` first")
     trials, epochs = pd.read_parquet(trials_path), pd.read_parquet(epochs_path)
     if trials.empty:
-        raise ReportInputError(f"{trials_path}: has no trials")
+        raise InputError(str(trials_path), "has no trials")
     return trials, epochs
 
 
@@ -73,9 +69,9 @@ def primary_metric(trials: pd.DataFrame) -> str:
     """The metric the studies optimized (the task's: val_mcc for CoLA, ...); val_accuracy for older experiments."""
     named = trials["primary_metric"].dropna().unique() if "primary_metric" in trials else []
     if len(named) > 1:
-        raise ReportInputError(f"--metric: these experiments optimized different metrics ({', '.join(sorted(named))});"
+        raise InputError("--metric", f"these experiments optimized different metrics ({', '.join(sorted(named))});"
                                " name the one to compare")
-    return named[0] if len(named) else "val_accuracy"
+    return named[0] if len(named) else metrics.LEGACY_PRIMARY
 
 
 def check_metric(metric: str, epochs: pd.DataFrame) -> str:
@@ -83,14 +79,14 @@ def check_metric(metric: str, epochs: pd.DataFrame) -> str:
     the optimistic best-epoch figures, non-metric columns (memory, speed, epoch) and metrics no trial reported."""
     name = metric.removeprefix("final_")
     if metric in OPTIMISTIC or name.startswith("best_"):
-        raise ReportInputError(f"--metric: {metric} is the best epoch on the same dev set it reports (optimistic); "
+        raise InputError("--metric", f"{metric} is the best epoch on the same dev set it reports (optimistic); "
                                "compare final-epoch values, e.g. --metric val_accuracy")
     reported = sorted(c for c in epochs.columns if metrics.is_split_metric(c) and epochs[c].notna().any())
     if not metrics.is_split_metric(name) or name not in epochs.columns:
-        raise ReportInputError(f"--metric: {metric!r} is not a metric column; metrics these trials report: "
+        raise InputError("--metric", f"{metric!r} is not a metric column; metrics these trials report: "
                                f"{', '.join(reported)}")
     if name not in reported and reported:  # (none reported at all: no finished epoch; the report lists why)
-        raise ReportInputError(f"--metric: no trial reports {name} (experiments made before it existed, or another "
+        raise InputError("--metric", f"no trial reports {name} (experiments made before it existed, or another "
                                f"task); metrics these trials report: {', '.join(reported)}")
     return name
 
@@ -171,7 +167,7 @@ def resolve_reference(reference: str | None, good: pd.DataFrame) -> str | None:
         return matching[0]
     hint = f"scenario {reference} has several groups: {', '.join(matching)}" if matching else \
         f"groups: {', '.join(labels)}"
-    raise ReportInputError(f"--reference: no single group {reference!r}; pick one ({hint})")
+    raise InputError("--reference", f"no single group {reference!r}; pick one ({hint})")
 
 
 @dataclass(frozen=True)
@@ -191,11 +187,11 @@ class Readout:
 
 
 def read_out(trials: pd.DataFrame, epochs: pd.DataFrame, opts: ReportOptions) -> Readout:
-    """Prepare, (select,) summarize and compare; raises ReportInputError for a bad metric, setting or reference."""
+    """Prepare, (select,) summarize and compare; raises InputError for a bad metric, setting or reference."""
     metric = check_metric(opts.metric or primary_metric(trials), epochs)
     opts = ReportOptions(metric, opts.reference, opts.margin, opts.alpha, opts.select, opts.test)
     if opts.test not in TESTS:
-        raise ReportInputError(f"--test: {opts.test!r} is not a test; use one of {', '.join(TESTS)}")
+        raise InputError("--test", f"{opts.test!r} is not a test; use one of {', '.join(TESTS)}")
     prepared, dropped = prepare(trials, epochs, metric)
     good, selection = usable(prepared), None
     if opts.select:
@@ -211,12 +207,12 @@ def read_out(trials: pd.DataFrame, epochs: pd.DataFrame, opts: ReportOptions) ->
 def _select(good: pd.DataFrame, trials: pd.DataFrame, epochs: pd.DataFrame, opts: ReportOptions):
     unknown = [s for s in opts.select if s not in CONFIGURATION or s not in trials.columns]
     if unknown:
-        raise ReportInputError(f"--select: {unknown[0]!r} is not a training setting of these trials "
+        raise InputError("--select", f"{unknown[0]!r} is not a training setting of these trials "
                                "(e.g. learning_rate, batch_size, epochs)")
     sel = selection_metric(opts.metric)
     values = final_epoch(good, epochs, sel)
     if values.isna().all():
-        raise ReportInputError(f"--select: the trials report no {sel} (no selection split): choosing on the dev "
+        raise InputError("--select", f"the trials report no {sel} (no selection split): choosing on the dev "
                                "set would bias the very numbers it reports; add data.selection to the spec")
     return select_settings(good.assign(sel_value=values), list(opts.select), metrics.higher_is_better(opts.metric))
 
@@ -370,10 +366,10 @@ def cmd_report(args: argparse.Namespace) -> int:
                          test=args.test)
     try:
         if not opts.margin > 0:
-            raise ReportInputError(f"--margin: must be > 0 (got {opts.margin:g}); e.g. 0.005 for half a point")
+            raise InputError("--margin", f"must be > 0 (got {opts.margin:g}); e.g. 0.005 for half a point")
         trials, epochs = load(Path(args.dir))
         files = write_report(trials, epochs, Path(args.out), opts)
-    except (ReportInputError, OSError) as err:
+    except (InputError, OSError) as err:
         print(f"error: {err}", file=sys.stderr)
         return EXIT_INPUT
     print(f"report: {len(files)} files in {args.out} (open {args.out}/report.html)")
@@ -391,8 +387,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--select", metavar="SETTING[,SETTING]",
                    help="per placement, keep the value of these training settings (e.g. learning_rate) that wins on "
                         "the selection split (data.selection), and report only those groups on the dev set")
-    p.add_argument("--margin", type=float, default=0.005,
-                   help="equivalence margin in the metric's units (default 0.005 = 0.5 accuracy points)")
+    p.add_argument("--margin", type=float, default=DEFAULT_MARGIN,
+                   help="equivalence margin in the metric's units (default %(default)g = 0.5 accuracy points)")
     p.add_argument("--test", choices=TESTS, default="paired",
                    help="paired (default): paired t per pair on shared seeds, valid when groups differ in spread; "
                         "blocked: one additive group + seed fit per model and data set, more power when every group "

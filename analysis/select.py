@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import pandas as pd
 
+from record.metrics import SELECTION, on_split
+
 from .groups import axis_text, config_keys, group_labels
 
 
 def selection_metric(metric: str) -> str:
     """The selection split's twin of a dev metric: val_accuracy -> sel_accuracy."""
-    return "sel_" + metric.removeprefix("val_")
+    return on_split(SELECTION, metric)
 
 
 def select_settings(good: pd.DataFrame, settings: list[str], higher_is_better: bool) -> tuple[pd.DataFrame, pd.DataFrame]:

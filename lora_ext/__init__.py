@@ -1,7 +1,7 @@
 """lora_ext: LoRA placement vocabulary -> PEFT config, applying it to a model, and exact parameter accounting.
 
 Knows nothing of Ray. See `placement` for the layer/component vocabulary and `architectures` for the
-per-model module table. Names load on first use (PEP 562), so `from lora_ext import SpecError` does not
+per-model module table. Names load on first use (PEP 562), so importing it does not
 import torch: the CLI's help and the analysis commands stay fast.
 """
 
@@ -14,7 +14,6 @@ _HOME = {
     "apply_placement": "adapt", "predicted_module_names": "adapt", "to_lora_config": "adapt",
     "ARCHITECTURES": "architectures", "COMPONENTS": "architectures", "Architecture": "architectures",
     "architecture_for": "architectures", "num_layers": "architectures",
-    "SpecError": "errors", "SpecErrors": "errors",
     "MINILM_ALIAS": "model_configs", "load_model_config": "model_configs", "model_location": "model_configs",
     "BASELINES": "placement", "Placement": "placement", "resolve_components": "placement",
     "resolve_layers": "placement",

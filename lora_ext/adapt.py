@@ -8,7 +8,7 @@ import warnings
 from torch import nn
 
 from .architectures import Architecture, architecture_for
-from .errors import SpecError
+from record.errors import InputError
 from .placement import Placement
 
 
@@ -69,14 +69,14 @@ def apply_placement(model: nn.Module, placement: Placement) -> nn.Module:
             p.requires_grad_(False)
         head = head_parameters(model, arch)
         if not head:
-            raise SpecError("model", "no classification head module found", got=list(arch.head))
+            raise InputError("model", "no classification head module found", got=list(arch.head))
         for p in head:
             p.requires_grad_(True)
         return model
     from peft import get_peft_model
 
     if not predicted_module_names(model, placement):
-        raise SpecError(
+        raise InputError(
             "layers/components", "placement matches no module of this model",
             got={"layers": list(placement.layers), "components": list(placement.components)},
         )

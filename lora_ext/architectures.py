@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from .errors import SpecError
+from record.errors import InputError
 
 COMPONENTS: tuple[str, ...] = ("q", "k", "v", "o", "up", "down")
 
@@ -124,11 +124,11 @@ for _llama_type in ("llama", "mistral", "qwen2", "qwen3", "gemma", "gemma2"):
 
 
 def architecture_for(model_type: str) -> Architecture:
-    """The architecture of a model config's `model_type`; a clear SpecError for unknown ones."""
+    """The architecture of a model config's `model_type`; a clear InputError for unknown ones."""
     try:
         return ARCHITECTURES[model_type]
     except KeyError:
-        raise SpecError(
+        raise InputError(
             "model",
             "unsupported architecture (model_type)",
             got=model_type,

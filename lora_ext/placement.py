@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from .architectures import COMPONENTS
-from .errors import SpecError
+from record.errors import InputError
 
 Baseline = Literal["classifier_only", "full"]
 BASELINES: tuple[str, ...] = ("classifier_only", "full")
@@ -49,40 +49,40 @@ class Placement:
 def resolve_layers(selector: object, n_layers: int, field_name: str = "layers") -> tuple[int, ...]:
     """Turn a layer selector into sorted layer indices of a model with `n_layers` layers."""
     if isinstance(selector, bool):
-        raise SpecError(field_name, "not a layer selector", got=selector, allowed=LAYER_SELECTORS)
+        raise InputError(field_name, "not a layer selector", got=selector, allowed=LAYER_SELECTORS)
     if isinstance(selector, int):
         selector = [selector]
     if isinstance(selector, (list, tuple)):
         if not selector:
-            raise SpecError(field_name, "empty layer list", got=list(selector), allowed=LAYER_SELECTORS)
+            raise InputError(field_name, "empty layer list", got=list(selector), allowed=LAYER_SELECTORS)
         for idx in selector:
             if isinstance(idx, bool) or not isinstance(idx, int):
-                raise SpecError(field_name, "layer indices must be integers", got=idx, allowed=LAYER_SELECTORS)
+                raise InputError(field_name, "layer indices must be integers", got=idx, allowed=LAYER_SELECTORS)
             if not 0 <= idx < n_layers:
-                raise SpecError(
+                raise InputError(
                     field_name, "layer index out of range for the model", got=idx,
                     allowed=f"indices 0..{n_layers - 1} ({n_layers} layers)",
                 )
         if len(set(selector)) != len(selector):
             dupes = sorted({i for i in selector if list(selector).count(i) > 1})
-            raise SpecError(field_name, "duplicate layer indices", got=dupes, allowed="list each layer once")
+            raise InputError(field_name, "duplicate layer indices", got=dupes, allowed="list each layer once")
         return tuple(sorted(selector))
     if not isinstance(selector, str):
-        raise SpecError(field_name, "not a layer selector", got=selector, allowed=LAYER_SELECTORS)
+        raise InputError(field_name, "not a layer selector", got=selector, allowed=LAYER_SELECTORS)
     name, _, count_text = selector.strip().partition(":")
     if name not in ("all", "upper", "lower", "even"):
-        raise SpecError(field_name, "unknown layer selector", got=selector, allowed=LAYER_SELECTORS)
+        raise InputError(field_name, "unknown layer selector", got=selector, allowed=LAYER_SELECTORS)
     if name == "all":
         if count_text:
-            raise SpecError(field_name, "'all' takes no count", got=selector, allowed=LAYER_SELECTORS)
+            raise InputError(field_name, "'all' takes no count", got=selector, allowed=LAYER_SELECTORS)
         return tuple(range(n_layers))
     count = n_layers // 2
     if count_text:
         if not count_text.isdigit() or not 1 <= int(count_text) <= n_layers:
-            raise SpecError(field_name, "bad layer count", got=selector, allowed=f"a count 1..{n_layers}")
+            raise InputError(field_name, "bad layer count", got=selector, allowed=f"a count 1..{n_layers}")
         count = int(count_text)
     if count < 1:
-        raise SpecError(field_name, "model has too few layers for this selector", got=selector)
+        raise InputError(field_name, "model has too few layers for this selector", got=selector)
     if name == "lower":
         return tuple(range(count))
     if name == "upper":
@@ -98,23 +98,23 @@ def resolve_components(value: object, field_name: str = "components") -> tuple[s
     elif isinstance(value, (list, tuple)):
         names = list(value)
     else:
-        raise SpecError(field_name, "not a component selection", got=value, allowed=allowed)
+        raise InputError(field_name, "not a component selection", got=value, allowed=allowed)
     if names == ["all"]:
         return COMPONENTS
     if not names or names == [""]:
-        raise SpecError(field_name, "empty component selection", got=value, allowed=allowed)
+        raise InputError(field_name, "empty component selection", got=value, allowed=allowed)
     for name in names:
         if name not in COMPONENTS:
-            raise SpecError(field_name, "unknown component", got=name, allowed=allowed)
+            raise InputError(field_name, "unknown component", got=name, allowed=allowed)
     if len(set(names)) != len(names):
-        raise SpecError(field_name, "duplicate component", got=value, allowed=allowed)
+        raise InputError(field_name, "duplicate component", got=value, allowed=allowed)
     return tuple(c for c in COMPONENTS if c in names)
 
 
 def check_rank(value: object, field_name: str) -> int:
     """A LoRA rank: an integer >= 1."""
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise SpecError(field_name, "rank must be an integer >= 1", got=value, allowed="e.g. 1, 8, 32")
+        raise InputError(field_name, "rank must be an integer >= 1", got=value, allowed="e.g. 1, 8, 32")
     return value
 
 
@@ -123,12 +123,12 @@ def check_alpha(value: object, field_name: str = "alpha") -> float | None:
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
-        raise SpecError(field_name, "alpha must be a number > 0", got=value, allowed="e.g. 8 or 16, or null for alpha = r")
+        raise InputError(field_name, "alpha must be a number > 0", got=value, allowed="e.g. 8 or 16, or null for alpha = r")
     return float(value)
 
 
 def check_dropout(value: object, field_name: str) -> float:
     """A dropout probability in [0, 1)."""
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 1:
-        raise SpecError(field_name, "dropout must be a number in [0, 1)", got=value, allowed="e.g. 0.1")
+        raise InputError(field_name, "dropout must be a number in [0, 1)", got=value, allowed="e.g. 0.1")
     return float(value)

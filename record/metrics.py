@@ -7,6 +7,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import pyarrow as pa
+
 CLASSIFICATION, REGRESSION = "classification", "regression"
 SPLIT_PREFIXES = ("val_", "sel_")  # dev set (reported) and selection split (held out of train, chosen on)
 DEV, SELECTION = SPLIT_PREFIXES
@@ -37,6 +39,11 @@ TASK_METRICS: dict[str, tuple[str, ...]] = {
     task: tuple(m.name for m in METRICS.values() if m.task == task) for task in (CLASSIFICATION, REGRESSION)}
 DEFAULT_METRIC = {CLASSIFICATION: "accuracy", REGRESSION: "pearson"}
 ALL_TASK_METRICS = tuple(m.name for m in METRICS.values() if m.task is not None)
+
+
+def is_diverged(report: dict | None) -> bool:
+    """A report that ends its trial because a loss turned NaN/inf: never an epoch, never a result to average."""
+    return bool((report or {}).get(DIVERGED))
 
 
 def metric_of(column: str) -> Metric | None:
@@ -90,3 +97,28 @@ def resolution(column: str, examples: float | None) -> float | None:
 def split_metric_names(prefix: str) -> tuple[str, ...]:
     """Every metric column a split reports, loss first: val_loss, val_accuracy, ..., val_spearman."""
     return (f"{prefix}loss", *(f"{prefix}{m}" for m in ALL_TASK_METRICS))
+
+
+def _split_columns(prefix: str) -> list[tuple[str, pa.DataType]]:
+    return [*((name, pa.float64()) for name in split_metric_names(prefix)), (f"{prefix}examples", pa.int64())]
+
+
+# Every column of an epoch report (a trial's `on_epoch` metrics plus what Ray Tune adds), with its Arrow type:
+# epochs.parquet's schema. val_* on the dev split; sel_* on the selection split, only when the study has one; the
+# task's metrics only (classification: accuracy, f1, mcc; regression: mse, pearson, spearman).
+EPOCH_COLUMNS: list[tuple[str, pa.DataType]] = [
+    ("epoch", pa.int32()), ("train_loss", pa.float64()), *_split_columns(DEV), *_split_columns(SELECTION),
+    ("train_samples_per_s", pa.float64()), ("epoch_time_s", pa.float64()), ("peak_memory_mb", pa.float64()),
+    ("memory_kind", pa.string()),
+    ("compute_dtype", pa.string()),  # what `precision` resolved to on that machine: bf16 (autocast) or fp32
+    # exact and device-independent: tensors saved for backward (peak over steps) and weights + grads + AdamW state
+    ("saved_activations_mb", pa.float64()), ("trainable_state_mb", pa.float64()), ("trainable_params", pa.int64()),
+    ("total_params", pa.int64()), ("params_relative_pct", pa.float64()), ("padding_efficiency", pa.float64()),
+    ("checkpoint_mb", pa.float64()),
+    # added by Ray Tune to every report
+    ("training_iteration", pa.int32()), ("time_total_s", pa.float64()), ("timestamp", pa.int64()),
+    ("hostname", pa.string()), ("node_ip", pa.string()), ("node_id", pa.string()),
+]
+# What TensorBoard's HParams table links to a trial: every split metric, train loss, size, memory and speed.
+SUMMARY_METRICS: tuple[str, ...] = (*split_metric_names(DEV), *split_metric_names(SELECTION), "train_loss",
+                                    "trainable_params", "params_relative_pct", "peak_memory_mb", "train_samples_per_s")

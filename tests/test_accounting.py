@@ -4,7 +4,8 @@ import pytest
 import torch
 
 from lora_ext import (COMPONENTS, Placement, apply_placement, count_params, load_model_config,
-                      predicted_module_names, to_lora_config, architecture_for, SpecError)
+                      predicted_module_names, to_lora_config, architecture_for)
+from record.errors import InputError
 from tests.conftest import tiny_roberta_config
 
 ROBERTA_TOTAL = 124_647_170
@@ -123,7 +124,7 @@ def test_classifier_only_on_bert_trains_pooler_and_classifier(minilm_cfg):
 
 
 def test_unknown_architecture_lists_known():
-    with pytest.raises(SpecError, match="known model_types: .*bert.*roberta"):
+    with pytest.raises(InputError, match="known model_types: .*bert.*roberta"):
         architecture_for("gpt2")
 
 

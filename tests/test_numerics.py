@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from lora_ext import SpecError
+from record.errors import InputError
 from tests.conftest import tiny_spec
 from tune_jobs.grid import select_trial, with_overrides
 from tune_jobs.spec import load_study
@@ -58,7 +58,7 @@ def test_checkpoint_missing_encoder_weights_is_refused(tmp_path, saved_tiny):
     weights = load_file(broken / "model.safetensors")
     del weights[next(k for k in weights if "encoder.layer.2.attention.self.query.weight" in k)]
     save_file(weights, broken / "model.safetensors", metadata={"format": "pt"})
-    with pytest.raises(SpecError, match="encoder weight.*missing from the checkpoint.*layer.2.attention"):
+    with pytest.raises(InputError, match="encoder weight.*missing from the checkpoint.*layer.2.attention"):
         _model(_trial(tmp_path, broken))
     _model(_trial(tmp_path, saved_tiny))  # the intact one: only the head is new, accepted
 

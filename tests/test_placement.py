@@ -2,7 +2,8 @@
 
 import pytest
 
-from lora_ext import SpecError, resolve_components, resolve_layers
+from lora_ext import resolve_components, resolve_layers
+from record.errors import InputError
 from lora_ext.placement import check_alpha, check_dropout, check_rank
 
 LAYER_CASES = [
@@ -33,7 +34,7 @@ def test_layer_selectors(selector, n, expected):
     ([1.5], "integers"),
 ])
 def test_layer_selector_errors(selector, match):
-    with pytest.raises(SpecError, match=match) as info:
+    with pytest.raises(InputError, match=match) as info:
         resolve_layers(selector, 12)
     assert str(info.value).startswith("layers:")
 
@@ -52,7 +53,7 @@ def test_components(value, expected):
 @pytest.mark.parametrize("value,match", [("x", "unknown component"), ("q+q", "duplicate"), ([], "empty"),
                                          ("", "empty"), (3, "not a component")])
 def test_component_errors(value, match):
-    with pytest.raises(SpecError, match=match):
+    with pytest.raises(InputError, match=match):
         resolve_components(value)
 
 
@@ -61,11 +62,11 @@ def test_scalar_checks():
     assert check_alpha(None) is None and check_alpha(16) == 16.0
     assert check_dropout(0, "d") == 0.0
     for bad in (0, -2, 1.5, True):
-        with pytest.raises(SpecError, match="rank must be"):
+        with pytest.raises(InputError, match="rank must be"):
             check_rank(bad, "r")
     for bad in (0, -1.0, "x"):
-        with pytest.raises(SpecError, match="alpha must be"):
+        with pytest.raises(InputError, match="alpha must be"):
             check_alpha(bad)
     for bad in (1.0, -0.1, 2):
-        with pytest.raises(SpecError, match=r"\[0, 1\)"):
+        with pytest.raises(InputError, match=r"\[0, 1\)"):
             check_dropout(bad, "lora.dropout")

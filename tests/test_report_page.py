@@ -112,7 +112,7 @@ def test_group_labels_in_the_params_plot_do_not_overprint():
     summary = pd.DataFrame({"group": ["upper r=8", "even r=8", "lower r=8", "lora_all r=8"],
                             "params_relative_pct": [1.38, 1.38, 1.38, 1.54], "mean": [0.641, 0.632, 0.628, 0.66],
                             "ci95_low": [0.63, 0.62, 0.62, 0.65], "ci95_high": [0.65, 0.64, 0.64, 0.67]})
-    fig = plots.accuracy_vs_params(summary)
+    fig = plots.accuracy_vs_params(summary, "val_accuracy")
     fig.canvas.draw()
     renderer = fig.canvas.get_renderer()
     boxes = [t.get_window_extent(renderer) for t in fig.axes[0].texts]
@@ -120,7 +120,7 @@ def test_group_labels_in_the_params_plot_do_not_overprint():
     assert not [(i, j) for i in range(4) for j in range(i + 1, 4) if boxes[i].overlaps(boxes[j])]
     plots.close(fig)
     tied = summary.assign(ci95_low=np.nan, ci95_high=np.nan)  # no interval (undetermined): no bar, no error
-    plots.close(plots.accuracy_vs_params(tied))
+    plots.close(plots.accuracy_vs_params(tied, "val_accuracy"))
 
 
 @pytest.mark.skipif(CHROMIUM is None and not os.environ.get("LORA_SWEEP_REQUIRE_BROWSER"),
@@ -141,3 +141,17 @@ def test_nothing_overflows_a_laptop_window_in_a_real_browser(report, tmp_path):
     assert layout["width"] == 1300
     assert layout["scrollWidth"] <= layout["width"], layout
     assert layout["overflow"] == [], layout["overflow"][:5]
+
+
+@pytest.mark.parametrize("metric, front", [("val_accuracy", [0.5, 0.9]), ("val_mse", [0.5, 0.3])])
+def test_the_pareto_front_follows_the_metrics_direction(metric, front):
+    import pandas as pd
+
+    from analysis import plots
+
+    summary = pd.DataFrame({"group": ["a", "b", "c"], "params_relative_pct": [1.0, 2.0, 3.0], "mean": [0.5, 0.3, 0.9],
+                            "ci95_low": [0.4, 0.2, 0.8], "ci95_high": [0.6, 0.4, 1.0]})
+    fig = plots.accuracy_vs_params(summary, metric)
+    line = next(ln for ln in fig.axes[0].lines if ln.get_label().startswith("Pareto"))
+    assert list(line.get_ydata()) == front  # was drawn upside down for MSE (direction guessed from the name)
+    plots.close(fig)

@@ -7,7 +7,7 @@ import textwrap
 
 import pytest
 
-from lora_ext import SpecError
+from record.errors import InputError
 from tests.conftest import EXPERIMENTS, REPO
 from tune_jobs.cli import main
 from tune_jobs.grid import expand, select_trial
@@ -296,9 +296,9 @@ def test_select_trial_picks_an_axis_value(tmp_path):
     study = load_study(spec_file(tmp_path, AXES))
     trial = select_trial(study, "a", r=8, repeat=1, axis={"learning_rate": "1e-3"})
     assert (trial.trial_name, trial.learning_rate) == ("a-r8-lr1e-3-rep1", 1e-3)
-    with pytest.raises(SpecError, match="--axis: scenario a varies learning_rate; pick a value.*learning_rate=5e-4"):
+    with pytest.raises(InputError, match="--axis: scenario a varies learning_rate; pick a value.*learning_rate=5e-4"):
         select_trial(study, "a", r=8)
-    with pytest.raises(SpecError, match="--axis learning_rate: not a value of the axis.*one of 5e-4, 1e-3"):
+    with pytest.raises(InputError, match="--axis learning_rate: not a value of the axis.*one of 5e-4, 1e-3"):
         select_trial(study, "a", r=8, axis={"learning_rate": "3e-3"})
 
 

@@ -182,7 +182,7 @@ def _recorded_names(exp: Path) -> list[str]:
     """Trial names in Ray's newest experiment state, one per trial (a grid point run twice would appear twice)."""
     import pyarrow.fs as pafs
 
-    from raylog import open_experiment, trial_states
+    from record.ray_files import open_experiment, trial_states
 
     fs, path = open_experiment(str(exp))
     states = trial_states(fs, path, fs.get_file_info(pafs.FileSelector(path)))

@@ -11,15 +11,16 @@ import numpy as np
 import pytest
 import yaml
 
-from lora_ext import SpecError, SpecErrors
+from record.errors import InputError, InputErrors
 from tests.conftest import EXPERIMENTS, GLUE_DIR, tiny_spec
 from tune_jobs.cli import main
 from tune_jobs.data import _fingerprint, check_data, load_splits, tokenized_splits
 from tune_jobs.grid import select_trial
-from raylog.metrics import higher_is_better
+from record.metrics import higher_is_better
 from tune_jobs.metrics import compute
 from tune_jobs.readers import resolve_source
-from tune_jobs.spec import DataConfig, Reader, load_study, resolve_data
+from tune_jobs.data_section import DataConfig, Reader
+from tune_jobs.spec import load_study
 from tune_jobs.trial import load_model, load_tokenizer, run_trial
 
 SCEN = "scenarios:\n  - {name: vup, layers: all, components: v+up}\n  - {name: head, baseline: classifier_only}\n"
@@ -49,7 +50,7 @@ def test_presets_read_the_files_as_shipped(task, counts):
         ds = getattr(splits, role)
         n, per_label = counts[role]
         assert len(ds) == n and dict(zip(*np.unique(ds["labels"], return_counts=True))) == per_label
-    assert splits.label_names == resolve_data(DataConfig(dataset=f"glue/{task}")).labels  # the hub's id order
+    assert splits.label_names == DataConfig(dataset=f"glue/{task}").labels  # the hub's id order
 
 
 def test_mrpc_bom_header_and_bare_quotes():
@@ -86,10 +87,10 @@ def test_glue_dir_folder_names_and_cache_keys(tmp_path, monkeypatch):
     for root in ("a", "b"):
         monkeypatch.setenv("GLUE_DIR", str(tmp_path / root))
         assert len(load_splits(data).train) == 2
-        keys.append(_fingerprint(resolve_source(resolve_data(data)), resolve_data(data), tok))
+        keys.append(_fingerprint(resolve_source(data), data, tok))
     assert keys[0] != keys[1]
     monkeypatch.delenv("GLUE_DIR")
-    assert resolve_source(resolve_data(data)).hub == ("nyu-mll/glue", "sst2")  # no GLUE_DIR: the hub
+    assert resolve_source(data).hub == ("nyu-mll/glue", "sst2")  # no GLUE_DIR: the hub
 
 
 def test_glue_tsv_layouts_rename_to_hub_columns(tmp_path, monkeypatch):
@@ -184,16 +185,16 @@ def test_label_ids_and_errors():
     assert label_vocabulary(["0", "1"], ("neg", "pos"), None, where) == {"0": 0, "1": 1}  # ids of the names
     assert label_vocabulary(["pos", "neg"], ("neg", "pos"), None, where) == {"neg": 0, "pos": 1}
     assert label_vocabulary(["0", "1"], None, 3, where) == {"0": 0, "1": 1, "2": 2}  # a class train lacks
-    with pytest.raises(SpecError, match=r"data.label: f:3: label 'meh' is not one of data.labels"):
+    with pytest.raises(InputError, match=r"data.label: f:3: label 'meh' is not one of data.labels"):
         label_vocabulary(["pos", "meh"], ("neg", "pos"), None, where)
-    with pytest.raises(SpecError, match=r"data.num_labels: the train split has 3 labels"):
+    with pytest.raises(InputError, match=r"data.num_labels: the train split has 3 labels"):
         label_vocabulary(["a", "b", "c"], None, 2, where)
 
 
 def test_eval_label_train_lacks_is_fine_when_listed(tmp_path):
     (tmp_path / "train.tsv").write_text("sentence\tlabel\na\tx\nb\ty\n")
     (tmp_path / "dev.tsv").write_text("sentence\tlabel\nc\tz\n")
-    with pytest.raises(SpecError, match=r"dev.tsv:2: label 'z' is not a label of the train split"):
+    with pytest.raises(InputError, match=r"dev.tsv:2: label 'z' is not a label of the train split"):
         check_data(DataConfig(dataset=str(tmp_path)))
     listed = check_data(DataConfig(dataset=str(tmp_path), labels=("x", "y", "z")))
     assert listed.num_labels == 3 and load_splits(listed).eval["labels"] == [2]
@@ -325,10 +326,10 @@ def test_presets_resolve_in_the_spec():
     study = load_study(EXPERIMENTS / "final_cola.yaml", "demo")
     assert (study.data.dataset, study.data.text, study.data.metric, study.data.num_labels) == \
         ("glue/cola", ("sentence",), "mcc", 2)
-    assert resolve_data(DataConfig(dataset="glue/mnli")).splits.eval == "validation_matched"
-    assert resolve_data(DataConfig(dataset="glue/mnli-mm")).splits.eval == "validation_mismatched"
-    assert resolve_data(DataConfig(dataset="glue/stsb")).task == "regression"
-    override = resolve_data(DataConfig(dataset="glue/mrpc", metric="accuracy"))
+    assert DataConfig(dataset="glue/mnli").splits.eval == "validation_matched"
+    assert DataConfig(dataset="glue/mnli-mm").splits.eval == "validation_mismatched"
+    assert DataConfig(dataset="glue/stsb").task == "regression"
+    override = DataConfig(dataset="glue/mrpc", metric="accuracy")
     assert override.metric == "accuracy" and override.text == ("sentence1", "sentence2")
 
 
@@ -336,7 +337,7 @@ def test_trial_data_flag_takes_the_presets_columns():
     spec = EXPERIMENTS / "final_rte.yaml"
     study = load_study(spec, "demo", {"dataset": "glue/cola"})
     assert (study.data.dataset, study.data.text, study.data.metric) == ("glue/cola", ("sentence",), "mcc")
-    with pytest.raises(SpecErrors, match="unknown GLUE task"):
+    with pytest.raises(InputErrors, match="unknown GLUE task"):
         load_study(spec, "demo", {"dataset": "glue/wnli"})
 
 

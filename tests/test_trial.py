@@ -2,18 +2,18 @@
 
 import json
 import re
-from pathlib import Path
 
 import numpy as np
 import pytest
 
-from lora_ext import SpecError
+from record.errors import InputError
 from tests.conftest import EXPERIMENTS, SST2_DIR, tiny_spec
 from tune_jobs.cli import main
 from tune_jobs.data import (TrialData, check_data, length_grouped_batches, padding_efficiency, selection_split,
                             subset_indices, tokenized_splits)
-from tune_jobs.grid import expand, select_trial, with_overrides
-from tune_jobs.spec import DataConfig, Selection, load_study
+from tune_jobs.grid import select_trial, with_overrides
+from tune_jobs.data_section import DataConfig, Selection
+from tune_jobs.spec import load_study
 from tune_jobs.trial import STATE_FILE, run_trial
 
 SCEN = "scenarios:\n  - {name: vup, layers: all, components: v+up}\n  - {name: head, baseline: classifier_only}\n"
@@ -88,7 +88,7 @@ def test_length_grouped_batches_pad_little(tiny_bert_dir):
         assert padding_efficiency(data.train_lengths, batches) >= 0.90
         rand = np.random.default_rng(0).permutation(len(data.train_lengths))
         assert padding_efficiency(data.train_lengths, [rand[i:i + bs] for i in range(0, len(rand), bs)]) < 0.4
-    assert len(data.dev_lengths) == 872
+    assert len(data.eval_lengths) == 872
 
 
 DIVERGED_REASON = r"^train loss (nan|inf) at epoch 1 step \d+ \(lr=1e12\)$"
@@ -123,7 +123,7 @@ def test_selection_split_is_fixed_disjoint_and_seeded():
     again, _ = selection_split(1000, None, 100, seed=42)
     assert (again == held).all()  # fraction 0.1 of 1,000 rows = rows 100, same seed: the same rows
     assert not (selection_split(1000, None, 100, seed=43)[0] == held).all()
-    with pytest.raises(SpecError, match="data.selection: holds out 1,000 of the train split's 1,000 rows"):
+    with pytest.raises(InputError, match="data.selection: holds out 1,000 of the train split's 1,000 rows"):
         selection_split(1000, None, 1000, seed=42)
 
 
@@ -156,7 +156,7 @@ def test_selection_metrics_every_epoch(trial_cfg):
 def test_malformed_tsv_names_file_and_line(tmp_path):
     (tmp_path / "train.tsv").write_text("sentence\tlabel\ngood row \t1\nno label here\n")
     (tmp_path / "dev.tsv").write_text("sentence\tlabel\ngood row \t1\n")
-    with pytest.raises(SpecError, match=r"train.tsv:3: malformed row"):
+    with pytest.raises(InputError, match=r"train.tsv:3: malformed row"):
         check_data(DataConfig(dataset=str(tmp_path)))
 
 

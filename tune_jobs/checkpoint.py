@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from lora_ext import SpecError
+from record.errors import InputError
 
 STATE_FILE = "trial_state.json"
 ADAPTER_WEIGHTS, HEAD_WEIGHTS, FULL_WEIGHTS = "adapter_model.safetensors", "head.safetensors", "model.safetensors"
@@ -48,7 +48,7 @@ def save_weights(path: Path, model) -> None:
 
 
 def load_weights(path: Path, model) -> None:
-    """Put what `save_weights` wrote back into `model`; SpecError if it is not this trial's set of weights."""
+    """Put what `save_weights` wrote back into `model`; InputError if it is not this trial's set of weights."""
     from safetensors.torch import load_file
 
     if _is_peft(model):
@@ -59,10 +59,10 @@ def load_weights(path: Path, model) -> None:
         file = path / (FULL_WEIGHTS if all(p.requires_grad for p in model.parameters()) else HEAD_WEIGHTS)
         expected = set(trainable_state(model))
     if not file.is_file():
-        raise SpecError("checkpoint", f"no {file.name}: not a checkpoint of this kind of trial", got=str(path))
+        raise InputError("checkpoint", f"no {file.name}: not a checkpoint of this kind of trial", got=str(path))
     weights = load_file(str(file))
     if set(weights) != expected:
-        raise SpecError("checkpoint", "does not match this trial's trainable parameters", got=str(path))
+        raise InputError("checkpoint", "does not match this trial's trainable parameters", got=str(path))
     if _is_peft(model):
         set_peft_model_state_dict(model, weights)
     else:

@@ -6,16 +6,14 @@ import argparse
 import sys
 from collections.abc import Callable
 
-from lora_ext.errors import SpecError, SpecErrors
-
-EXIT_USAGE = 2
+from record.errors import EXIT_INPUT, InputError, InputErrors
 
 
 class OneLineParser(argparse.ArgumentParser):
     """argparse that exits 2 with one line (no usage dump) on a bad argument."""
 
     def error(self, message: str) -> None:  # noqa: D401 - argparse API
-        self.exit(EXIT_USAGE, f"{self.prog}: {message} (see --help)\n")
+        self.exit(EXIT_INPUT, f"{self.prog}: {message} (see --help)\n")
 
 
 def add_spec_args(p: argparse.ArgumentParser) -> None:
@@ -25,14 +23,14 @@ def add_spec_args(p: argparse.ArgumentParser) -> None:
 
 
 def run_guarded(func: Callable[[argparse.Namespace], int | None], args: argparse.Namespace) -> int:
-    """Run a subcommand; bad input (SpecError) becomes one `error:` line per problem and exit 2."""
+    """Run a subcommand; bad input (InputError) becomes one `error:` line per problem and exit 2."""
     try:
         return int(func(args) or 0)
-    except (SpecError, SpecErrors) as err:
+    except (InputError, InputErrors) as err:
         if getattr(args, "debug", False):
             raise
         print(f"error: {err}".replace("\n", "\nerror: "), file=sys.stderr)
-        return EXIT_USAGE
+        return EXIT_INPUT
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

@@ -13,13 +13,13 @@ from pathlib import Path
 
 import numpy as np
 
-from lora_ext import SpecError
+from record.errors import InputError
 
-from .metrics import REGRESSION
+from record.metrics import REGRESSION
 from .readers import ROLES, Source, quiet_datasets, read_file, read_hub, resolve_source
-from .spec import DataConfig, Study, resolve_data
+from .data_section import DataConfig
+from .spec import Study
 
-SPLIT_NAMES = {"train": "train", "eval": "validation"}  # data.splits key -> split of the tokenized DatasetDict
 LABELS = "labels"  # the column of label ids (or regression targets) after loading
 
 
@@ -54,7 +54,7 @@ def _targets(ds, column: str, where: Callable[[int], str]) -> list[float]:
     out = [_target(v) for v in values]
     bad = next((i for i, t in enumerate(out) if t is None), None)
     if bad is not None:
-        raise SpecError("data.label", f"{where(bad)}: regression target {values[bad]!r} in column {column!r} is not a "
+        raise InputError("data.label", f"{where(bad)}: regression target {values[bad]!r} in column {column!r} is not a "
                         "number", allowed="a number in every row, or task: classification for class labels")
     return out
 
@@ -77,23 +77,23 @@ def label_vocabulary(train: list[str], names: tuple[str, ...] | None, num_labels
             if seen <= set(ids):
                 return ids
         bad = next(i for i, t in enumerate(train) if t not in by_name)
-        raise SpecError("data.label", f"{where(bad)}: label {train[bad]!r} is not one of data.labels", got=train[bad],
+        raise InputError("data.label", f"{where(bad)}: label {train[bad]!r} is not one of data.labels", got=train[bad],
                         allowed="labels: " + ", ".join(names) + " (or their ids 0.." + f"{len(names) - 1})")
     ints = all(t.lstrip("-").isdigit() for t in seen)
     if num_labels is not None and ints:
         bad = next((i for i, t in enumerate(train) if not 0 <= int(t) < num_labels), None)
         if bad is not None:
-            raise SpecError("data.dataset", f"{where(bad)}: label {train[bad]} is outside 0..{num_labels - 1}",
+            raise InputError("data.dataset", f"{where(bad)}: label {train[bad]} is outside 0..{num_labels - 1}",
                             got=train[bad], allowed=f"labels 0..{num_labels - 1}, or set data.num_labels to the number "
                                                     "of classes (or leave it out: it is read from the train split)")
         return {str(i): i for i in range(num_labels)}
     ordered = _sort_labels(seen)
     if num_labels is not None and len(ordered) != num_labels:
-        raise SpecError("data.num_labels", f"the train split has {len(ordered)} labels ({', '.join(ordered[:6])}), "
+        raise InputError("data.num_labels", f"the train split has {len(ordered)} labels ({', '.join(ordered[:6])}), "
                         f"not {num_labels}", got=num_labels, allowed="leave it out (it is read from the train split), "
                                                                      "or list every label in data.labels")
     if len(ordered) < 2:
-        raise SpecError("data.label", f"the train split has {len(ordered)} distinct label ({', '.join(ordered)}); "
+        raise InputError("data.label", f"the train split has {len(ordered)} distinct label ({', '.join(ordered)}); "
                         "classification needs 2 or more", allowed="check data.label, or set task: regression")
     return {t: i for i, t in enumerate(ordered)}
 
@@ -109,7 +109,7 @@ def _label_column(ds, column: str, where: Callable[[int], str]) -> list[str]:
     out = [_label_text(v) for v in values]
     missing = next((i for i, t in enumerate(out) if t is None), None)
     if missing is not None:
-        raise SpecError("data.dataset", f"{where(missing)}: malformed row, no value in column {column!r}",
+        raise InputError("data.dataset", f"{where(missing)}: malformed row, no value in column {column!r}",
                         allowed="a label in every row; check the delimiter and data.reader")
     return out
 
@@ -127,17 +127,17 @@ def _check_rows(ds, data: DataConfig, name: str, where: Callable[[int], str]) ->
     import pyarrow.compute as pc
 
     if len(ds) == 0:
-        raise SpecError("data.dataset", f"{name}: has no rows", allowed="a split with at least one row")
+        raise InputError("data.dataset", f"{name}: has no rows", allowed="a split with at least one row")
     for column in data.text:
         values = ds.data.column(column)
         if values.null_count:
             row = pc.index(pc.is_null(values), True).as_py()
-            raise SpecError("data.dataset", f"{where(row)}: malformed row, no value in column {column!r}",
+            raise InputError("data.dataset", f"{where(row)}: malformed row, no value in column {column!r}",
                             allowed="text in every row; check the delimiter and data.reader")
 
 
 @dataclass(frozen=True)
-class Splits:
+class LoadedSplits:
     """The loaded train and eval splits (text columns + `labels`) and the label names in id order."""
 
     train: object  # datasets.Dataset
@@ -145,12 +145,11 @@ class Splits:
     label_names: tuple[str, ...] | None  # None for regression
 
 
-def load_splits(data: DataConfig) -> Splits:
+def load_splits(data: DataConfig) -> LoadedSplits:
     """Read both splits, check every row, and map labels to ids (classification) or numbers (regression).
 
     A label of the eval split that the train split lacks (and data.labels does not list) is an error.
     """
-    data = resolve_data(data)
     source = resolve_source(data)
     if source.hub is not None:
         raw = read_hub(source, data)
@@ -173,13 +172,13 @@ def load_splits(data: DataConfig) -> Splits:
         for role, values in texts.items():
             bad = next((i for i, t in enumerate(values) if t not in ids), None)
             if bad is not None:
-                raise SpecError("data.label", f"{wheres[role](bad)}: label {values[bad]!r} is not a label of the train "
+                raise InputError("data.label", f"{wheres[role](bad)}: label {values[bad]!r} is not a label of the train "
                                 "split", got=values[bad], allowed="labels: " + ", ".join(vocab) + "; fix the row, or "
                                 "list every label in data.labels")
             out[role] = [ids[t] for t in values]
     loaded = {r: ds.remove_columns([c for c in ds.column_names if c not in data.text]).add_column(LABELS, out[r])
               for r, ds in raw.items()}
-    return Splits(loaded["train"], loaded["eval"], vocab)
+    return LoadedSplits(loaded["train"], loaded["eval"], vocab)
 
 
 def check_data(data: DataConfig, load_hub: bool = False) -> DataConfig:
@@ -187,7 +186,6 @@ def check_data(data: DataConfig, load_hub: bool = False) -> DataConfig:
     with `num_labels` and `labels` read from the train split. A hub dataset loads only with `load_hub` or when its
     number of labels is not known otherwise (a GLUE preset knows it), so `plan` stays offline; `run` loads it
     before Ray starts."""
-    data = resolve_data(data)
     if not load_hub and resolve_source(data).hub is not None and data.num_labels is not None:
         return data
     splits = load_splits(data)
@@ -211,7 +209,7 @@ def _fingerprint(source: Source, data: DataConfig, tokenizer) -> str:
     mapping = [data.text, data.label, vars(data.splits), data.task, data.labels, data.num_labels,
                vars(data.reader) if data.reader else None]
     key = json.dumps([source.key, mapping, tokenizer.name_or_path, type(tokenizer).__name__, len(tokenizer),
-                      data.max_length, 2], default=list)
+                      data.max_length, 3], default=list)  # 3: splits keyed by role (train, eval)
     return hashlib.sha256(key.encode()).hexdigest()[:20]
 
 
@@ -224,7 +222,6 @@ def tokenized_splits(data: DataConfig, tokenizer) -> tuple[object, tuple[str, ..
     import datasets
     from filelock import FileLock
 
-    data = resolve_data(data)
     target = cache_root() / "tokenized" / _fingerprint(resolve_source(data), data, tokenizer)
     target.parent.mkdir(parents=True, exist_ok=True)
     with FileLock(str(target) + ".lock"):
@@ -232,7 +229,7 @@ def tokenized_splits(data: DataConfig, tokenizer) -> tuple[object, tuple[str, ..
             names = json.loads((target / "labels.json").read_text())
             return datasets.load_from_disk(str(target)), tuple(names) if names is not None else None
         splits = load_splits(data)
-        raw = datasets.DatasetDict({SPLIT_NAMES["train"]: splits.train, SPLIT_NAMES["eval"]: splits.eval})
+        raw = datasets.DatasetDict({"train": splits.train, "eval": splits.eval})  # the roles of data.splits
 
         def encode(batch):
             enc = tokenizer(*(batch[c] for c in data.text), truncation="longest_first", max_length=data.max_length)
@@ -260,7 +257,7 @@ def selection_split(n_rows: int, fraction: float | None, rows: int | None, seed:
     """(held-out selection rows, train rows left), both sorted; the same for every trial of a study (its base seed)."""
     held = rows if rows is not None else max(1, round(fraction * n_rows))
     if held >= n_rows:
-        raise SpecError("data.selection", f"holds out {held:,} of the train split's {n_rows:,} rows, leaving none to "
+        raise InputError("data.selection", f"holds out {held:,} of the train split's {n_rows:,} rows, leaving none to "
                         "train on", allowed="a smaller fraction or fewer rows")
     order = np.random.default_rng([seed, 1]).permutation(n_rows)  # a stream apart from the trial's subset draw
     return np.sort(order[:held]), np.sort(order[held:])
@@ -295,9 +292,9 @@ class TrialData:
     """
 
     train: object  # datasets.Dataset
-    dev: object
+    eval: object  # the eval split (data.splits.eval): its metrics are reported as val_*
     train_lengths: np.ndarray
-    dev_lengths: np.ndarray
+    eval_lengths: np.ndarray
     label_names: tuple[str, ...] | None  # in id order; None for regression
     sel: object = None
     sel_lengths: np.ndarray | None = None
@@ -305,13 +302,13 @@ class TrialData:
     @classmethod
     def build(cls, data: DataConfig, tokenizer, seed: int, selection_seed: int = 0) -> TrialData:
         splits, names = tokenized_splits(data, tokenizer)
-        train, dev, sel = splits[SPLIT_NAMES["train"]], splits[SPLIT_NAMES["eval"]], None
+        train, eval_, sel = splits["train"], splits["eval"], None
         rows = np.arange(len(train))
         if data.selection is not None:
             held, rows = selection_split(len(train), data.selection.fraction, data.selection.rows, selection_seed)
             sel = train.select(held)
         train = train.select(rows[subset_indices(len(rows), data.train_limit, seed)])
-        return cls(train, dev, np.asarray(train["length"]), np.asarray(dev["length"]), names, sel,
+        return cls(train, eval_, np.asarray(train["length"]), np.asarray(eval_["length"]), names, sel,
                    None if sel is None else np.asarray(sel["length"]))
 
     @staticmethod

@@ -15,20 +15,11 @@ import tempfile
 from importlib import metadata
 from pathlib import Path
 
-from lora_ext import SpecError
+from record.errors import InputError
 
 from .cli_args import run_guarded
 
 HELP = "write one trial's trained adapter (or model) as a directory PEFT / transformers load, with a model card"
-
-
-def _read_json_lines(fs, path: str) -> list[dict]:
-    from raylog import read_text
-
-    try:
-        return [json.loads(line) for line in read_text(fs, path).splitlines() if line.strip()]
-    except (FileNotFoundError, json.JSONDecodeError):
-        return []
 
 
 def finished_trials(experiment: str) -> list[dict]:
@@ -36,24 +27,21 @@ def finished_trials(experiment: str) -> list[dict]:
     newest checkpoint path."""
     import pyarrow.fs as pafs
 
-    from raylog import ExperimentFileError, open_experiment, trial_states
+    from record.metrics import is_diverged
+    from record.ray_files import RESULT_FILE, latest_checkpoint, open_experiment, read_results, trial_states
 
-    try:
-        fs, exp = open_experiment(experiment)
-        entries = fs.get_file_info(pafs.FileSelector(exp))
-        states = trial_states(fs, exp, entries)
-    except ExperimentFileError as err:
-        raise SpecError("EXPERIMENT", str(err)) from None
+    fs, exp = open_experiment(experiment)
+    entries = fs.get_file_info(pafs.FileSelector(exp))
+    states = trial_states(fs, exp, entries)
     out = []
     for rel, state in sorted(states.items()):
         tdir = posixpath.join(exp, rel)
-        results = _read_json_lines(fs, posixpath.join(tdir, "result.json"))
-        if state["status"] != "TERMINATED" or not results or results[-1].get("diverged"):
+        results, _ = read_results(fs, posixpath.join(tdir, RESULT_FILE))
+        if state["status"] != "TERMINATED" or not results or is_diverged(results[-1]):
             continue
-        ckpts = sorted(e.path for e in fs.get_file_info(pafs.FileSelector(tdir, allow_not_found=True))
-                       if e.type == pafs.FileType.Directory and e.base_name.startswith("checkpoint_"))
-        if ckpts:
-            out.append({"config": state["config"], "final": results[-1], "checkpoint": ckpts[-1], "fs": fs})
+        checkpoint = latest_checkpoint(fs.get_file_info(pafs.FileSelector(tdir, allow_not_found=True)))
+        if checkpoint:
+            out.append({"config": state["config"], "final": results[-1], "checkpoint": checkpoint, "fs": fs})
     return out
 
 
@@ -61,15 +49,15 @@ def best_by_primary_metric(pool: list[dict]) -> tuple[dict, str]:
     """The trial with the best final value of the study's primary metric (val_mcc for CoLA, val_f1 for MRPC, ...),
     on the selection split when every trial has one, else on the dev set (optimistic: chosen on the reported set);
     val_accuracy for experiments made before studies named their metric."""
-    from raylog.metrics import higher_is_better
+    from record.metrics import SELECTION, higher_is_better, on_split, primary_metric
 
-    dev = next((t["config"]["primary_metric"] for t in pool if t["config"].get("primary_metric")), "val_accuracy")
-    sel = "sel_" + dev.removeprefix("val_")
+    dev = primary_metric(next((t["config"] for t in pool if t["config"].get("primary_metric")), {}))
+    sel = on_split(SELECTION, dev)
     metric = sel if all(t["final"].get(sel) is not None for t in pool) else dev
     sign = 1.0 if higher_is_better(metric) else -1.0
     scored = [t for t in pool if t["final"].get(metric) is not None]
     if not scored:
-        raise SpecError("--best", f"no finished trial of this scenario reports {metric}", allowed="--repeat or --trial")
+        raise InputError("--best", f"no finished trial of this scenario reports {metric}", allowed="--repeat or --trial")
     chosen = max(scored, key=lambda t: sign * t["final"][metric])
     why = "the selection split" if metric == sel else "the dev set (no selection split: optimistic)"
     return chosen, f"best final {metric} ({chosen['final'][metric]:.4f}) of {len(pool)} trials, chosen on {why}"
@@ -81,34 +69,36 @@ def choose(trials: list[dict], scenario: str, r: int | None, repeat: int | None,
     if trial_name:
         named = [t for t in trials if t["config"].get("trial_name") == trial_name]
         if not named:
-            raise SpecError("--trial", "no finished trial of that name", got=trial_name)
+            raise InputError("--trial", "no finished trial of that name", got=trial_name)
         return named[0], f"trial {trial_name}"
     names = sorted({t["config"].get("scenario") for t in trials})
     pool = [t for t in trials if t["config"].get("scenario") == scenario]
     if not pool:
-        raise SpecError("--scenario", "no finished trial of this scenario", got=scenario,
+        raise InputError("--scenario", "no finished trial of this scenario", got=scenario,
                         allowed="one of " + ", ".join(map(str, names)))
     ranks = sorted({t["config"].get("r") for t in pool}, key=lambda v: (v is None, v))
     if r is not None:
         pool = [t for t in pool if t["config"].get("r") == r]
         if not pool:
-            raise SpecError("--r", "scenario has no finished trial of this rank", got=r, allowed=f"ranks: {ranks}")
+            raise InputError("--r", "scenario has no finished trial of this rank", got=r, allowed=f"ranks: {ranks}")
     if best:
         return best_by_primary_metric(pool)
     pool = [t for t in pool if t["config"].get("repeat") == (repeat or 0)]
     if len(pool) != 1:
         found = sorted(t["config"].get("trial_name") for t in pool)
-        raise SpecError("--repeat" if not pool else "--trial", "names no single finished trial", got=found or repeat,
+        raise InputError("--repeat" if not pool else "--trial", "names no single finished trial", got=found or repeat,
                         allowed="add --r, --best, or --trial NAME (see `lora-sweep plan`)")
     return pool[0], f"repeat {repeat or 0}"
 
 
 def model_card(tc, final: dict, how: str, base: str) -> str:
     """README.md for the exported directory."""
+    from record.metrics import is_split_metric
+
     placement = ("classifier head only" if tc.baseline == "classifier_only" else "every weight (full fine-tuning)"
                  if tc.baseline == "full" else f"LoRA r={tc.r}, alpha={tc.alpha or tc.r}, layers {tc.layers}, "
                  f"components {'+'.join(tc.components)}" + (f", ranks {tc.rank_pattern}" if tc.rank_pattern else ""))
-    metrics = {k: v for k, v in final.items() if k.startswith(("val_", "sel_", "train_loss")) and v is not None}
+    metrics = {k: v for k, v in final.items() if (is_split_metric(k) or k == "train_loss") and v is not None}
     load = ("from peft import AutoPeftModelForSequenceClassification\n"
             "model = AutoPeftModelForSequenceClassification.from_pretrained(DIR)"
             + ("" if tc.num_labels == 2 else f"  # add num_labels={tc.num_labels}")) if tc.baseline is None else \
@@ -156,7 +146,7 @@ def export(experiment: str, out: Path, scenario: str | None, r: int | None, repe
     from .spec import TrialConfig
 
     if out.exists() and any(out.iterdir()):
-        raise SpecError("--out", "exists and is not empty", got=str(out), allowed="a new or empty directory")
+        raise InputError("--out", "exists and is not empty", got=str(out), allowed="a new or empty directory")
     chosen, how = choose(finished_trials(experiment), scenario or "", r, repeat, best, trial_name)
     tc = TrialConfig.from_dict(chosen["config"])
     base = model_location(tc.model)
@@ -197,7 +187,7 @@ def export(experiment: str, out: Path, scenario: str | None, r: int | None, repe
 
 def cmd_export(args: argparse.Namespace) -> int:
     if not (args.scenario or args.trial):
-        raise SpecError("--scenario", "missing", allowed="--scenario NAME (or --trial TRIAL_NAME)")
+        raise InputError("--scenario", "missing", allowed="--scenario NAME (or --trial TRIAL_NAME)")
     print(export(args.experiment, Path(args.out), args.scenario, args.r, args.repeat, args.best, args.trial))
     return 0
 

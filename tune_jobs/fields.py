@@ -1,4 +1,4 @@
-"""Typed field checks for the YAML spec: each turns a raw YAML value into a clean one or raises SpecError."""
+"""Typed field checks for the YAML spec: each turns a raw YAML value into a clean one or raises InputError."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import difflib
 from collections.abc import Callable
 from typing import Any
 
-from lora_ext.errors import SpecError
+from record.errors import InputError
 
 Check = Callable[[Any, str], Any]
 
@@ -31,7 +31,7 @@ def integer(minimum: int | None = None, maximum: int | None = None) -> Check:
         ok = ok and (minimum is None or value >= minimum) and (maximum is None or value <= maximum)
         if not ok:
             rng = f">= {minimum}" if maximum is None else f"in {minimum}..{maximum}"
-            raise SpecError(path, "must be an integer " + rng, got=value)
+            raise InputError(path, "must be an integer " + rng, got=value)
         return value
 
     return check
@@ -53,7 +53,7 @@ def number(low: float | None = None, high: float | None = None, *, low_open: boo
                 want = f"> {low:g}" if low_open else f">= {low:g}"
             else:
                 want = f"in {lo}, {hi}"
-            raise SpecError(path, "must be a number " + want, got=value)
+            raise InputError(path, "must be a number " + want, got=value)
         return num
 
     return check
@@ -68,14 +68,14 @@ def optional(inner: Check) -> Check:
 
 def boolean(value: Any, path: str) -> bool:
     if not isinstance(value, bool):
-        raise SpecError(path, "must be true or false", got=value)
+        raise InputError(path, "must be true or false", got=value)
     return value
 
 
 def choice(*options: str) -> Check:
     def check(value: Any, path: str) -> str:
         if value not in options:
-            raise SpecError(path, "unknown value", got=value, allowed="one of " + ", ".join(options))
+            raise InputError(path, "unknown value", got=value, allowed="one of " + ", ".join(options))
         return value
 
     return check
@@ -83,14 +83,14 @@ def choice(*options: str) -> Check:
 
 def text(value: Any, path: str) -> str:
     if not isinstance(value, str) or not value.strip():
-        raise SpecError(path, "must be a non-empty string", got=value)
+        raise InputError(path, "must be a non-empty string", got=value)
     return value
 
 
 def pair_of(inner: Check) -> Check:
     def check(value: Any, path: str) -> tuple:
         if not isinstance(value, (list, tuple)) or len(value) != 2:
-            raise SpecError(path, "must be a list of two numbers", got=value, allowed="e.g. [0.9, 0.98]")
+            raise InputError(path, "must be a list of two numbers", got=value, allowed="e.g. [0.9, 0.98]")
         return tuple(inner(v, f"{path}[{i}]") for i, v in enumerate(value))
 
     return check
@@ -98,22 +98,22 @@ def pair_of(inner: Check) -> Check:
 
 def mapping(value: Any, path: str) -> dict:
     if not isinstance(value, dict):
-        raise SpecError(path, "must be a mapping of keys to values", got=value)
+        raise InputError(path, "must be a mapping of keys to values", got=value)
     return value
 
 
-def unknown_key_error(key: str, known: list[str] | tuple[str, ...], path: str) -> SpecError:
+def unknown_key_error(key: str, known: list[str] | tuple[str, ...], path: str) -> InputError:
     """An 'unknown key' error that suggests the closest known key (typos are the usual cause)."""
     where = f"{path}.{key}" if path else str(key)
     close = difflib.get_close_matches(str(key), known, n=1)
     hint = f"did you mean '{close[0]}'? " if close else ""
-    return SpecError(where, "unknown key", got=key, allowed=hint + "known keys: " + ", ".join(known))
+    return InputError(where, "unknown key", got=key, allowed=hint + "known keys: " + ", ".join(known))
 
 
 Sourced = dict[str, tuple[Any, str]]  # key -> (raw value, YAML path of the mapping it came from)
 
 
-def merge_layers(layers: list[tuple[str, Any]], errors: list[SpecError]) -> Sourced:
+def merge_layers(layers: list[tuple[str, Any]], errors: list[InputError]) -> Sourced:
     """Merge mappings key by key, later layers winning; each value remembers the path of its layer.
 
     A layer is (YAML path, mapping or None); a value is replaced whole (a list or a nested mapping is not merged).
@@ -124,7 +124,7 @@ def merge_layers(layers: list[tuple[str, Any]], errors: list[SpecError]) -> Sour
             continue
         try:
             mapping(body, path)
-        except SpecError as err:
+        except InputError as err:
             errors.append(err)
             continue
         for key, value in body.items():
@@ -132,7 +132,7 @@ def merge_layers(layers: list[tuple[str, Any]], errors: list[SpecError]) -> Sour
     return merged
 
 
-def check_merged(merged: Sourced, schema: dict[str, Check], errors: list[SpecError]) -> dict:
+def check_merged(merged: Sourced, schema: dict[str, Check], errors: list[InputError]) -> dict:
     """Check every merged value against `schema` (errors name the layer it came from); return the clean values."""
     clean = {}
     for key, (value, path) in merged.items():
@@ -141,20 +141,20 @@ def check_merged(merged: Sourced, schema: dict[str, Check], errors: list[SpecErr
             continue
         try:
             clean[key] = schema[key](value, f"{path}.{key}" if path else key)
-        except SpecError as err:
+        except InputError as err:
             errors.append(err)
     return clean
 
 
-def layered(schema: dict[str, Check], layers: list[tuple[str, Any]], errors: list[SpecError]) -> dict:
+def layered(schema: dict[str, Check], layers: list[tuple[str, Any]], errors: list[InputError]) -> dict:
     """One section of a spec: its layers merged in order (see `merge_layers`), then checked once."""
     return check_merged(merge_layers(layers, errors), schema, errors)
 
 
-def check_section(raw: Any, schema: dict[str, Check], path: str, errors: list[SpecError]) -> dict:
+def check_section(raw: Any, schema: dict[str, Check], path: str, errors: list[InputError]) -> dict:
     """Check a (partial) mapping against `schema`; collect errors; return the clean values present."""
     if raw is None:
-        errors.append(SpecError(path, "must be a mapping of keys to values", got=raw))
+        errors.append(InputError(path, "must be a mapping of keys to values", got=raw))
         return {}
     return layered(schema, [(path, raw)], errors)
 
@@ -163,7 +163,7 @@ def section(schema: dict[str, Check]) -> Check:
     """A nested mapping checked against `schema`, its first problem raised: the clean values present."""
 
     def check(value: Any, path: str) -> dict:
-        errors: list[SpecError] = []
+        errors: list[InputError] = []
         clean = check_section(value, schema, path, errors)
         if errors:
             raise errors[0]
@@ -186,10 +186,10 @@ def axis(check: Check, list_valued: bool = False) -> Check:
         if not isinstance(value, list) or (list_valued and not any(isinstance(v, list) for v in value)):
             return check(value, path)
         if not value:
-            raise SpecError(path, "an axis needs at least one value", got=value, allowed="e.g. [5e-4, 1e-3]")
+            raise InputError(path, "an axis needs at least one value", got=value, allowed="e.g. [5e-4, 1e-3]")
         values = tuple(check(v, f"{path}[{i}]") for i, v in enumerate(value))
         if len(set(values)) != len(values):
-            raise SpecError(path, "duplicate value in an axis", got=value, allowed="list each value once")
+            raise InputError(path, "duplicate value in an axis", got=value, allowed="list each value once")
         return values[0] if len(values) == 1 else Axis(values)
 
     return run

@@ -8,7 +8,8 @@ from typing import Any
 
 import yaml
 
-from lora_ext import SpecError, SpecErrors
+from record.errors import InputError, InputErrors
+from record.fields import short
 
 from .spec import TRAIN_SCHEMA, Repeats, Study, TrialConfig
 
@@ -26,14 +27,6 @@ def _rank_label(rank) -> str:
     if isinstance(rank, int):
         return f"r{rank}"
     return "r" + "-".join(f"{c}{r}" for c, r in rank)
-
-
-SETTING_LABELS = {
-    "epochs": "ep", "learning_rate": "lr", "batch_size": "bs", "eval_batch_size": "ebs", "weight_decay": "wd",
-    "adam_betas": "betas", "adam_epsilon": "eps", "warmup_ratio": "warmup", "lr_schedule": "sched",
-    "grad_clip": "clip", "hidden_dropout": "hdrop", "attention_dropout": "adrop", "classifier_dropout": "cdrop",
-    "gradient_checkpointing": "gc", "precision": "prec",
-}
 
 
 def value_text(value: Any) -> str:
@@ -55,7 +48,7 @@ def value_text(value: Any) -> str:
 
 def _setting_label(key: str, value: Any) -> str:
     text = value_text(value)
-    return SETTING_LABELS[key] + (text if isinstance(value, (int, float)) and not isinstance(value, bool) else
+    return short(key) + (text if isinstance(value, (int, float)) and not isinstance(value, bool) else
                                   "-" + text)
 
 
@@ -116,7 +109,7 @@ def _check_trial_names(trials: list[TrialConfig]) -> None:
     names = [t.trial_name for t in trials]
     twice = sorted({n for n in names if names.count(n) > 1})
     if twice:
-        raise SpecErrors([SpecError("scenarios", "two trials would have the same name", got=twice[0],
+        raise InputErrors([InputError("scenarios", "two trials would have the same name", got=twice[0],
                                     allowed="rename a scenario, or make axis values differ in 6 significant digits")])
 
 
@@ -126,34 +119,34 @@ def select_trial(study: Study, scenario: str, r: int | None = None, repeat: int 
     trials = expand(study)
     names = sorted({t.scenario for t in trials})
     if scenario not in names:
-        raise SpecError("--scenario", "no such scenario in the spec", got=scenario, allowed="one of " + ", ".join(names))
+        raise InputError("--scenario", "no such scenario in the spec", got=scenario, allowed="one of " + ", ".join(names))
     matches = [t for t in trials if t.scenario == scenario]
     ranks = sorted({t.r for t in matches if t.r is not None})
     if r is not None:
         matches = [t for t in matches if t.r == r]
         if not matches:
-            raise SpecError("--r", "scenario has no such rank", got=r, allowed=f"ranks of {scenario}: {ranks or 'none'}")
+            raise InputError("--r", "scenario has no such rank", got=r, allowed=f"ranks of {scenario}: {ranks or 'none'}")
     elif len(ranks) > 1:
-        raise SpecError("--r", f"scenario {scenario} has several ranks; pick one", allowed=f"one of {ranks}")
+        raise InputError("--r", f"scenario {scenario} has several ranks; pick one", allowed=f"one of {ranks}")
     varied = dict(next(sc.axes for sc in study.scenarios if sc.name == scenario))
     for key, text in (axis or {}).items():
         if key not in varied:
-            raise SpecError("--axis", f"scenario {scenario} has no axis {key}", got=key,
+            raise InputError("--axis", f"scenario {scenario} has no axis {key}", got=key,
                             allowed=f"its axes: {', '.join(varied) or 'none'}")
         raw = yaml.safe_load(text) if isinstance(text, str) else text  # "1e-3", "[0.9, 0.95]", "true"
         value = _config_value(TRAIN_SCHEMA[key](raw, f"--axis {key}"))
         matches = [t for t in matches if getattr(t, key) == value]
         if not matches:
-            raise SpecError(f"--axis {key}", "not a value of the axis", got=text,
+            raise InputError(f"--axis {key}", "not a value of the axis", got=text,
                             allowed="one of " + ", ".join(value_text(v) for v in varied[key]))
     missing = [k for k in varied if k not in (axis or {})]
     if missing:
-        raise SpecError("--axis", f"scenario {scenario} varies {', '.join(missing)}; pick a value",
+        raise InputError("--axis", f"scenario {scenario} varies {', '.join(missing)}; pick a value",
                         allowed=f"e.g. --axis {missing[0]}={value_text(varied[missing[0]][0])} (see `lora-sweep plan`)")
     repeats = sorted({t.repeat for t in matches})
     chosen = [t for t in matches if t.repeat == repeat]
     if not chosen:
-        raise SpecError("--repeat", "no such repeat", got=repeat, allowed=f"one of {repeats}")
+        raise InputError("--repeat", "no such repeat", got=repeat, allowed=f"one of {repeats}")
     return chosen[0]
 
 

@@ -9,15 +9,8 @@ from __future__ import annotations
 
 from ray.tune.logger import TBXLoggerCallback
 
-from .spec import TRAIN_SCHEMA
-
-HPARAM_KEYS = (
-    "trial_name", "scenario", "baseline", "layers", "components", "r", "alpha", "lora_dropout", "repeat", "seed",
-    "model", "dataset", "train_limit", "selection_fraction", "selection_rows", *TRAIN_SCHEMA,  # every setting can be an axis
-)
-METRIC_KEYS = ("val_accuracy", "val_f1", "val_mcc", "val_mse", "val_pearson", "val_spearman", "val_loss",
-               "sel_accuracy", "sel_loss", "train_loss", "trainable_params", "params_relative_pct", "peak_memory_mb",
-               "train_samples_per_s")
+from record.fields import HPARAMS as HPARAM_KEYS
+from record.metrics import SUMMARY_METRICS as METRIC_KEYS
 
 
 def _hparam(value):

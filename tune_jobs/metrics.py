@@ -1,4 +1,5 @@
-"""Task metrics, computed by scikit-learn and scipy: accuracy, F1, Matthews correlation; MSE, Pearson, Spearman."""
+"""Task metrics, computed by scikit-learn and scipy: accuracy, F1, Matthews correlation; MSE, Pearson, Spearman
+(which task reports which, and which way is better: record.metrics)."""
 
 from __future__ import annotations
 
@@ -7,13 +8,7 @@ import warnings
 
 import numpy as np
 
-CLASSIFICATION = "classification"
-REGRESSION = "regression"
-TASK_METRICS: dict[str, tuple[str, ...]] = {
-    CLASSIFICATION: ("accuracy", "f1", "mcc"),  # f1: of label id 1 with two labels, macro-averaged with more
-    REGRESSION: ("mse", "pearson", "spearman"),
-}
-DEFAULT_METRIC = {CLASSIFICATION: "accuracy", REGRESSION: "pearson"}
+from record.metrics import REGRESSION
 
 
 def _finite(value: float) -> float | None:

@@ -11,7 +11,7 @@ import time
 
 from ray import tune
 
-from raylog.metrics import higher_is_better
+from record.metrics import higher_is_better, is_diverged, primary_metric
 
 
 class ConciseProgress(tune.Callback):
@@ -47,7 +47,7 @@ class ConciseProgress(tune.Callback):
 
     @staticmethod
     def _status(trial, status: str) -> str:
-        diverged = status == "TERMINATED" and bool((trial.last_result or {}).get("diverged"))
+        diverged = status == "TERMINATED" and is_diverged(trial.last_result)
         return "DIVERGED" if diverged else status
 
     def _line(self, trials, event: str, force: bool = True, now_status: tuple | None = None) -> None:
@@ -78,10 +78,10 @@ class ConciseProgress(tune.Callback):
         self._line(trials, f"started {self._name(trial)}", now_status=(trial, "RUNNING"))
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
-        if result.get("diverged"):
+        if is_diverged(result):
             self._line(trials, f"{self._name(trial)} diverged: {result.get('diverged_reason')}")
             return
-        metric = trial.config.get("primary_metric") or "val_accuracy"
+        metric = primary_metric(trial.config)
         acc = result.get(metric)
         if acc is None:
             return
@@ -107,7 +107,7 @@ def result_status(result) -> str:
     """TERMINATED, ERROR, or DIVERGED for a trial that ended normally with `diverged: True`."""
     if result.error:
         return "ERROR"
-    return "DIVERGED" if (result.metrics or {}).get("diverged") else "TERMINATED"
+    return "DIVERGED" if is_diverged(result.metrics) else "TERMINATED"
 
 
 def print_summary(results, wall_s: float, path: str) -> None:
@@ -115,7 +115,7 @@ def print_summary(results, wall_s: float, path: str) -> None:
     statuses: dict[str, int] = {}
     for r in results:
         statuses[result_status(r)] = statuses.get(result_status(r), 0) + 1
-    metric = next((r.config.get("primary_metric") for r in results if r.config), None) or "val_accuracy"
+    metric = primary_metric(next((r.config for r in results if r.config), {}))
     done = [r for r in results if result_status(r) == "TERMINATED" and r.metrics.get(metric) is not None]
     best = ""
     if done:

@@ -20,9 +20,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from lora_ext import SpecError
+from record.errors import InputError
 
-from .spec import DataConfig, Reader
+from .data_section import DataConfig, Reader
 from .tasks import HUB_GLUE, GlueTsv, glue_dir, glue_folder, preset
 from .ray_job import UPLOAD_FIX, resolved_inside_upload
 
@@ -67,10 +67,10 @@ def check_dataset_location(dataset: str) -> None:
     if dataset.startswith((".", "/", "~")) and not Path(dataset).expanduser().is_dir():
         inside = resolved_inside_upload(dataset)  # `ray job submit --working-dir`: only the upload is there
         if inside is not None:
-            raise SpecError("data.dataset", f"local dataset directory not found: resolved from the job's uploaded "
+            raise InputError("data.dataset", f"local dataset directory not found: resolved from the job's uploaded "
                             f"working directory to {inside}, where only the files --working-dir uploaded are",
                             got=dataset, allowed=UPLOAD_FIX)
-        raise SpecError("data.dataset", "local dataset directory not found", got=dataset,
+        raise InputError("data.dataset", "local dataset directory not found", got=dataset,
                         allowed="a directory of split files (train.tsv, dev.tsv, ...), e.g. ../shared/data/sst2 "
                                 "(relative paths are resolved from the current directory)")
 
@@ -104,7 +104,7 @@ def _find_file(directory: Path, role: str, name: str) -> Path:
     found = next((c for c in candidates if c.is_file()), None)
     if found is None:
         have = sorted(p.name for p in directory.iterdir() if p.suffix in FILE_TYPES)
-        raise SpecError(f"data.splits.{role}", f"no file for split {name!r} in {directory}", got=have or "no data files",
+        raise InputError(f"data.splits.{role}", f"no file for split {name!r} in {directory}", got=have or "no data files",
                         allowed=f"a file {name}.tsv/.csv/.jsonl/.parquet" + (" (or dev.*)" if stems[1:] else "")
                         + f", or set data.splits.{role} to a file name")
     return found
@@ -120,7 +120,7 @@ def _split_file(directory: Path, role: str, name: str, reader: Reader | None, gl
     options.update({k: v for k, v in vars(reader or Reader()).items() if v is not None})
     out = SplitFile(role, path, **options)
     if out.kind == "csv" and not out.header and not out.column_names:
-        raise SpecError("data.reader.column_names", f"{path} is read without a header line: name its columns",
+        raise InputError("data.reader.column_names", f"{path} is read without a header line: name its columns",
                         allowed="e.g. reader: {header: false, column_names: [source, label, mark, sentence]}")
     return out
 
@@ -177,19 +177,19 @@ def _file_columns(sf: SplitFile) -> list[str]:
         try:
             names = pq.read_schema(sf.path).names
         except Exception as err:  # pyarrow raises ArrowInvalid, OSError, ... for a damaged file
-            raise SpecError("data.dataset", f"{sf.path}: not a readable Parquet file "
+            raise InputError("data.dataset", f"{sf.path}: not a readable Parquet file "
                             f"({str(err).splitlines()[0][:80]})") from None
     elif sf.kind == "json":
         with open(sf.path, encoding="utf-8") as fh:
             first = next(((n, line) for n, line in enumerate(fh, start=1) if line.strip()), None)
         if first is None:
-            raise SpecError("data.dataset", f"{sf.path}: has no rows", allowed="a split with at least one row")
+            raise InputError("data.dataset", f"{sf.path}: has no rows", allowed="a split with at least one row")
         try:
             obj = json.loads(first[1])
         except ValueError:
             obj = None
         if not isinstance(obj, dict):
-            raise SpecError("data.dataset", f"{sf.path}:{first[0]}: not a JSON object", allowed="JSON Lines: one object "
+            raise InputError("data.dataset", f"{sf.path}:{first[0]}: not a JSON object", allowed="JSON Lines: one object "
                             "per line, e.g. {\"text\": \"...\", \"label\": \"pos\"}")
         names = list(obj)
     elif sf.column_names:
@@ -198,9 +198,9 @@ def _file_columns(sf: SplitFile) -> list[str]:
         try:
             names = next(_csv_records(sf), (0, None))[1]
         except (UnicodeDecodeError, csv.Error) as err:
-            raise SpecError("data.dataset", f"{sf.path}:1: cannot read the header ({err})") from None
+            raise InputError("data.dataset", f"{sf.path}:1: cannot read the header ({err})") from None
         if names is None:
-            raise SpecError("data.dataset", f"{sf.path}: is empty", allowed="a header line and at least one row")
+            raise InputError("data.dataset", f"{sf.path}: is empty", allowed="a header line and at least one row")
     rename = dict(sf.rename)
     return [rename.get(n, n) for n in names]
 
@@ -210,7 +210,7 @@ def _check_columns(columns: list[str], data: DataConfig, where: str) -> None:
     for field, column in [("data.text", c) for c in data.text] + [("data.label", data.label)]:
         if column not in columns:
             close = difflib.get_close_matches(column, columns, n=1)
-            raise SpecError(field, f"no column {column!r} in {where}", got=column,
+            raise InputError(field, f"no column {column!r} in {where}", got=column,
                             allowed=(f"did you mean {close[0]!r}? " if close else "") + "columns: " + ", ".join(columns))
 
 
@@ -225,15 +225,15 @@ def _check_first_row(sf: SplitFile, n_columns: int) -> None:
         first = next(_data_records(sf), None)
         rows = 0 if first is None else 1
         if first is not None and len(first[1]) > n_columns:
-            raise SpecError("data.dataset", f"{sf.path}:{first[0]}: malformed row (expected {n_columns} fields, saw "
+            raise InputError("data.dataset", f"{sf.path}:{first[0]}: malformed row (expected {n_columns} fields, saw "
                             f"{len(first[1])})", allowed="one row per line; check the delimiter and data.reader.quoting")
     else:
         return  # JSON Lines: _file_columns found its first object
     if rows == 0:
-        raise SpecError("data.dataset", f"{sf.path}: has no rows", allowed="a split with at least one row")
+        raise InputError("data.dataset", f"{sf.path}: has no rows", allowed="a split with at least one row")
 
 
-def _read_error(sf: SplitFile, err: Exception) -> SpecError:
+def _read_error(sf: SplitFile, err: Exception) -> InputError:
     """One line for what the reader raised: `file:line` for a row with the wrong number of fields."""
     cause = err
     while cause.__cause__ is not None or cause.__context__ is not None:
@@ -242,9 +242,9 @@ def _read_error(sf: SplitFile, err: Exception) -> SpecError:
     found = re.search(r"Expected (\d+) fields in line (\d+), saw (\d+)", text)
     if found:
         want, line, saw = found.groups()
-        return SpecError("data.dataset", f"{sf.path}:{line}: malformed row (expected {want} fields, saw {saw})",
+        return InputError("data.dataset", f"{sf.path}:{line}: malformed row (expected {want} fields, saw {saw})",
                          allowed="one row per line; check the delimiter and data.reader.quoting")
-    return SpecError("data.dataset", f"{sf.path}: cannot read it as {sf.kind} ({text})")
+    return InputError("data.dataset", f"{sf.path}: cannot read it as {sf.kind} ({text})")
 
 
 def read_file(sf: SplitFile, data: DataConfig):
@@ -286,12 +286,12 @@ def read_hub(source: Source, data: DataConfig) -> dict:
         reason = "offline: HF_DATASETS_OFFLINE is set" if offline else type(err).__name__
         hint = ("export GLUE_DIR=<folder with the GLUE task folders> to read local files, or load it with network "
                 "access") if preset(data.dataset) else "a local directory of split files, or a hub id with network access"
-        raise SpecError("data.dataset", f"cannot load from the hub ({reason})", got=data.dataset, allowed=hint) from None
+        raise InputError("data.dataset", f"cannot load from the hub ({reason})", got=data.dataset, allowed=hint) from None
     out = {}
     for role in ROLES:
         name = getattr(data.splits, role)
         if name not in ds:
-            raise SpecError(f"data.splits.{role}", f"no split {name!r} in {data.dataset}", got=name,
+            raise InputError(f"data.splits.{role}", f"no split {name!r} in {data.dataset}", got=name,
                             allowed="splits: " + ", ".join(ds))
         _check_columns(ds[name].column_names, data, f"{data.dataset} split {name}")
         out[role] = ds[name]

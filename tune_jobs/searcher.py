@@ -22,6 +22,8 @@ from pathlib import Path
 from ray.tune.search import SearchGenerator, Searcher
 from scipy import stats
 
+from record.metrics import is_diverged
+
 from .grid import Cell
 
 
@@ -47,7 +49,7 @@ def halfwidth(values: Sequence[float], level: float = 0.95) -> float:
 
 def final_value(result: dict | None, metric: str) -> float | None:
     """A trial's final metric from its last result; None when it diverged or reported no finite value."""
-    if not result or result.get("diverged"):
+    if not result or is_diverged(result):
         return None
     value = result.get(metric)
     ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)

@@ -15,7 +15,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from lora_ext import SpecError
+from record.errors import InputError
 
 from .cli_args import OneLineParser, add_spec_args, run_guarded
 from .data import checked_study
@@ -48,7 +48,7 @@ def storage_uri(storage: str | None) -> str:
     """Absolute local path (Ray needs one) or a URI such as s3://bucket/prefix, unchanged."""
     storage = storage or DEFAULT_STORAGE
     if "://" not in storage and (inside := resolved_inside_upload(storage)) is not None:
-        raise SpecError("--storage", f"resolved from the job's uploaded working directory to {inside}, in Ray's "
+        raise InputError("--storage", f"resolved from the job's uploaded working directory to {inside}, in Ray's "
                         "cache of --working-dir uploads (not kept)", got=storage, allowed="an absolute path (on a cluster: "
                         "NFS every node mounts) or s3://bucket/prefix; for a cluster on this machine, submit with "
                         "--storage \"$PWD/lora_sweep_results\"")
@@ -75,12 +75,12 @@ def check_same_grid(path: str, states: dict[str, dict], grid: list[dict]) -> Non
         if not isinstance(name, str):
             continue  # not resolved yet when the driver stopped
         if name not in by_name:
-            raise SpecError("spec", f"differs from the experiment at {path}: it has trial {name} the spec no longer "
+            raise InputError("spec", f"differs from the experiment at {path}: it has trial {name} the spec no longer "
                             "makes", allowed=RETRY)
         wanted = by_name[name]
         changed = sorted(k for k in wanted if k in stored and stored[k] != wanted[k])
         if changed:
-            raise SpecError("spec", f"differs from the experiment at {path} in {', '.join(changed)} of trial {name}",
+            raise InputError("spec", f"differs from the experiment at {path} in {', '.join(changed)} of trial {name}",
                             allowed=RETRY)
 
 
@@ -91,7 +91,7 @@ def recorded_trials(path: str, grid: list[dict], metric: str) -> list[RecordedTr
     """
     import pyarrow.fs as pafs
 
-    from raylog import open_experiment, trial_states
+    from record.ray_files import open_experiment, trial_states
 
     from .searcher import RecordedTrial, final_value
 
@@ -102,7 +102,7 @@ def recorded_trials(path: str, grid: list[dict], metric: str) -> list[RecordedTr
     states = trial_states(fs, exp, entries)
     check_same_grid(path, states, grid)
     if states and not any(e.base_name.startswith("search_gen_state") for e in entries):
-        raise SpecError("--name", f"the experiment at {path} has no lora-sweep searcher state (started by a version "
+        raise InputError("--name", f"the experiment at {path} has no lora-sweep searcher state (started by a version "
                         "before adaptive repeats)", allowed="resume it with that version, or use a new --name")
     return [RecordedTrial(st["trial_id"], st["config"]["trial_name"], st["status"] == "TERMINATED",
                           final_value(st["last_result"], metric))
@@ -158,7 +158,7 @@ def run_sweep(study: Study, storage: str | None = None, name: str | None = None,
     from ray import tune
 
     from .hparams_logger import HParamsTBXLogger
-    from raylog.metrics import higher_is_better
+    from record.metrics import higher_is_better
     from .progress import ConciseProgress, print_summary, savings_line
     from .searcher import StudySearch, StudySearcher
     from .trackers import tracker_callbacks
@@ -182,7 +182,7 @@ def run_sweep(study: Study, storage: str | None = None, name: str | None = None,
     recorded = recorded_trials(path, [t.to_dict() for c in grid_cells for t in c.trials], study.metric) \
         if restoring else None
     if resume and not restoring:
-        raise SpecError("--resume", "no experiment to resume at this storage and name", got=path,
+        raise InputError("--resume", "no experiment to resume at this storage and name", got=path,
                         allowed="check --storage and --name (default name: <study>-<profile>)")
     # before Ray starts: a data problem (hub id offline, bad rows) is one line, nothing else
     prepare_data([t for c in grid_cells for t in c.trials])
@@ -245,7 +245,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def cmd_run(args: argparse.Namespace) -> int:
     study = load_study(args.spec, args.profile)
     if args.max_concurrent is not None and args.max_concurrent < 1:
-        raise SpecError("--max-concurrent", "must be >= 1", got=args.max_concurrent)
+        raise InputError("--max-concurrent", "must be >= 1", got=args.max_concurrent)
     results = run_sweep(study, args.storage, args.name, args.resume, args.max_concurrent, args.address,
                         wandb=args.wandb, mlflow=args.mlflow)
     return 1 if results.num_errors else 0

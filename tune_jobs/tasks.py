@@ -12,9 +12,9 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from lora_ext import SpecError
+from record.errors import InputError
 
-from .metrics import CLASSIFICATION, REGRESSION
+from record.metrics import CLASSIFICATION, REGRESSION
 
 GLUE_PREFIX = "glue/"
 HUB_GLUE = "nyu-mll/glue"
@@ -72,11 +72,11 @@ TASKS: dict[str, Task] = {
 
 
 def preset(dataset: str) -> Task | None:
-    """The GLUE task a `dataset` names (`glue/rte`), None for anything else; SpecError for an unknown glue/ task."""
+    """The GLUE task a `dataset` names (`glue/rte`), None for anything else; InputError for an unknown glue/ task."""
     if not dataset.startswith(GLUE_PREFIX):
         return None
     if dataset not in TASKS:
-        raise SpecError("data.dataset", "unknown GLUE task", got=dataset, allowed="one of " + ", ".join(TASKS))
+        raise InputError("data.dataset", "unknown GLUE task", got=dataset, allowed="one of " + ", ".join(TASKS))
     return TASKS[dataset]
 
 
@@ -86,7 +86,7 @@ def glue_folder(task: Task, glue_dir: str) -> Path:
     for name in (task.folder, task.folder.lower().replace("-", "")):
         if (root / name).is_dir():
             return (root / name).resolve()
-    raise SpecError("data.dataset", f"GLUE_DIR has no folder {task.folder} or {task.folder.lower().replace('-', '')} "
+    raise InputError("data.dataset", f"GLUE_DIR has no folder {task.folder} or {task.folder.lower().replace('-', '')} "
                     f"for glue/{task.name}", got=glue_dir,
                     allowed="point GLUE_DIR at the folder that holds it (e.g. export GLUE_DIR=../shared/data), or "
                             "unset GLUE_DIR to load from the hub")

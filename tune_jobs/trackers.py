@@ -7,14 +7,14 @@ need their extras (`pip install 'lora-sweep[wandb]'`, `'lora-sweep[mlflow]'`). R
 
 from __future__ import annotations
 
-from lora_ext import SpecError
+from record.errors import InputError
 
 
 def _require(module: str, extra: str) -> None:
     import importlib.util
 
     if importlib.util.find_spec(module) is None:
-        raise SpecError(f"--{extra}", f"needs the {module} package", allowed=f"pip install 'lora-sweep[{extra}]'")
+        raise InputError(f"--{extra}", f"needs the {module} package", allowed=f"pip install 'lora-sweep[{extra}]'")
 
 
 def wandb_callback(project: str, group: str):
@@ -30,7 +30,7 @@ def wandb_callback(project: str, group: str):
             super()._start_logging_actor(trial, exclude_results, **wandb_init_kwargs)
 
     if not _wandb_credentials():  # checked before Ray starts; Tune would fail inside fit()
-        raise SpecError("--wandb", "no W&B API key", allowed="`wandb login`, WANDB_API_KEY, or WANDB_MODE=offline")
+        raise InputError("--wandb", "no W&B API key", allowed="`wandb login`, WANDB_API_KEY, or WANDB_MODE=offline")
     return TrialNamedWandb(project=project, group=group)
 
 
@@ -63,7 +63,7 @@ def mlflow_callback(tracking_uri: str, experiment_name: str):
     try:  # reach the store before Ray starts: a wrong URI is one line, not a failure inside fit()
         MlflowClient(tracking_uri=tracking_uri).search_experiments(max_results=1)
     except Exception as err:  # MlflowException, connection errors, unsupported schemes
-        raise SpecError("--mlflow", f"cannot reach the tracking store ({str(err).splitlines()[0][:100]})",
+        raise InputError("--mlflow", f"cannot reach the tracking store ({str(err).splitlines()[0][:100]})",
                         got=tracking_uri, allowed="file:./mlruns, or http(s)://host:port of an MLflow server") from None
     return MLflowLoggerCallback(tracking_uri=tracking_uri, experiment_name=experiment_name, save_artifact=False,
                                 tags={"lora_sweep.experiment": experiment_name})

@@ -10,7 +10,6 @@ so Ray neither retries nor resumes it.
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import random
@@ -24,21 +23,17 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from lora_ext import SpecError, apply_placement, architecture_for, count_trainable, model_location
+from lora_ext import apply_placement, architecture_for, count_trainable, model_location
+from record.errors import InputError
 
-from .checkpoint import STATE_FILE, load_checkpoint, save_checkpoint, write_state
+from .checkpoint import load_checkpoint, save_checkpoint, write_state
 from .data import TrialData, length_grouped_batches, padding_efficiency
 from .grid import value_text
-from .metrics import CLASSIFICATION, REGRESSION, TASK_METRICS, compute
+from record.metrics import DEV, DIVERGED, REGRESSION, SELECTION, TASK_METRICS
+
+from .metrics import compute
 from .spec import TrialConfig
 
-METRIC_NAMES = (  # val_/sel_ metrics: accuracy, f1, mcc (classification) or mse, pearson, spearman (regression)
-    "epoch", "train_loss", "val_loss", *(f"val_{m}" for m in TASK_METRICS[CLASSIFICATION] + TASK_METRICS[REGRESSION]),
-    "val_examples", "sel_loss", *(f"sel_{m}" for m in TASK_METRICS[CLASSIFICATION] + TASK_METRICS[REGRESSION]),
-    "sel_examples", "train_samples_per_s", "epoch_time_s", "peak_memory_mb", "memory_kind", "compute_dtype", "saved_activations_mb",
-    "trainable_state_mb", "trainable_params", "total_params", "params_relative_pct", "padding_efficiency",
-    "checkpoint_mb",
-)  # sel_* only with a selection split; a diverged trial's last report: epoch, diverged, diverged_reason, ...
 OnEpoch = Callable[[dict, "str | None"], None]  # (metrics, checkpoint dir; None for the diverged report)
 
 
@@ -52,8 +47,8 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def _load_error(err: Exception, model: str) -> SpecError:
-    return SpecError("model", f"cannot load model or tokenizer ({str(err).splitlines()[0][:120]})", got=model,
+def _load_error(err: Exception, model: str) -> InputError:
+    return InputError("model", f"cannot load model or tokenizer ({str(err).splitlines()[0][:120]})", got=model,
                      allowed="the alias minilm-l6, a local model directory, or a hub id with network access")
 
 
@@ -113,7 +108,7 @@ def check_loading_info(info: dict, head: tuple[str, ...], model: str) -> None:
     bad = missing or mismatched
     if bad:
         what = "missing from" if missing else "of another shape in"
-        raise SpecError("model", f"{len(bad)} encoder weight(s) {what} the checkpoint, e.g. {bad[0]}: it does not "
+        raise InputError("model", f"{len(bad)} encoder weight(s) {what} the checkpoint, e.g. {bad[0]}: it does not "
                         "match its config", got=model, allowed="a checkpoint saved for this architecture (only the "
                         "classification head may be new)")
 
@@ -281,16 +276,16 @@ def train_epoch(model, data: TrialData, collator, tc: TrialConfig, epoch: int, o
 
 def evaluate_all(model, data: TrialData, collator, tc: TrialConfig, epoch: int, device, autocast) -> dict:
     """val_* on the dev split and sel_* on the selection split (when there is one); TrialDiverged on a NaN/inf loss."""
-    splits = [("val", data.dev, data.dev_lengths)]
+    splits = [(DEV, data.eval, data.eval_lengths)]
     if data.sel is not None:
-        splits.append(("sel", data.sel, data.sel_lengths))
+        splits.append((SELECTION, data.sel, data.sel_lengths))
     out = {}
     for prefix, split, lengths in splits:
         metrics = evaluate(model, split, lengths, collator, tc.eval_batch_size, device, autocast, tc.task)
         if not math.isfinite(metrics["loss"]):
-            raise TrialDiverged(f"{prefix} loss {metrics['loss']:g} at epoch {epoch} {_lr_text(tc)}")
-        out.update({f"{prefix}_{k}": v for k, v in metrics.items()})
-        out[f"{prefix}_examples"] = len(lengths)
+            raise TrialDiverged(f"{prefix.rstrip('_')} loss {metrics['loss']:g} at epoch {epoch} {_lr_text(tc)}")
+        out.update({f"{prefix}{k}": v for k, v in metrics.items()})
+        out[f"{prefix}examples"] = len(lengths)
     return out
 
 
@@ -300,8 +295,8 @@ def run_trial(config: dict, on_epoch: OnEpoch | None = None, resume_from: str | 
     from transformers import DataCollatorWithPadding
 
     tc = TrialConfig.from_dict(config)
-    dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    memory = MemoryMeter(dev)
+    target = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    memory = MemoryMeter(target)
     seed_everything(tc.seed)
     tokenizer = load_tokenizer(tc)
     data = TrialData.build(tc.data_config(), tokenizer, tc.seed, tc.selection_seed or 0)
@@ -311,12 +306,12 @@ def run_trial(config: dict, on_epoch: OnEpoch | None = None, resume_from: str | 
     if tc.gradient_checkpointing:
         # Non-reentrant checkpointing gives adapter gradients even though the frozen inputs need no grad.
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-    model.to(dev)
+    model.to(target)
     trainable = count_trainable(model)
-    use_bf16 = resolve_precision(tc.precision, dev)
+    use_bf16 = resolve_precision(tc.precision, target)
 
     def autocast():
-        return torch.autocast(dev.type, dtype=torch.bfloat16, enabled=use_bf16)
+        return torch.autocast(target.type, dtype=torch.bfloat16, enabled=use_bf16)
 
     collator = DataCollatorWithPadding(tokenizer)
     steps_per_epoch = math.ceil(len(data.train_lengths) / tc.batch_size)
@@ -332,14 +327,14 @@ def run_trial(config: dict, on_epoch: OnEpoch | None = None, resume_from: str | 
     for epoch in range(start_epoch + 1, tc.epochs + 1):
         t0 = time.perf_counter()
         try:
-            loss_sum, seen, batches = train_epoch(model, data, collator, tc, epoch, optimizer, scheduler, dev,
+            loss_sum, seen, batches = train_epoch(model, data, collator, tc, epoch, optimizer, scheduler, target,
                                                   autocast, saved)
             train_time = time.perf_counter() - t0
-            evals = evaluate_all(model, data, collator, tc, epoch, dev, autocast)
+            evals = evaluate_all(model, data, collator, tc, epoch, target, autocast)
         except TrialDiverged as err:
             # the task's val_* metrics None: Tune requires the sweep's metric key in every report
-            last = {"epoch": epoch, "diverged": True, "diverged_reason": str(err),
-                    **{f"val_{m}": None for m in TASK_METRICS[tc.task]}, "peak_memory_mb": memory.peak_mb(),
+            last = {"epoch": epoch, DIVERGED: True, "diverged_reason": str(err),
+                    **{f"{DEV}{m}": None for m in TASK_METRICS[tc.task]}, "peak_memory_mb": memory.peak_mb(),
                     "memory_kind": memory.kind, **sizes}
             history.append(last)
             if on_epoch is not None:

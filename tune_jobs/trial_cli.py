@@ -7,7 +7,8 @@ import json
 import sys
 from pathlib import Path
 
-from lora_ext import SpecError
+from record.errors import InputError
+from record.metrics import is_diverged
 
 from .cli_args import add_spec_args
 
@@ -25,7 +26,7 @@ def cmd_trial(args: argparse.Namespace) -> int:
     trial = select_trial(study, args.scenario, args.r, args.repeat, _axis_values(args.axis))
     trial = with_overrides(trial, epochs=args.epochs, train_limit=args.train_limit)
     if args.resume_from and not (Path(args.resume_from) / "trial_state.json").is_file():
-        raise SpecError("--resume-from", "not a trial checkpoint directory (no trial_state.json)", got=args.resume_from)
+        raise InputError("--resume-from", "not a trial checkpoint directory (no trial_state.json)", got=args.resume_from)
     keep = copy_checkpoint_to(Path(args.checkpoint_dir)) if args.checkpoint_dir else None
 
     def on_epoch(metrics: dict, checkpoint_dir: str | None) -> None:
@@ -36,7 +37,7 @@ def cmd_trial(args: argparse.Namespace) -> int:
     print(f"# trial {trial.trial_name}: model {trial.model}, data {trial.dataset} (train_limit {trial.train_limit}), "
           f"{trial.epochs} epochs, lr {trial.learning_rate:g}, batch {trial.batch_size}", file=sys.stderr, flush=True)
     history = run_trial(trial.to_dict(), on_epoch=on_epoch, resume_from=args.resume_from, device=args.device)
-    if history and history[-1].get("diverged"):
+    if history and is_diverged(history[-1]):
         print(f"error: trial {trial.trial_name} diverged: {history[-1]['diverged_reason']}; lower learning_rate or "
               "set grad_clip", file=sys.stderr)
         return EXIT_DIVERGED
@@ -49,19 +50,24 @@ def _axis_values(pairs: list[str] | None) -> dict[str, str]:
     for pair in pairs or []:
         key, sep, value = pair.partition("=")
         if not sep or not key:
-            raise SpecError("--axis", "must be KEY=VALUE", got=pair, allowed="e.g. --axis learning_rate=1e-3")
+            raise InputError("--axis", "must be KEY=VALUE", got=pair, allowed="e.g. --axis learning_rate=1e-3")
         out[key.strip()] = value.strip()
     return out
+
+
+def _reported() -> str:
+    """The epoch columns a trial prints, from the one table of metrics (dev-split ones; Ray's own left out)."""
+    from record.metrics import EPOCH_COLUMNS, SELECTION
+
+    ours = [n for n, _ in EPOCH_COLUMNS if not n.startswith(SELECTION)]
+    return ", ".join(ours[:ours.index("checkpoint_mb") + 1]) + " (the task's metrics only)"
 
 
 def register(sub) -> None:
     p = sub.add_parser(
         "trial", help="run one trial of a spec locally, without Ray (one JSON line of metrics per epoch)",
         description="Train one grid point of SPEC on this machine and print a JSON line of metrics after every "
-                    "epoch (epoch, train_loss, val_loss and the task's metrics: val_accuracy, val_f1, val_mcc, or "
-                    "val_mse, val_pearson, val_spearman for regression; train_samples_per_s, epoch_time_s, "
-                    "peak_memory_mb, memory_kind, trainable_params, total_params, params_relative_pct, "
-                    "padding_efficiency, checkpoint_mb; sel_* with a selection split). Use it to "
+                    f"epoch ({_reported()}; sel_* with a selection split). Use it to "
                     "debug or benchmark a placement before a sweep. A NaN/inf loss ends the trial with a last JSON "
                     "line {diverged: true, diverged_reason: ...} and exit code 1.")
     add_spec_args(p)
