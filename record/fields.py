@@ -2,16 +2,19 @@
 labelled. Ray's config dict (`TrialConfig`), the Parquet schema, trial names, TensorBoard's HParams, the
 analysis' configuration key and group labels are all derived from `FIELDS`.
 
-A new training setting is one `Field` here plus its check and default in `tune_jobs.spec.TrainConfig`.
+A new training setting is one `Field` here (with its default) plus its check in `tune_jobs.spec.TRAIN_SCHEMA` and
+its use in the trial; `tune_jobs.spec.TrainConfig` is derived from the TRAINING fields.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import pyarrow as pa
 
 IDENTITY, PLACEMENT, MODEL, DATA, TRAINING = "identity", "placement", "model", "data", "training"
+NO_DEFAULT = object()  # fields other than training settings get their value from the spec and the grid
 
 
 @dataclass(frozen=True)
@@ -26,6 +29,7 @@ class Field:
     label_order: int | None = None  # the order in which group labels add it to tell same-named groups apart
     hparam: bool = False  # a column of TensorBoard's HParams table
     mapping: bool = False  # a mapping in the config dict, stored as sorted JSON text in Parquet
+    default: Any = NO_DEFAULT  # training settings: the value when no spec layer sets it
 
     @property
     def in_configuration(self) -> bool:
@@ -72,21 +76,25 @@ FIELDS: tuple[Field, ...] = (
     Field("selection_fraction", F, DATA, nullable=True, hparam=True),
     Field("selection_rows", I64, DATA, nullable=True, hparam=True),
     Field("selection_seed", I64, DATA, nullable=True),  # the study's base_seed: every trial holds out the same rows
-    Field("epochs", I32, TRAINING, short="ep", label_order=5, hparam=True),
-    Field("learning_rate", F, TRAINING, short="lr", label_order=4, hparam=True),
-    Field("batch_size", I32, TRAINING, short="bs", label_order=6, hparam=True),
-    Field("eval_batch_size", I32, TRAINING, short="ebs", hparam=True),
-    Field("weight_decay", F, TRAINING, short="wd", label_order=7, hparam=True),
-    Field("adam_betas", pa.list_(pa.float64()), TRAINING, short="betas", hparam=True),
-    Field("adam_epsilon", F, TRAINING, short="eps", hparam=True),
-    Field("warmup_ratio", F, TRAINING, short="warmup", label_order=8, hparam=True),
-    Field("lr_schedule", S, TRAINING, short="sched", label_order=9, hparam=True),
-    Field("grad_clip", F, TRAINING, nullable=True, short="clip", hparam=True),
-    Field("hidden_dropout", F, TRAINING, short="hdrop", hparam=True),
-    Field("attention_dropout", F, TRAINING, short="adrop", hparam=True),
-    Field("classifier_dropout", F, TRAINING, nullable=True, short="cdrop", hparam=True),
-    Field("gradient_checkpointing", B, TRAINING, short="gc", label_order=11, hparam=True),
-    Field("precision", S, TRAINING, short="prec", label_order=10, hparam=True),
+    # training settings (the article's names where it has them); any of them may be a grid axis
+    Field("epochs", I32, TRAINING, short="ep", label_order=5, hparam=True, default=3),
+    Field("learning_rate", F, TRAINING, short="lr", label_order=4, hparam=True, default=1.4e-3),
+    Field("batch_size", I32, TRAINING, short="bs", label_order=6, hparam=True, default=32),
+    Field("eval_batch_size", I32, TRAINING, short="ebs", hparam=True, default=256),
+    Field("weight_decay", F, TRAINING, short="wd", label_order=7, hparam=True, default=0.01),
+    Field("adam_betas", pa.list_(pa.float64()), TRAINING, short="betas", hparam=True, default=(0.9, 0.98)),
+    Field("adam_epsilon", F, TRAINING, short="eps", hparam=True, default=1e-6),
+    Field("warmup_ratio", F, TRAINING, short="warmup", label_order=8, hparam=True, default=0.1),
+    Field("lr_schedule", S, TRAINING, short="sched", label_order=9, hparam=True,  # cosine | linear | constant
+          default="cosine"),
+    Field("grad_clip", F, TRAINING, nullable=True, short="clip", hparam=True, default=None),  # max global grad norm
+    Field("hidden_dropout", F, TRAINING, short="hdrop", hparam=True, default=0.1),
+    Field("attention_dropout", F, TRAINING, short="adrop", hparam=True, default=0.1),
+    Field("classifier_dropout", F, TRAINING, nullable=True, short="cdrop", hparam=True,  # None: the model's own
+          default=None),
+    Field("gradient_checkpointing", B, TRAINING, short="gc", label_order=11, hparam=True, default=False),
+    Field("precision", S, TRAINING, short="prec", label_order=10, hparam=True,  # auto: bf16 where supported
+          default="auto"),
 )
 BY_NAME: dict[str, Field] = {f.name: f for f in FIELDS}
 NAMES: tuple[str, ...] = tuple(f.name for f in FIELDS)

@@ -313,10 +313,24 @@ def _local_reference(experiment, tmp_path):
     return tmp_path / "local" / "trials.parquet"
 
 
-def test_schema_knows_every_trial_config_field():
+def test_every_view_of_the_trial_record_derives_from_its_one_declaration():
     from dataclasses import fields
 
-    from analysis.schema import CONFIG_NAMES
-    from tune_jobs.spec import TrialConfig
+    from analysis.groups import CONFIGURATION, LABEL_AXES
+    from analysis.schema import EPOCHS_SCHEMA, TRIALS_SCHEMA
+    from record import fields as record
+    from record.metrics import EPOCH_COLUMNS, SUMMARY_METRICS
+    from tune_jobs.hparams_logger import HPARAM_KEYS, METRIC_KEYS
+    from tune_jobs.spec import TRAIN_SCHEMA, TrainConfig, TrialConfig
 
-    assert sorted(CONFIG_NAMES) == sorted(f.name for f in fields(TrialConfig))
+    assert [f.name for f in fields(TrialConfig)] == list(record.NAMES)  # Ray's config dict
+    assert [(n, TRIALS_SCHEMA.field(n).type) for n in record.NAMES] == record.ARROW  # trials.parquet
+    assert [(n, EPOCHS_SCHEMA.field(n).type) for n, _ in EPOCH_COLUMNS] == EPOCH_COLUMNS  # epochs.parquet
+    training = [f.name for f in record.FIELDS if f.role == record.TRAINING]
+    assert [f.name for f in fields(TrainConfig)] == training == list(TRAIN_SCHEMA)  # each setting has its check
+    assert all(f.default is not record.NO_DEFAULT for f in record.FIELDS if f.role == record.TRAINING)
+    assert HPARAM_KEYS == record.HPARAMS and METRIC_KEYS == SUMMARY_METRICS  # TensorBoard
+    assert set(record.CONFIGURATION) <= set(CONFIGURATION) and not {"seed", "repeat", "scenario"} & set(CONFIGURATION)
+    assert set(LABEL_AXES) <= set(CONFIGURATION)
+    shorts = [record.short(n) for n in record.NAMES]
+    assert len(shorts) == len(set(shorts))  # trial names and group labels stay unambiguous

@@ -32,28 +32,14 @@ from .data_section import DATA_SCHEMA, DataConfig, Reader, Selection, Splits
 from .profiles import chosen_profile, profile_scenarios, read_yaml
 
 
-@dataclass(frozen=True)
-class TrainConfig:
-    """Optimisation and regularisation settings of one trial (the article's names where it has them)."""
-
-    epochs: int = 3
-    learning_rate: float = 1.4e-3
-    batch_size: int = 32
-    eval_batch_size: int = 256
-    weight_decay: float = 0.01
-    adam_betas: tuple[float, float] = (0.9, 0.98)
-    adam_epsilon: float = 1e-6
-    warmup_ratio: float = 0.1
-    lr_schedule: str = "cosine"  # cosine | linear | constant (after warmup)
-    grad_clip: float | None = None  # max global grad norm; None = no clipping
-    hidden_dropout: float = 0.1
-    attention_dropout: float = 0.1
-    classifier_dropout: float | None = None  # None = the model's default (its hidden dropout)
-    gradient_checkpointing: bool = False
-    precision: str = "auto"  # auto = bf16 autocast on CUDA, fp32 on CPU
+# Optimisation and regularisation settings of one trial: the TRAINING fields of the record, with their defaults.
+TrainConfig = make_dataclass("TrainConfig", [(fl.name, fl.python_type, field(default=fl.default))
+                                             for fl in record_fields.FIELDS if fl.role == record_fields.TRAINING],
+                             frozen=True)
+TrainConfig.__module__ = __name__
 
 
-TRAIN_SCHEMA: dict[str, f.Check] = {
+TRAIN_SCHEMA: dict[str, f.Check] = {  # the check of every training setting (tests: one per TRAINING field)
     "epochs": f.integer(1),
     "learning_rate": f.number(0, low_open=True, high=None),
     "batch_size": f.integer(1),
