@@ -9,7 +9,7 @@ from typing import Any
 from record.errors import InputError
 from record.metrics import ALL_TASK_METRICS, CLASSIFICATION, DEFAULT_METRIC, DEV, REGRESSION, TASK_METRICS
 
-from . import fields as f
+from . import checks as f
 from .tasks import preset
 
 

@@ -10,7 +10,7 @@ import yaml
 
 from record.errors import InputError, InputErrors
 
-from . import fields as f
+from . import checks as f
 
 PROFILES_FILE = Path(__file__).parent / "profiles.yaml"
 

@@ -27,7 +27,7 @@ from record import fields as record_fields
 from record.errors import InputError, InputErrors
 from record.metrics import DEV, metric_of
 
-from . import fields as f
+from . import checks as f
 from .data_section import DATA_SCHEMA, DataConfig, Reader, Selection, Splits
 from .profiles import chosen_profile, profile_scenarios, read_yaml
 
