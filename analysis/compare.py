@@ -91,7 +91,8 @@ def estimate(a: str, b: str, by_group: dict[str, pd.Series], same_model: bool, f
     if len(shared) >= 2:
         return stats.paired(sa.loc[shared].to_numpy(float), sb.loc[shared].to_numpy(float), resolution), \
             f"paired on {len(shared)} shared seeds"
-    return stats.welch(sa.to_numpy(float), sb.to_numpy(float), resolution), "unpaired: seeds not shared"
+    return stats.welch(sa.to_numpy(float), sb.to_numpy(float), resolution), \
+        "unpaired: fewer than 2 shared seeds"
 
 
 def verdict(low: float, high: float, margin: float, delta: float, up: bool) -> str:
@@ -134,8 +135,8 @@ def compare(values: pd.DataFrame, metric: str, reference: str | None = None, mar
         rows.append({"a": a, "b": b, "metric": metric, "test": est.test, "pairing": pairing, "n_seeds": est.n,
                      "df": est.df, "mean_a": by_group[a].mean(), "mean_b": by_group[b].mean(), "delta": est.delta,
                      "se": est.se, "ci_level": family.level, "ci_low": low, "ci_high": high, "p": est.p_value(),
-                     "p_adj": min(1.0, est.p_value() * family.pairs), "margin": margin,
-                     "p_equiv_adj": min(1.0, 2 * family.pairs * est.tost_p(margin)),
+                     "p_adj": _adjusted(est.p_value(), family.pairs), "margin": margin,
+                     "p_equiv_adj": _adjusted(est.tost_p(margin), 2 * family.pairs),
                      "verdict": verdict(low, high, margin, est.delta, up), "_est": est})
     if not rows:
         return pd.DataFrame(columns=["a", "b", "test", "delta", "ci_low", "ci_high", "verdict", "seeds_to_settle",
@@ -149,6 +150,11 @@ def compare(values: pd.DataFrame, metric: str, reference: str | None = None, mar
     df = df.astype({"seeds_to_settle": "Int64", "seeds_to_detect": "Int64"})
     df["sentence"] = [_sentence(r, family) for _, r in df.iterrows()]
     return df.drop(columns="_est"), family
+
+
+def _adjusted(p: float, times: int) -> float:
+    """Bonferroni: min(1, p x times); nan stays nan (no test was possible)."""
+    return float(np.minimum(1.0, p * times))
 
 
 def _pct(level: float) -> str:

@@ -37,16 +37,18 @@ def _interval(row: pd.Series) -> str:
 
 def headline(summary: pd.DataFrame, comparisons: pd.DataFrame, metric: str, margin: float,
              reference: str | None) -> list[str]:
-    """Plain sentences: per data set, the focal group (the reference, else the best mean) and every other group's
+    """Plain sentences: per data set (and task, eval split: the comparisons' strata), the focal group (the reference, else the best mean) and every other group's
     verdict against it, grouped; empty when there is nothing to say."""
     lines: list[str] = []
     if summary.empty:
         return lines
-    for dataset, part in summary.groupby("dataset", sort=False, dropna=False):
+    several = summary["data_key"].nunique() > 1 if "data_key" in summary else False
+    for _, part in summary.groupby("data_key" if "data_key" in summary else "dataset", sort=False, dropna=False):
+        dataset = part["dataset"].iloc[0]
         by_group = part.set_index("group")
         focal = reference if reference in by_group.index else part["group"].iloc[0]  # summary: best mean first
         focal_row = by_group.loc[focal]
-        where = f" on {dataset}" if summary["dataset"].nunique() > 1 else ""
+        where = f" on {dataset}" if several else ""
         role = "Reference" if focal == reference else "Best mean"
         lines.append(f"{role}{where}: {focal}, {metric} {focal_row['mean']:.4f} over {int(focal_row['n'])} seed(s) "
                      f"({_interval(focal_row)}).")

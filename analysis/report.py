@@ -138,7 +138,7 @@ def summarize(good: pd.DataFrame, metric: str) -> pd.DataFrame:
         rows.append({
             "group": group, "scenario": g["scenario"].iloc[0], "r": g["r"].iloc[0],
             "experiments": ",".join(sorted(g["experiment"].unique())), "model": g["model"].iloc[0],
-            "dataset": g["dataset"].iloc[0], "metric": metric, "n": len(v),
+            "dataset": g["dataset"].iloc[0], "data_key": g["data_key"].iloc[0], "metric": metric, "n": len(v),
             "seeds": ",".join(str(int(s)) for s in sorted(g["seed"].dropna())),
             "mean": v.mean(), "std": stats.spread(v, step), "median": float(np.median(v)), "ci95_low": lo,
             "ci95_high": hi, "ci95_halfwidth": (hi - lo) / 2, "examples": examples, "resolution": step,
@@ -250,7 +250,8 @@ def _blocks(ro: Readout, figures: dict[str, bytes]) -> list[Block]:
         Block("p", f"{ro.read[0]} trials in {ro.read[1]} experiment(s): {len(ro.good)} analysed in "
                    f"{ro.good['group'].nunique()} group(s) (one group = one configuration); left out and listed "
                    f"below: {kinds.get('diverged', 0)} diverged, {kinds.get('errored', 0)} errored or unfinished, "
-                   f"{kinds.get('flagged', 0)} flagged; {ro.dropped} duplicate run(s) dropped (the same configuration "
+                   f"{kinds.get('flagged', 0)} flagged, {kinds.get('no value', 0)} without a final value; "
+                   f"{ro.dropped} duplicate run(s) dropped (the same configuration "
                    "and seed found again, in another experiment or under another scenario name; only usable runs "
                    "count as copies)."),
     ]

@@ -112,8 +112,6 @@ class BlockFit:
     sigma2: float  # pooled residual variance
     df: int  # residual degrees of freedom: N - seeds - rank(C)
     seeds_of: dict[str, frozenset]
-    seed_effects: dict  # seed -> fitted seed level (grand mean folded in)
-    seed_sizes: dict  # seed -> number of groups observed at it
 
     def contrast(self, a: str, b: str) -> Estimate | None:
         """Group a minus group b; None when the design does not connect them (not estimable)."""
@@ -126,7 +124,8 @@ class BlockFit:
         shared = len(self.seeds_of[a] & self.seeds_of[b])
         if not var > 0:
             return None
-        return Estimate(float(c @ self.effects), math.sqrt(var), self.df, "blocked", shared, math.sqrt(var * shared))
+        # one more seed of each group adds the spread of a difference of two runs: sqrt(2 sigma^2)
+        return Estimate(float(c @ self.effects), math.sqrt(var), self.df, "blocked", shared, math.sqrt(2 * self.sigma2))
 
 
 def fit_blocks(values: np.ndarray, groups: list[str], seeds: list, resolution: float | None = None) -> BlockFit:
@@ -160,8 +159,7 @@ def fit_blocks(values: np.ndarray, groups: list[str], seeds: list, resolution: f
         sigma2 = 0.0 if math.sqrt(sigma2) <= 1e-9 * max(1.0, float(np.max(np.abs(y)))) else sigma2
         sigma2 = max(sigma2, resolution ** 2 / 12) if resolution else sigma2
     seeds_of = {g: frozenset(s for s, gg in zip(seeds, groups) if gg == g) for g in glevels}
-    return BlockFit(glevels, tau, c_pinv, c_mat @ c_pinv, sigma2, df, seeds_of, dict(zip(slevels, beta)),
-                    dict(zip(slevels, k)))
+    return BlockFit(glevels, tau, c_pinv, c_mat @ c_pinv, sigma2, df, seeds_of)
 
 
 def holm(p_values: list[float]) -> list[float]:

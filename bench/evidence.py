@@ -81,7 +81,7 @@ def _false_sign(res: pd.DataFrame, effects: dict[str, float], column: str = "ver
     for _, r in res.iterrows():
         if r[column] in SIGN_CLAIMS:
             truth = effects[r["a"]] - effects[r["b"]]
-            bad += truth == 0 or (truth > 0) != r["verdict"].startswith("better")
+            bad += truth == 0 or (truth > 0) != r[column].startswith("better")
     return bad
 
 

@@ -47,9 +47,9 @@ def is_diverged(report: dict | None) -> bool:
 
 
 def metric_of(column: str) -> Metric | None:
-    """The metric a column holds (`val_mcc`, `sel_accuracy`, `final_val_loss`, bare `accuracy`), or None."""
+    """The metric a column holds (`val_mcc`, `sel_accuracy`, `final_val_loss`, `train_loss`, `accuracy`), or None."""
     name = column.removeprefix("final_")
-    for prefix in SPLIT_PREFIXES:
+    for prefix in (*SPLIT_PREFIXES, "train_"):  # train_loss is a loss too, though never a comparison's metric
         name = name.removeprefix(prefix)
     return METRICS.get(name)
 

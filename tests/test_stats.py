@@ -138,7 +138,7 @@ def test_welch_when_seeds_are_not_shared():
                        "value": [0.80, 0.81, 0.82, 0.70, 0.72, 0.71]})
     res, family = compare(df, "val_accuracy", test="blocked")
     assert not family.fits and res.iloc[0]["test"] == "welch" and res.iloc[0]["verdict"] == "better"
-    assert res.iloc[0]["pairing"] == "unpaired: seeds not shared"
+    assert res.iloc[0]["pairing"] == "unpaired: fewer than 2 shared seeds"
 
 
 def test_every_verdict_is_read_off_its_simultaneous_interval():

@@ -55,6 +55,7 @@ class DataConfig:
 
     Fields left None come from the GLUE preset (`glue/rte`) or the defaults (`sentence`, `label`, classification),
     filled at construction; `num_labels`/`labels` of a non-preset dataset come from its train split (`check_data`).
+    Resolved fields carry over through `dataclasses.replace`: for another dataset or task, make a new DataConfig.
     """
 
     dataset: str = "glue/sst2"  # glue/<task> preset, hub id, or a local directory of split files
@@ -108,11 +109,9 @@ class DataConfig:
     def trial_fields(self, base_seed: int) -> dict[str, Any]:
         """The TrialConfig fields of this (resolved) data section."""
         sel = self.selection
-        return dict(dataset=self.dataset, text_columns=list(self.text or ()), label_column=self.label,
-                    train_split=self.splits.train if self.splits else None,
-                    eval_split=self.splits.eval if self.splits else None, task=self.task,
-                    label_names=list(self.labels) if self.labels else None,
-                    primary_metric=f"{DEV}{self.metric}" if self.metric else None,
+        return dict(dataset=self.dataset, text_columns=list(self.text), label_column=self.label,
+                    train_split=self.splits.train, eval_split=self.splits.eval, task=self.task,
+                    label_names=list(self.labels) if self.labels else None, primary_metric=f"{DEV}{self.metric}",
                     reader=_options(self.reader), num_labels=self.num_labels, train_limit=self.train_limit,
                     max_length=self.max_length, selection_fraction=sel.fraction if sel else None,
                     selection_rows=sel.rows if sel else None, selection_seed=base_seed if sel else None)

@@ -33,9 +33,9 @@ from .profiles import chosen_profile, profile_scenarios, read_yaml
 
 
 # Optimisation and regularisation settings of one trial: the TRAINING fields of the record, with their defaults.
-TrainConfig = make_dataclass("TrainConfig", [(fl.name, fl.python_type, field(default=fl.default))
-                                             for fl in record_fields.FIELDS if fl.role == record_fields.TRAINING],
-                             frozen=True)
+TrainConfig = make_dataclass("TrainConfig", [(name, record_fields.BY_NAME[name].python_type,
+                                              field(default=record_fields.BY_NAME[name].default))
+                                             for name in record_fields.TRAINING_NAMES], frozen=True)
 TrainConfig.__module__ = __name__
 
 
