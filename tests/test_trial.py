@@ -14,7 +14,8 @@ from tune_jobs.data import (TrialData, check_data, length_grouped_batches, paddi
 from tune_jobs.grid import select_trial, with_overrides
 from tune_jobs.data_section import DataConfig, Selection
 from tune_jobs.spec import load_study
-from tune_jobs.trial import STATE_FILE, run_trial
+from tune_jobs.checkpoint import STATE_FILE
+from tune_jobs.trial import run_trial
 
 SCEN = "scenarios:\n  - {name: vup, layers: all, components: v+up}\n  - {name: head, baseline: classifier_only}\n"
 LEARNED = ("train_loss", "val_loss", "val_accuracy", "trainable_params", "total_params", "padding_efficiency")
