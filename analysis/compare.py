@@ -95,6 +95,14 @@ def estimate(a: str, b: str, by_group: dict[str, pd.Series], same_model: bool, f
         "unpaired: fewer than 2 shared seeds"
 
 
+def reversed_verdict(verdict: str) -> str:
+    """The same verdict read the other way round (b vs a): better <-> worse; the others are symmetric."""
+    for one, other in (("better", "worse"), ("worse", "better")):
+        if verdict.startswith(one):
+            return other + verdict[len(one):]
+    return verdict
+
+
 def verdict(low: float, high: float, margin: float, delta: float, up: bool) -> str:
     """The one verdict an interval supports: a sign when it excludes 0, equivalence when it lies within ±margin,
     both when both hold; undetermined without an interval."""

@@ -5,10 +5,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from .compare import SETTLE_LIMIT
-
-FLIP = {"better": "worse", "worse": "better", "better, within margin": "worse, within margin",
-        "worse, within margin": "better, within margin"}
+from .compare import SETTLE_LIMIT, reversed_verdict
 
 
 def _relative(comparisons: pd.DataFrame, focal: str) -> dict[str, pd.Series]:
@@ -17,7 +14,7 @@ def _relative(comparisons: pd.DataFrame, focal: str) -> dict[str, pd.Series]:
     for _, row in comparisons.iterrows():
         if focal not in (row["a"], row["b"]):
             continue
-        other, v = (row["b"], FLIP.get(row["verdict"], row["verdict"])) if row["a"] == focal else (row["a"], row["verdict"])
+        other, v = (row["b"], reversed_verdict(row["verdict"])) if row["a"] == focal else (row["a"], row["verdict"])
         out[other] = row.copy()
         out[other]["verdict"] = v
         out[other]["delta"] = row["delta"] if row["a"] == other else -row["delta"]
@@ -37,13 +34,13 @@ def _interval(row: pd.Series) -> str:
 
 def headline(summary: pd.DataFrame, comparisons: pd.DataFrame, metric: str, margin: float,
              reference: str | None) -> list[str]:
-    """Plain sentences: per data set (and task, eval split: the comparisons' strata), the focal group (the reference, else the best mean) and every other group's
-    verdict against it, grouped; empty when there is nothing to say."""
+    """Plain sentences per comparison stratum (data set, task, eval split): the focal group (the reference, else the
+    best mean) and every other group's verdict against it, grouped; empty when there is nothing to say."""
     lines: list[str] = []
     if summary.empty:
         return lines
-    several = summary["data_key"].nunique() > 1 if "data_key" in summary else False
-    for _, part in summary.groupby("data_key" if "data_key" in summary else "dataset", sort=False, dropna=False):
+    several = summary["data_key"].nunique() > 1
+    for _, part in summary.groupby("data_key", sort=False, dropna=False):
         dataset = part["dataset"].iloc[0]
         by_group = part.set_index("group")
         focal = reference if reference in by_group.index else part["group"].iloc[0]  # summary: best mean first
@@ -94,6 +91,6 @@ def verdict_matrix(order: list[str], comparisons: pd.DataFrame) -> pd.DataFrame:
     for _, row in comparisons.iterrows():
         if row["a"] in matrix.index and row["b"] in matrix.index:
             matrix.at[row["a"], row["b"]] = row["verdict"]
-            matrix.at[row["b"], row["a"]] = FLIP.get(row["verdict"], row["verdict"])
+            matrix.at[row["b"], row["a"]] = reversed_verdict(row["verdict"])
     compared = [g for g in order if (matrix.loc[g] != "").sum() > 1 or (matrix[g] != "").sum() > 1]
     return matrix.loc[compared, compared] if len(compared) > 1 else matrix.iloc[0:0, 0:0]

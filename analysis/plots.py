@@ -15,6 +15,7 @@ from scipy.stats import gaussian_kde  # noqa: E402
 
 from record.metrics import higher_is_better  # noqa: E402
 
+from .compare import reversed_verdict  # noqa: E402
 from .stats import pareto_front  # noqa: E402
 
 
@@ -148,10 +149,8 @@ def forest(comparisons: pd.DataFrame, reference: str, margin: float, metric: str
     ax.axvspan(-margin, margin, color="tab:blue", alpha=0.12, label=f"±{margin:g} equivalence margin")
     ax.axvline(0, color="black", lw=0.8)
     colors = {"better": "tab:green", "worse": "tab:red", "equivalent": "tab:blue", "inconclusive": "gray"}
-    verdicts = [v.split(",")[0] for v in rows["verdict"]]
-    if (rows["a"] == reference).any():  # read as "group vs reference"
-        verdicts = [{"better": "worse", "worse": "better"}.get(v, v) if a == reference else v
-                    for v, a in zip(verdicts, rows["a"])]
+    verdicts = [(reversed_verdict(v) if a == reference else v).split(",")[0]  # read as "group vs reference"
+                for v, a in zip(rows["verdict"], rows["a"])]
     for pos, i in enumerate(order):
         err = [[delta[i] - lo[i]], [hi[i] - delta[i]]] if lo[i] == lo[i] else None
         ax.errorbar(delta[i], pos, xerr=err, fmt="o", capsize=3, color=colors.get(verdicts[i], "gray"))

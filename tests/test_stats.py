@@ -317,3 +317,10 @@ def test_help_texts_print_percent_signs_as_written(capsys):
             main([sub, "--help"])
         out = capsys.readouterr().out
         assert "%%" not in out and "%" in out
+
+
+def test_a_verdict_read_the_other_way_round():
+    from analysis.compare import reversed_verdict
+
+    assert [reversed_verdict(v) for v in ("better", "worse, within margin", "equivalent", "inconclusive")] == \
+        ["worse", "better, within margin", "equivalent", "inconclusive"]
