@@ -32,6 +32,21 @@ def _interval(row: pd.Series) -> str:
     return "no interval: its spread cannot be estimated"
 
 
+PRICE = (("trainable_params", "trainable parameters"), ("train_samples_per_s", "samples/s"),
+         ("peak_memory_mb", "peak memory"))
+
+
+def _price(by_group: pd.DataFrame, focal: str, others: list[str]) -> str:
+    """What each group costs against the focal one: ratios of its trainable parameters, speed and memory."""
+    parts = []
+    for g in others:
+        ratios = [f"×{by_group.at[g, col] / by_group.at[focal, col]:.2f} {name}" for col, name in PRICE
+                  if col in by_group and by_group.at[focal, col] > 0 and by_group.at[g, col] == by_group.at[g, col]]
+        if ratios:
+            parts.append(f"{g} {', '.join(ratios)}")
+    return "; ".join(parts)
+
+
 def headline(summary: pd.DataFrame, comparisons: pd.DataFrame, metric: str, margin: float,
              reference: str | None) -> list[str]:
     """Plain sentences per comparison stratum (data set, task, eval split): the focal group (the reference, else the
@@ -65,6 +80,11 @@ def headline(summary: pd.DataFrame, comparisons: pd.DataFrame, metric: str, marg
             names = _names(rows, verdicts)
             if names:
                 lines.append(text.format(names))
+        priced = [g for g, r in rows.items() if r["verdict"] in ("better", "equivalent", "better, within margin",
+                                                                 "worse, within margin")]
+        price = _price(by_group, focal, priced)
+        if price:
+            lines.append(f"What they cost against {focal} (median per trial): {price}.")
         open_ = [(g, r) for g, r in rows.items() if r["verdict"] == "inconclusive"]
         if open_:
             settle = [int(r["seeds_to_settle"]) for _, r in open_ if pd.notna(r.get("seeds_to_settle"))]

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 import pyarrow.fs as pafs
 
 from record.errors import InputError
+from record.fields import filled
 from record.ray_files import (
     ERROR_FILE,
     PARAMS_FILE,
@@ -26,6 +27,7 @@ from record.ray_files import (
 )
 
 from .schema import CONFIG_NAMES
+
 
 @dataclass
 class TrialRecord:
@@ -90,7 +92,8 @@ def read_experiment(uri: str) -> list[TrialRecord]:
 
 def split_config(config: dict) -> tuple[dict, dict]:
     """(known config columns, unknown extra keys) of a trial's params.json."""
-    known = {k: config.get(k) for k in CONFIG_NAMES}
+    full = filled(config)
+    known = {k: full.get(k) for k in CONFIG_NAMES}
     extra = {k: v for k, v in config.items() if k not in CONFIG_NAMES and k != "grid_index"}
     return known, extra
 

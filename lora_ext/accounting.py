@@ -31,12 +31,13 @@ def count_trainable(model: nn.Module) -> int:
 
 
 def count_params(model_config, placement: Placement) -> ParamCount:
-    """Count what `placement` trains on the model described by `model_config` (a transformers config)."""
+    """Count what `placement` trains on the model described by `model_config` (a transformers config); a method's
+    initialisation (PiSSA, OLoRA) changes values, not shapes, so it is left out on the meta device."""
     import torch
     from transformers import AutoModelForSequenceClassification
 
     with torch.device("meta"):
         model = AutoModelForSequenceClassification.from_config(model_config)
         total = sum(p.numel() for p in model.parameters())
-        adapted = apply_placement(model, placement)
+        adapted = apply_placement(model, placement, initialise=False)
     return ParamCount(trainable=count_trainable(adapted), full_model_total=total)

@@ -7,24 +7,32 @@ import warnings
 
 from torch import nn
 
-from .architectures import Architecture, architecture_for
 from record.errors import InputError
+
+from .architectures import Architecture, architecture_for
+from .methods import lora_config_flags
 from .placement import Placement
 
 
-def to_lora_config(placement: Placement, arch: Architecture):
-    """The `peft.LoraConfig` that adapts exactly the placement's modules and trains the head in full.
+def to_lora_config(placement: Placement, arch: Architecture, initialise: bool = True):
+    """The `peft.LoraConfig` that adapts exactly the placement's modules, with its method's flags (use_rslora,
+    use_dora, init_lora_weights), and trains the head in full.
 
     PEFT's list form of `target_modules` matches by suffix (`output.dense` would also hit
     `attention.output.dense`) and only that form honours `layers_to_transform`; so the layers and components go
     into one regex, anchored at the layer index, which PEFT full-matches against every module name.
+    `initialise=False` keeps PEFT's default initialisation: the same parameters, for counting on the meta device,
+    where PiSSA's SVD and OLoRA's QR of the base weights cannot run.
     """
     from peft import LoraConfig
 
     if not placement.is_lora:
         raise ValueError(f"baseline {placement.baseline!r} has no LoRA config")
     rank_pattern = {arch.component_regex(c): r for c, r in placement.rank_pattern}
-    return LoraConfig(
+    flags = lora_config_flags(placement.method)
+    if not initialise:
+        flags.pop("init_lora_weights", None)
+    return LoraConfig(**flags,
         r=placement.r,
         lora_alpha=placement.alpha if placement.alpha is not None else placement.r,
         lora_dropout=placement.dropout,
@@ -53,11 +61,12 @@ def head_parameters(model: nn.Module, arch: Architecture) -> list[nn.Parameter]:
     return params
 
 
-def apply_placement(model: nn.Module, placement: Placement) -> nn.Module:
+def apply_placement(model: nn.Module, placement: Placement, initialise: bool = True) -> nn.Module:
     """Adapt `model` as the placement says; returns the model to train (a PeftModel for LoRA).
 
     LoRA: adapters on the selected modules, head trained in full, everything else (embeddings included)
     frozen. `classifier_only`: only the head trains. `full`: every parameter trains (full fine-tuning).
+    `initialise=False`: see `to_lora_config`.
     """
     arch = architecture_for(model.config.model_type)
     if placement.baseline == "full":
@@ -82,4 +91,4 @@ def apply_placement(model: nn.Module, placement: Placement) -> nn.Module:
         )
     with warnings.catch_warnings():  # PEFT calls a transformers API that v5 deprecates; not ours to fix.
         warnings.simplefilter("ignore", FutureWarning)
-        return get_peft_model(model, to_lora_config(placement, arch))
+        return get_peft_model(model, to_lora_config(placement, arch, initialise))

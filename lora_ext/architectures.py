@@ -1,8 +1,8 @@
 """Architecture table: where each placement component and the classifier head live in a model.
 
-Components are named once (q, k, v, o, up, down) and mapped to module paths *inside one transformer layer*
-for every supported `model_type`, so a placement means the same thing on RoBERTa, BERT/MiniLM, DeBERTa-v2,
-DistilBERT and Llama-family models.
+Components are named once (q, k, v, o, up, down; `qkv` where an architecture fuses the three into one module) and
+mapped to module paths *inside one transformer layer* for every supported `model_type`, so a placement means the
+same thing on RoBERTa, BERT/MiniLM, ELECTRA, DeBERTa-v2/v3, DistilBERT, ModernBERT and decoder classifiers.
 """
 
 from __future__ import annotations
@@ -12,7 +12,9 @@ from dataclasses import dataclass
 
 from record.errors import InputError
 
-COMPONENTS: tuple[str, ...] = ("q", "k", "v", "o", "up", "down")
+COMPONENTS: tuple[str, ...] = ("q", "k", "v", "qkv", "o", "up", "down")  # canonical order of every component
+SEPARATE_ATTENTION: tuple[str, ...] = ("q", "k", "v")
+FULL_ATTENTION = "full_attention"  # transformers' `layer_types` value of a layer that attends globally
 
 
 @dataclass(frozen=True)
@@ -27,6 +29,9 @@ class Architecture:
         num_layers_key: config attribute that holds the number of layers.
         dropout_keys: config attributes set for (hidden, attention, classifier) dropout; () where the family has
             none. Several where the family reads several (DeBERTa's head: `cls_dropout` and `pooler_dropout`).
+
+    `components` holds either q, k, v (separate projections) or qkv (one fused projection, e.g. ModernBERT's
+    `attn.Wqkv`), never both: a placement can only adapt the modules a model has.
     """
 
     name: str
@@ -36,6 +41,23 @@ class Architecture:
     num_layers_key: str = "num_hidden_layers"
     dropout_keys: tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...]] = (
         ("hidden_dropout_prob",), ("attention_probs_dropout_prob",), ("classifier_dropout",))
+
+    @property
+    def component_names(self) -> tuple[str, ...]:
+        """The components this family has, in canonical order (`all` means these)."""
+        return tuple(c for c in COMPONENTS if c in self.components)
+
+    def check_component(self, name: str, field_name: str) -> None:
+        """One line when a component does not exist here: q/k/v on a fused qkv module, or qkv on separate ones."""
+        if name in self.components:
+            return
+        if name in SEPARATE_ATTENTION and "qkv" in self.components:
+            raise InputError(field_name, f"{self.name} fuses q, k and v into one module ({self.components['qkv'][0]}), "
+                             f"so {name} alone cannot be adapted", got=name, allowed="qkv (all three together)")
+        if name == "qkv" and all(c in self.components for c in SEPARATE_ATTENTION):
+            raise InputError(field_name, f"{self.name} has separate q, k and v modules", got=name, allowed="q+k+v")
+        raise InputError(field_name, f"no such component in {self.name}", got=name,
+                         allowed="any of " + ", ".join(self.component_names))
 
     def set_dropouts(self, config, hidden: float | None, attention: float | None, classifier: float | None) -> None:
         """Write the spec's dropouts into a transformers config under this family's names (None leaves a default)."""
@@ -74,6 +96,17 @@ ARCHITECTURES: dict[str, Architecture] = {
     "roberta": Architecture("RoBERTa", "layer", _BERT_LIKE, ("classifier",)),
     "xlm-roberta": Architecture("XLM-RoBERTa", "layer", _BERT_LIKE, ("classifier",)),
     "bert": Architecture("BERT (incl. MiniLM)", "layer", _BERT_LIKE, ("pooler", "classifier")),
+    # ELECTRA discriminators: BERT's layer layout; the head (dense + out_proj) is one module, `classifier`
+    "electra": Architecture("ELECTRA", "layer", _BERT_LIKE, ("classifier",)),
+    # ModernBERT: one fused Wqkv, a gated feed-forward whose input projection Wi holds up and gate together; the
+    # head is `head` (dense + norm) and `classifier`
+    "modernbert": Architecture(
+        "ModernBERT",
+        "layers",
+        {"qkv": ("attn.Wqkv",), "o": ("attn.Wo",), "up": ("mlp.Wi",), "down": ("mlp.Wo",)},
+        ("head", "classifier"),
+        dropout_keys=(("embedding_dropout", "mlp_dropout"), ("attention_dropout",), ("classifier_dropout",)),
+    ),
     "deberta-v2": Architecture(
         "DeBERTa-v2/v3",
         "layer",
@@ -139,3 +172,10 @@ def architecture_for(model_type: str) -> Architecture:
 def num_layers(model_config) -> int:
     """Number of transformer layers of a transformers config."""
     return int(getattr(model_config, architecture_for(model_config.model_type).num_layers_key))
+
+
+def layer_types(model_config) -> tuple[str, ...] | None:
+    """Each layer's attention kind (transformers' `layer_types`: full_attention, sliding_attention, ...) where the
+    config says; None where every layer attends globally by construction (BERT, RoBERTa, ...)."""
+    kinds = getattr(model_config, "layer_types", None)
+    return tuple(kinds) if kinds else None

@@ -19,10 +19,19 @@ SHIPPED_CONFIGS: dict[str, str] = {
     "FacebookAI/roberta-large": "roberta-large.json",
     "bert-base-uncased": "bert-base-uncased.json",
     "google-bert/bert-base-uncased": "bert-base-uncased.json",
+    "xlm-roberta-base": "xlm-roberta-base.json",
+    "FacebookAI/xlm-roberta-base": "xlm-roberta-base.json",
+    "answerdotai/ModernBERT-base": "modernbert-base.json",
+    "google/electra-base-discriminator": "electra-base-discriminator.json",
+    "microsoft/deberta-v3-base": "deberta-v3-base.json",
+    "Qwen/Qwen2.5-0.5B": "qwen2.5-0.5b.json",
+    "Qwen/Qwen3-0.6B": "qwen3-0.6b.json",
+    "meta-llama/Llama-3.2-1B": "llama-3.2-1b.json",
+    "google/gemma-2-2b": "gemma-2-2b.json",
 }
 MODEL_ALLOWED = (
     f"the alias '{MINILM_ALIAS}' (offline), a local model directory with config.json, or a hub id "
-    f"(offline configs ship for {', '.join(k for k in SHIPPED_CONFIGS if '/' not in k)})"
+    f"(offline configs ship for {', '.join(k for k in SHIPPED_CONFIGS if '/' not in k or k.endswith('-base'))}, ...)"
 )
 
 

@@ -6,6 +6,8 @@ Layer selectors over N layers (k defaults to N // 2, i.e. half the layers):
   - `upper` / `upper:k` the top k layers: N-k..N-1              (RoBERTa-base: 6-11)
   - `even`  / `even:k`  k layers spread evenly from the bottom: floor(i*N/k) for i < k
                                                                 (RoBERTa-base: 0,2,4,6,8,10; MiniLM: 0,2,4)
+  - `global` / `local`  the layers with full (global) / sliding-window (local) attention, where the model alternates
+                        them (ModernBERT: global at 0, 3, 6, ...; Gemma 2: every other layer)
   - an integer (one layer) or a list of distinct integers.
 """
 
@@ -14,20 +16,24 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
-from .architectures import COMPONENTS
 from record.errors import InputError
+
+from .architectures import COMPONENTS, FULL_ATTENTION, Architecture
+from .methods import PLAIN
 
 Baseline = Literal["classifier_only", "full"]
 BASELINES: tuple[str, ...] = ("classifier_only", "full")
-LAYER_SELECTORS = "'all', 'upper', 'lower', 'even' (optionally ':k', e.g. 'upper:4'), an index, or a list of indices"
+LAYER_SELECTORS = ("'all', 'upper', 'lower', 'even' (optionally ':k', e.g. 'upper:4'), 'global' or 'local' (models that "
+                   "alternate them), an index, or a list of indices")
 
 
 @dataclass(frozen=True)
 class Placement:
     """What one trial trains: LoRA on `components` of `layers` at rank `r`, or a baseline.
 
-    `rank_pattern` maps a component to its own rank where it differs from `r` (PEFT's `rank_pattern`).
-    Baselines have no layers, components or rank.
+    `rank_pattern` maps a component to its own rank where it differs from `r` (PEFT's `rank_pattern`). `method` is a
+    canonical LoRA method (`lora_ext.methods`); `loraplus_lr_ratio` is set when the method trains with LoRA+.
+    Baselines have no layers, components, rank or method.
     """
 
     layers: tuple[int, ...] = ()
@@ -37,6 +43,8 @@ class Placement:
     dropout: float = 0.0
     rank_pattern: tuple[tuple[str, int], ...] = field(default=())
     baseline: Baseline | None = None
+    method: str = PLAIN
+    loraplus_lr_ratio: float | None = None
 
     @property
     def is_lora(self) -> bool:
@@ -46,8 +54,21 @@ class Placement:
         return dict(self.rank_pattern).get(component, self.r)
 
 
-def resolve_layers(selector: object, n_layers: int, field_name: str = "layers") -> tuple[int, ...]:
-    """Turn a layer selector into sorted layer indices of a model with `n_layers` layers."""
+def _attention_layers(name: str, selector: str, n_layers: int, kinds: tuple[str, ...] | None,
+                      field_name: str) -> tuple[int, ...]:
+    """The `global` (full attention) or `local` (sliding window) layers of a model that has both kinds."""
+    if not kinds or len(set(kinds)) < 2:
+        raise InputError(field_name, f"'{name}' needs a model that alternates global and local attention; every layer "
+                         "of this one attends globally", got=selector, allowed="all, upper, lower, even or indices")
+    if len(kinds) != n_layers:
+        raise InputError(field_name, f"the model's layer_types lists {len(kinds)} layers, not {n_layers}", got=selector)
+    return tuple(i for i, kind in enumerate(kinds) if (kind == FULL_ATTENTION) == (name == "global"))
+
+
+def resolve_layers(selector: object, n_layers: int, field_name: str = "layers",
+                   kinds: tuple[str, ...] | None = None) -> tuple[int, ...]:
+    """Turn a layer selector into sorted layer indices of a model with `n_layers` layers (`kinds`: its
+    `layer_types`, for `global`/`local`)."""
     if isinstance(selector, bool):
         raise InputError(field_name, "not a layer selector", got=selector, allowed=LAYER_SELECTORS)
     if isinstance(selector, int):
@@ -70,6 +91,8 @@ def resolve_layers(selector: object, n_layers: int, field_name: str = "layers") 
     if not isinstance(selector, str):
         raise InputError(field_name, "not a layer selector", got=selector, allowed=LAYER_SELECTORS)
     name, _, count_text = selector.strip().partition(":")
+    if name in ("global", "local") and not count_text:
+        return _attention_layers(name, selector, n_layers, kinds, field_name)
     if name not in ("all", "upper", "lower", "even"):
         raise InputError(field_name, "unknown layer selector", got=selector, allowed=LAYER_SELECTORS)
     if name == "all":
@@ -90,9 +113,12 @@ def resolve_layers(selector: object, n_layers: int, field_name: str = "layers") 
     return tuple(sorted({(i * n_layers) // count for i in range(count)}))
 
 
-def resolve_components(value: object, field_name: str = "components") -> tuple[str, ...]:
-    """Parse `all`, `v+up`, `q` or a list of names into components in canonical order (q k v o up down)."""
-    allowed = "any of q, k, v, o, up, down (a list, or joined with '+', e.g. 'v+up'), or 'all'"
+def resolve_components(value: object, field_name: str = "components",
+                       arch: Architecture | None = None) -> tuple[str, ...]:
+    """Parse `all`, `v+up`, `q` or a list of names into components in canonical order (q k v qkv o up down); with
+    `arch`, only the components that architecture has (`all` = its components)."""
+    allowed = "any of q, k, v, o, up, down (qkv where a model fuses them; a list, or joined with '+', e.g. 'v+up'), " \
+              "or 'all'"
     if isinstance(value, str):
         names = [s.strip() for s in value.split("+")]
     elif isinstance(value, (list, tuple)):
@@ -100,7 +126,7 @@ def resolve_components(value: object, field_name: str = "components") -> tuple[s
     else:
         raise InputError(field_name, "not a component selection", got=value, allowed=allowed)
     if names == ["all"]:
-        return COMPONENTS
+        return arch.component_names if arch else tuple(c for c in COMPONENTS if c != "qkv")
     if not names or names == [""]:
         raise InputError(field_name, "empty component selection", got=value, allowed=allowed)
     for name in names:
@@ -108,6 +134,8 @@ def resolve_components(value: object, field_name: str = "components") -> tuple[s
             raise InputError(field_name, "unknown component", got=name, allowed=allowed)
     if len(set(names)) != len(names):
         raise InputError(field_name, "duplicate component", got=value, allowed=allowed)
+    for name in names if arch else ():
+        arch.check_component(name, field_name)
     return tuple(c for c in COMPONENTS if c in names)
 
 

@@ -14,7 +14,7 @@ from typing import Any
 import pyarrow as pa
 
 IDENTITY, PLACEMENT, MODEL, DATA, TRAINING = "identity", "placement", "model", "data", "training"
-NO_DEFAULT = object()  # fields other than training settings get their value from the spec and the grid
+NO_DEFAULT = object()  # fields that always come from the spec and the grid, and that every record holds
 
 
 @dataclass(frozen=True)
@@ -29,7 +29,9 @@ class Field:
     label_order: int | None = None  # the order in which group labels add it to tell same-named groups apart
     hparam: bool = False  # a column of TensorBoard's HParams table
     mapping: bool = False  # a mapping in the config dict, stored as sorted JSON text in Parquet
-    default: Any = NO_DEFAULT  # training settings: the value when no spec layer sets it
+    # training settings: the value when no spec layer sets it; other fields: the value a record made before the field
+    # existed holds (an old experiment's params.json, resumed or analysed)
+    default: Any = NO_DEFAULT
 
     @property
     def in_configuration(self) -> bool:
@@ -54,14 +56,17 @@ FIELDS: tuple[Field, ...] = (
     Field("layers", pa.list_(pa.int32()), PLACEMENT, hparam=True),
     Field("components", pa.list_(pa.string()), PLACEMENT, hparam=True),
     Field("r", I32, PLACEMENT, nullable=True, label_order=0, hparam=True),
-    Field("rank_pattern", S, PLACEMENT, label_order=1, mapping=True),  # {component: rank} exceptions to r
-    Field("alpha", F, PLACEMENT, nullable=True, label_order=2, hparam=True),
-    Field("lora_dropout", F, PLACEMENT, short="dropout", label_order=3, hparam=True),
+    Field("method", S, PLACEMENT, nullable=True, label_order=1, hparam=True,  # lora | dora+rslora | ...; None: baseline
+          default="lora"),
+    Field("loraplus_lr_ratio", F, PLACEMENT, nullable=True, short="loraplus", hparam=True, default=None),  # LoRA+ only
+    Field("rank_pattern", S, PLACEMENT, label_order=2, mapping=True),  # {component: rank} exceptions to r
+    Field("alpha", F, PLACEMENT, nullable=True, label_order=3, hparam=True),
+    Field("lora_dropout", F, PLACEMENT, short="dropout", label_order=4, hparam=True),
     Field("repeat", I32, IDENTITY, hparam=True),
     Field("seed", I64, IDENTITY, hparam=True),
-    Field("model", S, MODEL, label_order=12, hparam=True),
+    Field("model", S, MODEL, label_order=13, hparam=True),
     Field("model_init", S, MODEL),
-    Field("dataset", S, DATA, label_order=13, hparam=True),
+    Field("dataset", S, DATA, label_order=14, hparam=True),
     Field("text_columns", pa.list_(pa.string()), DATA),
     Field("label_column", S, DATA),
     Field("train_split", S, DATA),
@@ -70,30 +75,30 @@ FIELDS: tuple[Field, ...] = (
     Field("label_names", pa.list_(pa.string()), DATA, nullable=True),  # id order; None until the data is read
     Field("primary_metric", S, IDENTITY),  # e.g. val_mcc: what the study optimizes (a label, not a setting)
     Field("reader", S, DATA, nullable=True, mapping=True),  # the CSV/TSV reader options the spec set
-    Field("train_limit", I64, DATA, nullable=True, label_order=14, hparam=True),
-    Field("max_length", I32, DATA, label_order=15),
+    Field("train_limit", I64, DATA, nullable=True, label_order=15, hparam=True),
+    Field("max_length", I32, DATA, label_order=16),
     Field("num_labels", I32, DATA, nullable=True),  # None until the data is read (non-preset datasets)
     Field("selection_fraction", F, DATA, nullable=True, hparam=True),
     Field("selection_rows", I64, DATA, nullable=True, hparam=True),
     Field("selection_seed", I64, DATA, nullable=True),  # the study's base_seed: every trial holds out the same rows
     # training settings (the article's names where it has them); any of them may be a grid axis
-    Field("epochs", I32, TRAINING, short="ep", label_order=5, hparam=True, default=3),
-    Field("learning_rate", F, TRAINING, short="lr", label_order=4, hparam=True, default=1.4e-3),
-    Field("batch_size", I32, TRAINING, short="bs", label_order=6, hparam=True, default=32),
+    Field("epochs", I32, TRAINING, short="ep", label_order=6, hparam=True, default=3),
+    Field("learning_rate", F, TRAINING, short="lr", label_order=5, hparam=True, default=1.4e-3),
+    Field("batch_size", I32, TRAINING, short="bs", label_order=7, hparam=True, default=32),
     Field("eval_batch_size", I32, TRAINING, short="ebs", hparam=True, default=256),
-    Field("weight_decay", F, TRAINING, short="wd", label_order=7, hparam=True, default=0.01),
+    Field("weight_decay", F, TRAINING, short="wd", label_order=8, hparam=True, default=0.01),
     Field("adam_betas", pa.list_(pa.float64()), TRAINING, short="betas", hparam=True, default=(0.9, 0.98)),
     Field("adam_epsilon", F, TRAINING, short="eps", hparam=True, default=1e-6),
-    Field("warmup_ratio", F, TRAINING, short="warmup", label_order=8, hparam=True, default=0.1),
-    Field("lr_schedule", S, TRAINING, short="sched", label_order=9, hparam=True,  # cosine | linear | constant
+    Field("warmup_ratio", F, TRAINING, short="warmup", label_order=9, hparam=True, default=0.1),
+    Field("lr_schedule", S, TRAINING, short="sched", label_order=10, hparam=True,  # cosine | linear | constant
           default="cosine"),
     Field("grad_clip", F, TRAINING, nullable=True, short="clip", hparam=True, default=None),  # max global grad norm
     Field("hidden_dropout", F, TRAINING, short="hdrop", hparam=True, default=0.1),
     Field("attention_dropout", F, TRAINING, short="adrop", hparam=True, default=0.1),
     Field("classifier_dropout", F, TRAINING, nullable=True, short="cdrop", hparam=True,  # None: the model's own
           default=None),
-    Field("gradient_checkpointing", B, TRAINING, short="gc", label_order=11, hparam=True, default=False),
-    Field("precision", S, TRAINING, short="prec", label_order=10, hparam=True,  # auto: bf16 where supported
+    Field("gradient_checkpointing", B, TRAINING, short="gc", label_order=12, hparam=True, default=False),
+    Field("precision", S, TRAINING, short="prec", label_order=11, hparam=True,  # auto: bf16 where supported
           default="auto"),
 )
 BY_NAME: dict[str, Field] = {f.name: f for f in FIELDS}
@@ -105,6 +110,16 @@ LABEL_ORDER: tuple[str, ...] = tuple(sorted((f.name for f in FIELDS if f.label_o
 HPARAMS: tuple[str, ...] = tuple(f.name for f in FIELDS if f.hparam)
 ARROW: list[tuple[str, pa.DataType]] = [(f.name, f.arrow) for f in FIELDS]
 MAPPINGS: tuple[str, ...] = tuple(f.name for f in FIELDS if f.mapping)
+
+
+def filled(config: dict[str, Any]) -> dict[str, Any]:
+    """A config dict with the fields it predates set to what records before them meant (`method`: plain LoRA, or
+    none for a baseline); keys it has are kept as they are."""
+    out = dict(config)
+    for fl in FIELDS:
+        if fl.name not in out and fl.default is not NO_DEFAULT and fl.role != TRAINING:
+            out[fl.name] = None if fl.role == PLACEMENT and out.get("baseline") is not None else fl.default
+    return out
 
 
 def short(name: str) -> str:

@@ -3,10 +3,13 @@
 import pytest
 import torch
 
-from lora_ext import (COMPONENTS, Placement, apply_placement, count_params, load_model_config,
+from lora_ext import (Placement, apply_placement, count_params, load_model_config,
                       predicted_module_names, to_lora_config, architecture_for)
 from record.errors import InputError
+from tests import tiny_models
 from tests.conftest import tiny_roberta_config
+
+ROBERTA_COMPONENTS = ("q", "k", "v", "o", "up", "down")
 
 ROBERTA_TOTAL = 124_647_170
 
@@ -21,7 +24,7 @@ def minilm_cfg():
     return load_model_config("minilm-l6")
 
 
-def lora(layers, components=COMPONENTS, r=8, **kw):
+def lora(layers, components=ROBERTA_COMPONENTS, r=8, **kw):
     return Placement(layers=tuple(layers), components=tuple(components), r=r, **kw)
 
 
@@ -129,17 +132,7 @@ def test_unknown_architecture_lists_known():
 
 
 def tiny_config(model_type: str):
-    from transformers import AutoConfig
-
-    common = dict(vocab_size=100, num_labels=2)
-    kwargs = {
-        "distilbert": dict(dim=32, hidden_dim=64, n_layers=3, n_heads=2),
-        "deberta-v2": dict(hidden_size=32, intermediate_size=64, num_hidden_layers=3, num_attention_heads=2),
-        "llama": dict(hidden_size=32, intermediate_size=64, num_hidden_layers=3, num_attention_heads=2,
-                      num_key_value_heads=2, pad_token_id=0),
-        "bert": dict(hidden_size=32, intermediate_size=64, num_hidden_layers=3, num_attention_heads=2),
-    }[model_type]
-    return AutoConfig.for_model(model_type, **common, **kwargs)
+    return tiny_models.tiny_config(model_type, vocab_size=100)
 
 
 @pytest.mark.parametrize("model_type,expected", [

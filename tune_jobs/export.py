@@ -64,7 +64,7 @@ def best_by_primary_metric(pool: list[dict]) -> tuple[dict, str]:
 
 
 def choose(trials: list[dict], scenario: str, r: int | None, repeat: int | None, best: bool,
-           trial_name: str | None) -> tuple[dict, str]:
+           trial_name: str | None, method: str | None = None) -> tuple[dict, str]:
     """The trial the flags name, and a sentence saying how it was chosen."""
     if trial_name:
         named = [t for t in trials if t["config"].get("trial_name") == trial_name]
@@ -81,14 +81,29 @@ def choose(trials: list[dict], scenario: str, r: int | None, repeat: int | None,
         pool = [t for t in pool if t["config"].get("r") == r]
         if not pool:
             raise InputError("--r", "scenario has no finished trial of this rank", got=r, allowed=f"ranks: {ranks}")
+    from record.fields import filled
+
+    from .grid import pick_method
+
+    pool = pick_method(pool, method, scenario, key=lambda t: filled(t["config"]).get("method"))
     if best:
         return best_by_primary_metric(pool)
     pool = [t for t in pool if t["config"].get("repeat") == (repeat or 0)]
     if len(pool) != 1:
         found = sorted(t["config"].get("trial_name") for t in pool)
         raise InputError("--repeat" if not pool else "--trial", "names no single finished trial", got=found or repeat,
-                        allowed="add --r, --best, or --trial NAME (see `lora-sweep plan`)")
+                        allowed="add --r, --method, --best, or --trial NAME (see `lora-sweep plan`)")
     return pool[0], f"repeat {repeat or 0}"
+
+
+def _method_text(tc) -> str:
+    from lora_ext.methods import PLAIN, changes_base
+
+    if tc.method in (None, PLAIN):
+        return ""
+    text = f", method {tc.method}" + (f" (loraplus_lr_ratio {tc.loraplus_lr_ratio:g})" if tc.loraplus_lr_ratio else "")
+    return text + (f"; exported as a plain LoRA delta of rank {2 * tc.r} on the original base weights (PEFT's "
+                   "conversion)" if changes_base(tc.method) else "")
 
 
 def model_card(tc, final: dict, how: str, base: str) -> str:
@@ -97,7 +112,8 @@ def model_card(tc, final: dict, how: str, base: str) -> str:
 
     placement = ("classifier head only" if tc.baseline == "classifier_only" else "every weight (full fine-tuning)"
                  if tc.baseline == "full" else f"LoRA r={tc.r}, alpha={tc.alpha or tc.r}, layers {tc.layers}, "
-                 f"components {'+'.join(tc.components)}" + (f", ranks {tc.rank_pattern}" if tc.rank_pattern else ""))
+                 f"components {'+'.join(tc.components)}" + (f", ranks {tc.rank_pattern}" if tc.rank_pattern else "")
+                 + _method_text(tc))
     metrics = {k: v for k, v in final.items() if (is_split_metric(k) or k == "train_loss") and v is not None}
     load = ("from peft import AutoPeftModelForSequenceClassification\n"
             "model = AutoPeftModelForSequenceClassification.from_pretrained(DIR)"
@@ -134,20 +150,64 @@ Trained by lora-sweep {version} (study `{tc.study}`, scenario `{tc.scenario}`, s
 """
 
 
+def _initial_model(tc):
+    """The trial's model as it started training: the base, adapted as the trial's placement says (a PiSSA/OLoRA
+    initialisation redone: it is deterministic, on the CPU)."""
+    from lora_ext import apply_placement
+
+    from .trial import load_model, load_tokenizer
+
+    return apply_placement(load_model(tc, load_tokenizer(tc), tuple(tc.label_names or ("0", "1"))), tc.placement())
+
+
+def _trained_model(tc, checkpoint: Path):
+    """The trial's model rebuilt from its base and its checkpoint."""
+    from .checkpoint import load_weights
+
+    model = _initial_model(tc)
+    load_weights(checkpoint, model)
+    return model
+
+
+def write_converted_adapter(tc, checkpoint: Path, staged: Path, work: Path) -> None:
+    """A PiSSA/OLoRA trial trained its adapter on W - B0 A0 (the base minus the initial adapter); PEFT converts the
+    trained adapter into a plain LoRA delta (rank 2r) on the original W, which is what an export must load on.
+
+    PEFT's conversion keeps only lora_A/lora_B, so the trained head (`modules_to_save`) is added back from the
+    checkpoint's own adapter file: without it the export would load with a fresh, random classifier.
+    """
+    from safetensors.torch import load_file, save_file
+
+    from .checkpoint import ADAPTER_WEIGHTS, load_weights
+
+    model = _initial_model(tc)
+    config = model.peft_config["default"]
+    initialisation, config.init_lora_weights = config.init_lora_weights, True  # as PEFT's docs save the initial one
+    model.save_pretrained(str(work / "initial"))  # B0 A0: what the initialisation took from the base weights
+    config.init_lora_weights = initialisation
+    load_weights(checkpoint, model)
+    model.save_pretrained(str(staged), path_initial_model_for_weight_conversion=str(work / "initial"))
+    converted = load_file(str(staged / ADAPTER_WEIGHTS))
+    head = {k: v for k, v in load_file(str(checkpoint / ADAPTER_WEIGHTS)).items() if ".lora_" not in k}
+    save_file({**converted, **head}, str(staged / ADAPTER_WEIGHTS), metadata={"format": "pt"})
+    (staged / "README.md").unlink(missing_ok=True)  # PEFT's stub card; ours is written next
+
+
 def export(experiment: str, out: Path, scenario: str | None, r: int | None, repeat: int | None, best: bool,
-           trial_name: str | None) -> str:
+           trial_name: str | None, method: str | None = None) -> str:
     """Write the chosen trial into `out`; returns a one-line summary."""
     import pyarrow.fs as pafs
     from transformers import AutoTokenizer
 
     from lora_ext import model_location
+    from lora_ext.methods import changes_base
 
-    from .checkpoint import ADAPTER_WEIGHTS, load_weights
+    from .checkpoint import ADAPTER_WEIGHTS
     from .spec import TrialConfig
 
     if out.exists() and any(out.iterdir()):
         raise InputError("--out", "exists and is not empty", got=str(out), allowed="a new or empty directory")
-    chosen, how = choose(finished_trials(experiment), scenario or "", r, repeat, best, trial_name)
+    chosen, how = choose(finished_trials(experiment), scenario or "", r, repeat, best, trial_name, method)
     tc = TrialConfig.from_dict(chosen["config"])
     base = model_location(tc.model)
     with tempfile.TemporaryDirectory(prefix="lora-sweep-export-") as tmp:
@@ -157,21 +217,17 @@ def export(experiment: str, out: Path, scenario: str | None, r: int | None, repe
                         destination_filesystem=pafs.LocalFileSystem())
         staged = Path(tmp) / "out"
         staged.mkdir()
-        if (local / ADAPTER_WEIGHTS).is_file():
+        if (local / ADAPTER_WEIGHTS).is_file() and changes_base(tc.method):
+            write_converted_adapter(tc, local, staged, Path(tmp))
+        elif (local / ADAPTER_WEIGHTS).is_file():
             for name in ("adapter_config.json", ADAPTER_WEIGHTS):
                 shutil.copy(local / name, staged / name)
+        if (staged / "adapter_config.json").is_file():
             config = json.loads((staged / "adapter_config.json").read_text())
             config["base_model_name_or_path"] = base  # the alias resolved: loads offline where the base is
             (staged / "adapter_config.json").write_text(json.dumps(config, indent=2))
         else:
-            from lora_ext import apply_placement
-
-            from .trial import load_model, load_tokenizer
-
-            model = load_model(tc, load_tokenizer(tc), tuple(tc.label_names or ("0", "1")))
-            model = apply_placement(model, tc.placement())
-            load_weights(local, model)
-            model.save_pretrained(str(staged))
+            _trained_model(tc, local).save_pretrained(str(staged))
         tokenizer = AutoTokenizer.from_pretrained(base)
         tokenizer.model_max_length = tc.max_length  # `truncation=True` then cuts where the trial's data was cut
         tokenizer.save_pretrained(str(staged))
@@ -188,7 +244,8 @@ def export(experiment: str, out: Path, scenario: str | None, r: int | None, repe
 def cmd_export(args: argparse.Namespace) -> int:
     if not (args.scenario or args.trial):
         raise InputError("--scenario", "missing", allowed="--scenario NAME (or --trial TRIAL_NAME)")
-    print(export(args.experiment, Path(args.out), args.scenario, args.r, args.repeat, args.best, args.trial))
+    print(export(args.experiment, Path(args.out), args.scenario, args.r, args.repeat, args.best, args.trial,
+                 args.method))
     return 0
 
 
@@ -201,6 +258,7 @@ def register(sub) -> None:
     p.add_argument("experiment", metavar="EXPERIMENT", help="the experiment directory (STORAGE/NAME), local or s3://")
     p.add_argument("--scenario", help="scenario name (see `lora-sweep plan`)")
     p.add_argument("--r", type=int, help="rank, when the scenario has several")
+    p.add_argument("--method", help="LoRA method, when the scenario has several (e.g. dora, dora+rslora)")
     pick = p.add_mutually_exclusive_group()
     pick.add_argument("--repeat", type=int, help="repeat index (default 0)")
     pick.add_argument("--best", action="store_true",

@@ -8,6 +8,7 @@ from typing import Any
 
 import yaml
 
+from lora_ext.methods import DEFAULT_LORAPLUS_LR_RATIO, PLAIN, uses_loraplus
 from record.errors import InputError, InputErrors
 from record.fields import short
 
@@ -46,6 +47,11 @@ def value_text(value: Any) -> str:
     return f"{mantissa.rstrip('0').rstrip('.') if '.' in mantissa else mantissa}e{int(exponent)}"
 
 
+def _method_label(method: str | None) -> list[str]:
+    """A trial name's method part: none for plain LoRA (so names of studies before methods stay), else dora-rslora."""
+    return [] if method in (None, PLAIN) else [method.replace("+", "-")]
+
+
 def _setting_label(key: str, value: Any) -> str:
     text = value_text(value)
     return short(key) + (text if isinstance(value, (int, float)) and not isinstance(value, bool) else
@@ -66,21 +72,25 @@ class Cell:
 
 
 def cells(study: Study) -> list[Cell]:
-    """The grid's cells: scenario x rank x training-setting axes (baselines are not multiplied by rank).
+    """The grid's cells: scenario x rank x method x training-setting axes (baselines are not multiplied by rank or
+    method).
 
-    Names carry the rank and the axes a scenario varies, e.g. `upper-r8-lr1e-3-rep0`.
+    Names carry the rank, the method (unless plain LoRA) and the axes a scenario varies, e.g. `upper-r8-dora-lr1e-3-rep0`.
     """
     out = []
     for sc in study.scenarios:
         ranks = sc.ranks if sc.baseline is None else (None,)
-        for rank, (point, train) in itertools.product(ranks, sc.train_points()):
+        methods = sc.methods if sc.baseline is None else (None,)
+        for rank, method, (point, train) in itertools.product(ranks, methods, sc.train_points()):
             r, pattern = _rank_parts(rank) if rank is not None else (None, {})
-            label = "-".join([sc.name, *([_rank_label(rank)] if rank is not None else []),
+            label = "-".join([sc.name, *([_rank_label(rank)] if rank is not None else []), *_method_label(method),
                               *(_setting_label(k, v) for k, v in point.items())])
+            ratio = (sc.loraplus_lr_ratio or DEFAULT_LORAPLUS_LR_RATIO) if method and uses_loraplus(method) else None
             out.append(Cell(label, sc.repeats, tuple(TrialConfig(
                 study=study.name, trial_name=f"{label}-rep{repeat}", scenario=sc.name, baseline=sc.baseline,
-                layers=list(sc.layers), components=list(sc.components), r=r, rank_pattern=pattern,
-                alpha=sc.alpha, lora_dropout=sc.lora_dropout, repeat=repeat, seed=study.base_seed + repeat,
+                layers=list(sc.layers), components=list(sc.components), r=r, method=method, loraplus_lr_ratio=ratio,
+                rank_pattern=pattern, alpha=sc.alpha, lora_dropout=sc.lora_dropout, repeat=repeat,
+                seed=study.base_seed + repeat,
                 model=study.model, model_init=study.model_init, **study.data.trial_fields(study.base_seed),
                 **{k: _config_value(v) for k, v in asdict(train).items()},
             ) for repeat in range(sc.repeats.max))))
@@ -114,8 +124,9 @@ def _check_trial_names(trials: list[TrialConfig]) -> None:
 
 
 def select_trial(study: Study, scenario: str, r: int | None = None, repeat: int = 0,
-                 axis: dict[str, Any] | None = None) -> TrialConfig:
-    """The grid point a user names on the command line (`--scenario`, `--r`, `--repeat`, `--axis KEY=VALUE`)."""
+                 axis: dict[str, Any] | None = None, method: str | None = None) -> TrialConfig:
+    """The grid point a user names on the command line (`--scenario`, `--r`, `--method`, `--repeat`,
+    `--axis KEY=VALUE`)."""
     trials = expand(study)
     names = sorted({t.scenario for t in trials})
     if scenario not in names:
@@ -128,6 +139,7 @@ def select_trial(study: Study, scenario: str, r: int | None = None, repeat: int 
             raise InputError("--r", "scenario has no such rank", got=r, allowed=f"ranks of {scenario}: {ranks or 'none'}")
     elif len(ranks) > 1:
         raise InputError("--r", f"scenario {scenario} has several ranks; pick one", allowed=f"one of {ranks}")
+    matches = pick_method(matches, method, scenario)
     varied = dict(next(sc.axes for sc in study.scenarios if sc.name == scenario))
     for key, text in (axis or {}).items():
         if key not in varied:
@@ -150,9 +162,27 @@ def select_trial(study: Study, scenario: str, r: int | None = None, repeat: int 
     return chosen[0]
 
 
+def pick_method(configs: list, method: str | None, scenario: str, key=lambda t: t.method) -> list:
+    """The configs of one LoRA method: `method` (e.g. --method dora+rslora), or the only one the scenario has."""
+    methods = sorted({key(t) for t in configs if key(t) is not None})
+    if method is not None:
+        from lora_ext.methods import resolve_method
+
+        chosen = resolve_method(method, "--method")
+        configs = [t for t in configs if key(t) == chosen]
+        if not configs:
+            raise InputError("--method", "scenario has no such method", got=method,
+                             allowed=f"methods of {scenario}: {', '.join(methods) or 'none (a baseline)'}")
+    elif len(methods) > 1:
+        raise InputError("--method", f"scenario {scenario} has several methods; pick one",
+                         allowed="one of " + ", ".join(methods))
+    return configs
+
+
 def with_overrides(trial: TrialConfig, **changes: Any) -> TrialConfig:
     """A copy of a trial config with some fields changed (CLI flags such as --epochs)."""
     return replace(trial, **{k: v for k, v in changes.items() if v is not None})
 
 
-__all__ = ["Cell", "axis_settings", "cells", "expand", "select_trial", "trial_counts", "value_text", "with_overrides"]
+__all__ = ["Cell", "axis_settings", "cells", "expand", "pick_method", "select_trial", "trial_counts", "value_text",
+           "with_overrides"]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 
-from lora_ext import ParamCount, count_params, load_model_config
+from lora_ext import ParamCount, architecture_for, count_params, load_model_config
 
 from .grid import axis_settings, cells, value_text
 from .spec import TRAIN_SCHEMA, Study, TrialConfig
@@ -24,6 +24,7 @@ class PlannedTrial:
         return {
             "trial_name": t.trial_name, "scenario": t.scenario, "baseline": t.baseline, "layers": t.layers,
             "components": t.components, "r": t.r, "rank_pattern": t.rank_pattern, "alpha": t.alpha,
+            "method": t.method, "loraplus_lr_ratio": t.loraplus_lr_ratio,
             "repeat": t.repeat, "seed": t.seed, "model": t.model,
             **{k: getattr(t, k) for k in TRAIN_SCHEMA},
             "selection_fraction": t.selection_fraction, "selection_rows": t.selection_rows,
@@ -69,7 +70,11 @@ def format_table(study: Study, planned: list[PlannedTrial]) -> str:
     """Human-readable plan: one row per trial (with its epochs, learning rate and any other axis), then totals."""
     extra = [k for k in axis_settings(study) if k not in ("epochs", "learning_rate")]
     width = max([26, *(len(p.trial.trial_name) for p in planned)])
-    header = f"{'trial':<{width}} {'layers':<16} {'components':<18} {'r':>3} {'rep':>3} {'seed':>5} {'ep':>3} " \
+    every = architecture_for(study.model_type).component_names
+    methods = {p.trial.method for p in planned} - {None, "lora"}
+    mwidth = max([len(m) for m in methods] + [6]) if methods else 0
+    header = f"{'trial':<{width}} {'layers':<16} {'components':<18} {'r':>3} " \
+             + (f"{'method':<{mwidth}} " if methods else "") + f"{'rep':>3} {'seed':>5} {'ep':>3} " \
              f"{'lr':>8} " + "".join(f"{k:>12} " for k in extra) + f"{'trainable':>12} {'% full FT':>9}"
     lines = [
         f"study {study.name!r}" + (f" (profile {study.profile})" if study.profile else "")
@@ -78,11 +83,12 @@ def format_table(study: Study, planned: list[PlannedTrial]) -> str:
     ]
     for p in planned:
         t = p.trial
-        comps = t.baseline or ("+".join(t.components) if len(t.components) < 6 else "all")
+        comps = t.baseline or ("all" if tuple(t.components) == every else "+".join(t.components))
         r = "-" if t.r is None else (str(t.r) + ("*" if t.rank_pattern else ""))
         axes = "".join(f"{value_text(getattr(t, k)):>12} " for k in extra)
         rep = f"{t.repeat}+" if p.conditional else str(t.repeat)
-        lines.append(f"{t.trial_name:<{width}} {_layers_text(t.layers):<16} {comps:<18} {r:>3} {rep:>3} "
+        method = f"{t.method or '-':<{mwidth}} " if methods else ""
+        lines.append(f"{t.trial_name:<{width}} {_layers_text(t.layers):<16} {comps:<18} {r:>3} {method}{rep:>3} "
                      f"{t.seed:>5} {t.epochs:>3} {value_text(t.learning_rate):>8} {axes}{p.params.trainable:>12,} "
                      f"{p.params.relative_pct:>8.3f}%")
     distinct = len({p.trial.trial_name.rsplit("-rep", 1)[0] for p in planned})

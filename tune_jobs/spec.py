@@ -14,6 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from lora_ext import COMPONENTS, load_model_config, num_layers
+from lora_ext.architectures import Architecture, architecture_for, layer_types
+from lora_ext.methods import check_loraplus_lr_ratio, check_method_with_ranks, resolve_methods, uses_loraplus
 from lora_ext.placement import (
     BASELINES,
     Placement,
@@ -84,7 +86,8 @@ def _ranks(value: Any, path: str) -> tuple:
     return tuple(out)
 
 
-LORA_SCHEMA: dict[str, f.Check] = {"ranks": _ranks, "alpha": check_alpha, "dropout": check_dropout}
+LORA_SCHEMA: dict[str, f.Check] = {"ranks": _ranks, "alpha": check_alpha, "dropout": check_dropout,
+                                   "method": resolve_methods, "loraplus_lr_ratio": check_loraplus_lr_ratio}
 
 
 @dataclass(frozen=True)
@@ -94,6 +97,8 @@ class LoraSettings:
     ranks: tuple = (8,)  # ints or per-component tuples
     alpha: float | None = None  # None: alpha = r
     dropout: float = 0.0
+    method: tuple[str, ...] = ("lora",)  # canonical methods (lora_ext.methods); several: an axis, like ranks
+    loraplus_lr_ratio: float | None = None  # None: DEFAULT_LORAPLUS_LR_RATIO where a method uses LoRA+
 
 
 @dataclass(frozen=True)
@@ -161,7 +166,8 @@ STUDY_SCHEMA: dict[str, f.Check] = {
     "scenarios": lambda v, p: v,  # checked item by item below
     "profiles": f.mapping,
 }
-SCENARIO_KEYS = ("name", "baseline", "layers", "components", "ranks", "alpha", "dropout", "train", "repeats")
+SCENARIO_KEYS = ("name", "baseline", "layers", "components", "ranks", "alpha", "dropout", "method",
+                 "loraplus_lr_ratio", "train", "repeats")
 PROFILE_KEYS = tuple(k for k in STUDY_SCHEMA if k not in ("name", "profiles", "scenarios")) + ("scenarios",)
 SECTIONS = ("data", "train", "lora")
 REPEATS_SCHEMA: dict[str, f.Check] = {"repeats": _repeats}
@@ -181,6 +187,8 @@ class Scenario:
     train: TrainConfig  # settings shared by the scenario's trials (an axis setting holds its first value)
     repeats: Repeats
     axes: tuple[tuple[str, tuple], ...] = ()  # training-setting axes (setting, values), in TRAIN_SCHEMA order
+    methods: tuple[str, ...] = ()  # LoRA methods (an axis when several); () for baselines
+    loraplus_lr_ratio: float | None = None  # the ratio of the scenario's LoRA+ methods
 
     def train_points(self) -> list[tuple[dict[str, Any], TrainConfig]]:
         """(axis values, training settings) for every point of the scenario's training-setting grid."""
@@ -224,6 +232,7 @@ def _placement(self) -> Placement:
     return Placement(
         layers=tuple(self.layers), components=tuple(self.components), r=self.r, alpha=self.alpha,
         dropout=self.lora_dropout, rank_pattern=tuple(self.rank_pattern.items()), baseline=self.baseline,
+        **({"method": self.method, "loraplus_lr_ratio": self.loraplus_lr_ratio} if self.baseline is None else {}),
     )
 
 
@@ -244,7 +253,9 @@ def _data_config(self) -> DataConfig:
 
 
 def _from_dict(cls, data: dict[str, Any]):
-    """Typed view of a config dict (Ray may hand it back with extra keys; those are ignored)."""
+    """Typed view of a config dict (Ray may hand it back with extra keys; those are ignored; fields added after the
+    config was written get what the record meant before them)."""
+    data = record_fields.filled(data)
     missing = set(record_fields.NAMES) - set(data)
     if missing:
         raise InputError("trial config", "missing keys", got=sorted(missing))
@@ -295,13 +306,14 @@ def parse_study(raw: dict, profile: str | None = None, data_override: dict | Non
         errors.append(InputError("scenarios", "missing", allowed="a list of scenarios, each with a name"))
 
     model = top.get("model", "")
-    n_layers, model_type = 0, ""
+    n_layers, model_type, arch, kinds = 0, "", None, None
     if not model:
         errors.append(InputError("model", "missing", allowed="e.g. 'minilm-l6' or 'roberta-base'"))
     else:
         try:
             cfg = load_model_config(model, data.num_labels or 2)
             n_layers, model_type = num_layers(cfg), cfg.model_type
+            arch, kinds = architecture_for(model_type), layer_types(cfg)
         except InputError as err:
             errors.append(err)
 
@@ -332,7 +344,11 @@ def parse_study(raw: dict, profile: str | None = None, data_override: dict | Non
                                        (f"{pp}.lora", prof.get("lora"))], errors)
         repeats = f.layered(REPEATS_SCHEMA, [("", _pick(raw, REPEATS_SCHEMA)), (path, _pick(body, REPEATS_SCHEMA)),
                                              (pp, _pick(prof, REPEATS_SCHEMA))], errors).get("repeats", Repeats())
-        scenarios.extend(_scenario(body, path, name, train, lora, repeats, n_layers, errors))
+        scenarios.extend(_scenario(body, path, name, train, lora, repeats, (n_layers, arch, kinds), errors))
+    ratio_set = [sc for sc in scenarios if sc.loraplus_lr_ratio is not None]
+    if ratio_set and not any(uses_loraplus(m) for sc in scenarios for m in sc.methods):
+        errors.append(InputError("lora.loraplus_lr_ratio", "set, but no scenario's method uses loraplus",
+                                 got=ratio_set[0].loraplus_lr_ratio, allowed="add loraplus to `method`, or remove it"))
     if errors:
         raise InputErrors(_unique(errors))
     settings = {k: v for k, v in top.items() if k in STUDY_SETTINGS}
@@ -345,9 +361,11 @@ def _unique(errors: list[InputError]) -> list[InputError]:
     return list({str(e): e for e in errors}.values())
 
 
-def _scenario(body: dict, path: str, name: str, train: dict, lora: dict, repeats: Repeats, n_layers: int,
-              errors: list[InputError]) -> list[Scenario]:
-    """Validate one scenario; `layers: each` yields one scenario per layer, named `<name>_L<i>`."""
+def _scenario(body: dict, path: str, name: str, train: dict, lora: dict, repeats: Repeats,
+              shape: tuple[int, Architecture | None, tuple[str, ...] | None], errors: list[InputError]) -> list[Scenario]:
+    """Validate one scenario on a model of `shape` (layers, architecture, layer_types); `layers: each` yields one
+    scenario per layer, named `<name>_L<i>`."""
+    n_layers, arch, kinds = shape
     axes = tuple((k, train[k]) for k in TRAIN_SCHEMA if isinstance(train.get(k), f.Axis))
     tc = TrainConfig(**{k: v[0] if isinstance(v, f.Axis) else v for k, v in train.items()})
     try:
@@ -356,7 +374,8 @@ def _scenario(body: dict, path: str, name: str, train: dict, lora: dict, repeats
             if baseline not in BASELINES:
                 raise InputError(f"{path}.baseline", "unknown baseline", got=baseline,
                                 allowed="classifier_only or full (or leave it out for LoRA)")
-            extra = [k for k in ("layers", "components", "ranks", "alpha", "dropout") if k in body]
+            extra = [k for k in ("layers", "components", "ranks", "alpha", "dropout", "method", "loraplus_lr_ratio")
+                     if k in body]
             if extra:
                 raise InputError(f"{path}.{extra[0]}", "a baseline has no LoRA placement", got=body[extra[0]],
                                 allowed=f"remove it, or drop `baseline: {baseline}`")
@@ -365,7 +384,7 @@ def _scenario(body: dict, path: str, name: str, train: dict, lora: dict, repeats
             raise InputError(f"{path}.layers", "missing", allowed="e.g. all, upper, lower, even, 3 or [0, 5]")
         if "components" not in body:
             raise InputError(f"{path}.components", "missing", allowed="e.g. all, v+up, [q, v]")
-        components = resolve_components(body["components"], f"{path}.components")
+        components = resolve_components(body["components"], f"{path}.components", arch)
         lora = LoraSettings(**lora)
         ranks = lora.ranks
         for i, r in enumerate(ranks):
@@ -373,13 +392,17 @@ def _scenario(body: dict, path: str, name: str, train: dict, lora: dict, repeats
                 bad = sorted(set(c for c, _ in r) - set(components))
                 raise InputError(f"{path}.ranks[{i}]", "rank given for a component the scenario does not adapt",
                                 got=bad, allowed="components: " + "+".join(components))
-        common = dict(components=components, ranks=ranks, alpha=lora.alpha,
-                      lora_dropout=lora.dropout, train=tc, repeats=repeats, baseline=None, axes=axes)
+        for method in lora.method:
+            check_method_with_ranks(method, any(isinstance(r, tuple) and len({v for _, v in r}) > 1 for r in ranks),
+                                    f"{path}.method")
+        common = dict(components=components, ranks=ranks, alpha=lora.alpha, lora_dropout=lora.dropout, train=tc,
+                      repeats=repeats, baseline=None, axes=axes, methods=lora.method,
+                      loraplus_lr_ratio=lora.loraplus_lr_ratio)
         if n_layers == 0:  # model unknown: its error is already reported
             return []
         if body["layers"] == "each":
             return [Scenario(name=f"{name}_L{i}", layers=(i,), **common) for i in range(n_layers)]
-        layers = resolve_layers(body["layers"], n_layers, f"{path}.layers")
+        layers = resolve_layers(body["layers"], n_layers, f"{path}.layers", kinds)
         return [Scenario(name=name, layers=layers, **common)]
     except InputError as err:
         errors.append(err)

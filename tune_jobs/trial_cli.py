@@ -23,7 +23,7 @@ def cmd_trial(args: argparse.Namespace) -> int:
 
     study = checked_study(load_study(args.spec, args.profile, {"dataset": args.data} if args.data else None),
                           load_hub=True)  # an offline hub is one line, before the trial starts
-    trial = select_trial(study, args.scenario, args.r, args.repeat, _axis_values(args.axis))
+    trial = select_trial(study, args.scenario, args.r, args.repeat, _axis_values(args.axis), args.method)
     trial = with_overrides(trial, epochs=args.epochs, train_limit=args.train_limit)
     if args.resume_from and not (Path(args.resume_from) / "trial_state.json").is_file():
         raise InputError("--resume-from", "not a trial checkpoint directory (no trial_state.json)", got=args.resume_from)
@@ -73,6 +73,7 @@ def register(sub) -> None:
     add_spec_args(p)
     p.add_argument("--scenario", required=True, help="scenario name from the spec (see `lora-sweep plan`)")
     p.add_argument("--r", type=int, help="rank, when the scenario has several")
+    p.add_argument("--method", help="LoRA method, when the scenario has several (e.g. dora, dora+rslora)")
     p.add_argument("--repeat", type=int, default=0, help="repeat index (seed = base_seed + repeat); default 0")
     p.add_argument("--axis", action="append", metavar="KEY=VALUE",
                    help="a value of a training-setting axis the scenario varies, e.g. learning_rate=1e-3 (repeatable)")
