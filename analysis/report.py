@@ -21,7 +21,7 @@ import pandas as pd
 from record import metrics
 from record.errors import EXIT_INPUT, InputError
 
-from . import stats
+from . import cost, stats
 from .compare import DEFAULT_MARGIN, TESTS, VERDICTS, Family, compare
 from .document import Block, Column, to_html, to_markdown
 from .groups import CONFIGURATION, drop_duplicate_runs, group_labels, strata_keys, usable_mask
@@ -41,6 +41,7 @@ class ReportOptions:
     alpha: float = 0.05
     select: tuple[str, ...] = ()  # settings chosen per placement on the selection split (e.g. learning_rate)
     test: str = "paired"  # paired (per-pair paired t / Welch) | blocked (pooled group + seed fit per stratum)
+    price: float | None = None  # money per resource-hour (GPU-hour, or CPU-hour for trials without GPUs)
 
 
 def load(dir_: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -184,12 +185,14 @@ class Readout:
     reference: str | None
     selection: pd.DataFrame | None  # with --select: every candidate per placement, the chosen ones marked
     read: tuple[int, int]  # (trials, experiments) as read, before duplicates were dropped
+    costs: pd.DataFrame  # per group: trials, trial-hours, resource-hours, money, metric per resource-hour
+    bill: dict  # the whole study's (analysis.cost.study_cost)
 
 
 def read_out(trials: pd.DataFrame, epochs: pd.DataFrame, opts: ReportOptions) -> Readout:
     """Prepare, (select,) summarize and compare; raises InputError for a bad metric, setting or reference."""
     metric = check_metric(opts.metric or primary_metric(trials), epochs)
-    opts = ReportOptions(metric, opts.reference, opts.margin, opts.alpha, opts.select, opts.test)
+    opts = ReportOptions(metric, opts.reference, opts.margin, opts.alpha, opts.select, opts.test, opts.price)
     if opts.test not in TESTS:
         raise InputError("--test", f"{opts.test!r} is not a test; use one of {', '.join(TESTS)}")
     prepared, dropped = prepare(trials, epochs, metric)
@@ -201,7 +204,8 @@ def read_out(trials: pd.DataFrame, epochs: pd.DataFrame, opts: ReportOptions) ->
     comparisons, family = compare(good[["group", "seed", "value", "model_key", "data_key", "resolution"]], metric,
                                   reference, opts.margin, opts.alpha, opts.test)
     return Readout(opts, prepared, good, summary, comparisons, family, dropped, reference, selection,
-                   (len(trials), trials["experiment"].nunique()))
+                   (len(trials), trials["experiment"].nunique()), cost.group_costs(good, summary, opts.price),
+                   cost.study_cost(prepared, good, opts.price))
 
 
 def _select(good: pd.DataFrame, trials: pd.DataFrame, epochs: pd.DataFrame, opts: ReportOptions):
@@ -231,6 +235,12 @@ COMPARISON_COLUMNS = (
     Column("test", "test"), Column("n_seeds", "seeds"), Column("p_adj", "p (×m)", "{:.3g}"),
     Column("seeds_to_settle", "seeds to settle"), Column("seeds_to_detect", "seeds to detect Δ"),
 )
+COST_COLUMNS = (
+    Column("group", "group"), Column("trials", "trials"), Column("trial_hours", "trial-hours", "{:.3g}"),
+    Column("resource", "billed in"), Column("resource_hours", "resource-hours", "{:.3g}"),
+    Column("cost", "cost", "{:,.4g}"), Column("metric_per_resource_hour", "metric per resource-hour of a trial",
+                                              "{:,.4g}"),
+)
 PROBLEM_COLUMNS = (
     Column("experiment", "experiment"), Column("trial_name", "trial"), Column("status", "status"),
     Column("why", "why left out"), Column("epochs_completed", "epochs done"),
@@ -244,6 +254,8 @@ def _blocks(ro: Readout, figures: dict[str, bytes]) -> list[Block]:
     kinds = bad["why"].str.split(":").str[0].value_counts().to_dict() if not bad.empty else {}
     matrix = verdict_matrix(list(ro.summary["group"]), ro.comparisons)
     lines = headline(ro.summary, ro.comparisons, o.metric, o.margin, ro.reference)
+    if ro.bill["trials"]:
+        lines.append(cost.cost_sentence(ro.bill))
     blocks = [
         Block("h1", f"lora-sweep report: {studies}"),
         Block("headline", items=tuple(lines)) if lines else Block("p", "No group has a usable run."),
@@ -271,6 +283,11 @@ def _blocks(ro: Readout, figures: dict[str, bytes]) -> list[Block]:
               if verdicts else "Fewer than two comparable groups: nothing to compare."),
         Block("list", items=tuple(ro.comparisons.get("sentence", []))),
         Block("table", "comparisons", table=ro.comparisons, columns=COMPARISON_COLUMNS),
+        Block("h2", "What it cost"),
+        Block("p", "Measured per trial (Ray's time_total_s: set-up, training, evaluation, checkpoints) × the resources "
+                   "Ray reserved for it (`resources` of the spec); the study's total counts every trial read, those "
+                   "left out included. " + ("" if o.price is not None else "Add --price-per-hour P for money.")),
+        Block("table", "costs", table=ro.costs, columns=COST_COLUMNS),
         Block("h2", "Diverged, errored or flagged trials"),
         Block("table", "problems", table=bad, columns=PROBLEM_COLUMNS),
     ]
@@ -351,7 +368,9 @@ def write_report(trials: pd.DataFrame, epochs: pd.DataFrame, out: Path, opts: Re
     out.mkdir(parents=True, exist_ok=True)
     ro.summary.to_csv(out / "summary.csv", index=False)
     ro.comparisons.to_csv(out / "comparisons.csv", index=False)
-    written = [out / "report.md", out / "report.html", out / "summary.csv", out / "comparisons.csv"]
+    ro.costs.to_csv(out / "costs.csv", index=False)
+    written = [out / "report.md", out / "report.html", out / "summary.csv", out / "comparisons.csv",
+               out / "costs.csv"]
     for name, png in figures.items():
         (out / f"{name}.png").write_bytes(png)
         written.append(out / f"{name}.png")
@@ -364,10 +383,12 @@ def write_report(trials: pd.DataFrame, epochs: pd.DataFrame, out: Path, opts: Re
 def cmd_report(args: argparse.Namespace) -> int:
     select = tuple(s.strip() for s in (args.select or "").split(",") if s.strip())
     opts = ReportOptions(metric=args.metric, reference=args.reference, margin=args.margin, select=select,
-                         test=args.test)
+                         test=args.test, price=args.price_per_hour)
     try:
         if not opts.margin > 0:
             raise InputError("--margin", f"must be > 0 (got {opts.margin:g}); e.g. 0.005 for half a point")
+        if opts.price is not None and not opts.price > 0:
+            raise InputError("--price-per-hour", f"must be > 0 (got {opts.price:g}); e.g. 1.2 per GPU-hour")
         trials, epochs = load(Path(args.dir))
         files = write_report(trials, epochs, Path(args.out), opts)
     except (InputError, OSError) as err:
@@ -390,6 +411,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "the selection split (data.selection), and report only those groups on the dev set")
     p.add_argument("--margin", type=float, default=DEFAULT_MARGIN,
                    help="equivalence margin in the metric's units (default %(default)g = 0.5 accuracy points)")
+    p.add_argument("--price-per-hour", type=float, metavar="P",
+                   help="money per resource-hour (GPU-hour; CPU-hour for trials without GPUs) for the cost table")
     p.add_argument("--test", choices=TESTS, default="paired",
                    help="paired (default): paired t per pair on shared seeds, valid when groups differ in spread; "
                         "blocked: one additive group + seed fit per model and data set, more power when every group "

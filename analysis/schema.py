@@ -10,7 +10,8 @@ from record.metrics import EPOCH_COLUMNS
 SCHEMA_VERSION = "5"  # 2: selection split (sel_* metrics, selection_* config), divergence columns;
 # 3: val_examples/sel_examples, saved_activations_mb and trainable_state_mb (device-independent memory),
 #    compute_dtype; 4: tasks: column mapping, task, label names and primary_metric config;
-#    f1/mcc/mse/pearson/spearman epoch metrics; 5: LoRA method and loraplus_lr_ratio
+#    f1/mcc/mse/pearson/spearman epoch metrics; 5: LoRA method and loraplus_lr_ratio,
+#    the trial's resources
 
 # Config keys of a lora-sweep grid point and their Arrow types: the trial record's declaration (record.fields),
 # from which training's TrialConfig is derived too.

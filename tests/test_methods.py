@@ -251,6 +251,7 @@ def test_every_method_exports_for_the_original_base_and_reports(modernbert_sweep
     trials = pd.read_parquet(tmp_path / "pq" / "trials.parquet")
     assert sorted(trials["method"]) == sorted(SWEPT)
     assert trials.loc[trials["method"] == "loraplus", "loraplus_lr_ratio"].tolist() == [16.0]
+    assert all(json.loads(r) == {"cpu": 1} for r in trials["resources"])  # the unit of each trial's bill
     assert main(["report", str(tmp_path / "pq"), "--out", str(tmp_path / "rep")]) == 0
     summary = pd.read_csv(tmp_path / "rep" / "summary.csv")
     assert len(summary) == len(SWEPT) and any("dora+rslora" in g for g in summary["group"])

@@ -11,6 +11,8 @@ import importlib
 import sys
 from collections.abc import Sequence
 
+from record.errors import InputError
+
 from .cli_args import OneLineParser, add_spec_args, run_guarded
 
 EPILOG = """\
@@ -39,9 +41,26 @@ def cmd_plan(args: argparse.Namespace) -> int:
     from .plan import format_json, format_table, plan
     from .spec import load_study
 
+    if args.price_per_hour is not None and not args.price_per_hour > 0:
+        raise InputError("--price-per-hour", "must be a number > 0", got=args.price_per_hour,
+                         allowed="e.g. 1.2 (per GPU-hour, or per CPU-hour for a spec without GPUs)")
+    if args.steps < 1:
+        raise InputError("--steps", "must be >= 1", got=args.steps, allowed="e.g. 6")
     study = checked_study(load_study(args.spec, args.profile))  # columns, rows and labels, before anything runs
     planned = plan(study)
     print(format_json(planned) if args.json else format_table(study, planned))
+    if args.json:
+        return 0
+    from .calibrate import calibrate, format_costs, project, setups
+
+    if not args.calibrate:
+        print(f"cost: `--calibrate` times a few steps of each of the {len(setups(study))} distinct setup(s) here (or "
+              "on a cluster node with --address) and projects trial-hours, resource-hours and, with "
+              "--price-per-hour, money; without it no cost is estimated")
+        return 0
+    timings = calibrate(study, steps=args.steps, address=args.address)
+    where = f"on the cluster at {args.address}" if args.address else "on this machine"
+    print(format_costs(study, timings, project(study, timings), args.price_per_hour, where))
     return 0
 
 
@@ -52,6 +71,15 @@ def register(sub) -> None:
                                    "Offline and in seconds: the model is built on the meta device, no weights load.")
     add_spec_args(p)
     p.add_argument("--json", action="store_true", help="print a JSON array of trial objects instead of a table")
+    p.add_argument("--calibrate", action="store_true",
+                   help="time a few training steps, an evaluation and a checkpoint of each distinct setup (model, "
+                        "placement, method, data, batch size, precision) and project the study's trial-hours and "
+                        "GPU- or CPU-hours at its resources (a range with adaptive repeats); loads the weights")
+    p.add_argument("--steps", type=int, default=10, help="timed training steps per setup (default 10, after 2 warm-up)")
+    p.add_argument("--price-per-hour", type=float, metavar="P",
+                   help="with --calibrate: money per GPU-hour (CPU-hour for a spec without GPUs)")
+    p.add_argument("--address", help="with --calibrate: time on a node of this Ray cluster, each setup in a task "
+                                     "with the spec's resources (default: this machine)")
     p.set_defaults(func=cmd_plan)
 
 

@@ -91,7 +91,8 @@ def cells(study: Study) -> list[Cell]:
                 layers=list(sc.layers), components=list(sc.components), r=r, method=method, loraplus_lr_ratio=ratio,
                 rank_pattern=pattern, alpha=sc.alpha, lora_dropout=sc.lora_dropout, repeat=repeat,
                 seed=study.base_seed + repeat,
-                model=study.model, model_init=study.model_init, **study.data.trial_fields(study.base_seed),
+                model=study.model, model_init=study.model_init, resources=dict(study.resources),
+                **study.data.trial_fields(study.base_seed),
                 **{k: _config_value(v) for k, v in asdict(train).items()},
             ) for repeat in range(sc.repeats.max))))
     _check_trial_names([t for c in out for t in c.trials])

@@ -18,6 +18,7 @@ import shutil
 import tempfile
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -262,10 +263,13 @@ def _lr_text(tc: TrialConfig) -> str:
 
 
 def train_epoch(model, data: TrialData, collator, tc: TrialConfig, epoch: int, optimizer, scheduler, device,
-                autocast, saved: SavedTensorMeter) -> tuple[float, int, list[np.ndarray]]:
-    """One epoch of length-grouped batches: (loss sum, samples seen, batches); TrialDiverged on a NaN/inf loss."""
+                autocast, saved: SavedTensorMeter, batches: list[np.ndarray] | None = None,
+                ) -> tuple[float, int, list[np.ndarray]]:
+    """One epoch of length-grouped batches (or the `batches` given: `plan --calibrate` times a few): (loss sum,
+    samples seen, batches); TrialDiverged on a NaN/inf loss."""
     model.train()
-    batches = length_grouped_batches(data.train_lengths, tc.batch_size, seed=tc.seed * 1000 + epoch)
+    if batches is None:
+        batches = length_grouped_batches(data.train_lengths, tc.batch_size, seed=tc.seed * 1000 + epoch)
     loss_sum, seen = 0.0, 0
     for step, idx in enumerate(batches, start=1):
         batch = {k: v.to(device) for k, v in data.batch(data.train, idx, collator).items()}
@@ -300,14 +304,34 @@ def evaluate_all(model, data: TrialData, collator, tc: TrialConfig, epoch: int, 
     return out
 
 
-def run_trial(config: dict, on_epoch: OnEpoch | None = None, resume_from: str | Path | None = None,
-              device: str | None = None) -> list[dict]:
-    """Train one grid point; returns the per-epoch metrics (the last one `diverged` if a loss turned NaN/inf)."""
+@dataclass
+class Prepared:
+    """A trial ready to train on its device: config, data, adapted model, optimizer and schedule."""
+
+    tc: TrialConfig
+    device: torch.device
+    model: torch.nn.Module
+    data: TrialData
+    collator: object
+    optimizer: torch.optim.Optimizer
+    scheduler: object
+    use_bf16: bool
+    sizes: dict  # trainable_params, total_params, params_relative_pct
+
+    def autocast(self):
+        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.use_bf16)
+
+
+def training_device(device: str | None = None) -> torch.device:
+    return torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+
+
+def prepare(config: dict, device: str | None = None) -> Prepared:
+    """Load, adapt and place one grid point's model with its data, optimizer and schedule (seeded)."""
     from transformers import DataCollatorWithPadding
 
     tc = TrialConfig.from_dict(config)
-    target = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    memory = MemoryMeter(target)
+    target = training_device(device)
     seed_everything(tc.seed)
     tokenizer = load_tokenizer(tc)
     data = TrialData.build(tc.data_config(), tokenizer, tc.seed, tc.selection_seed or 0)
@@ -319,20 +343,24 @@ def run_trial(config: dict, on_epoch: OnEpoch | None = None, resume_from: str | 
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     model.to(target)
     trainable = count_trainable(model)
-    use_bf16 = resolve_precision(tc.precision, target)
-
-    def autocast():
-        return torch.autocast(target.type, dtype=torch.bfloat16, enabled=use_bf16)
-
-    collator = DataCollatorWithPadding(tokenizer)
-    steps_per_epoch = math.ceil(len(data.train_lengths) / tc.batch_size)
     optimizer = build_optimizer(model, tc)
-    scheduler = build_scheduler(optimizer, tc, steps_per_epoch)
+    scheduler = build_scheduler(optimizer, tc, math.ceil(len(data.train_lengths) / tc.batch_size))
+    sizes = {"trainable_params": trainable, "total_params": total_params,
+             "params_relative_pct": 100.0 * trainable / total_params}
+    return Prepared(tc, target, model, data, DataCollatorWithPadding(tokenizer), optimizer, scheduler,
+                    resolve_precision(tc.precision, target), sizes)
+
+
+def run_trial(config: dict, on_epoch: OnEpoch | None = None, resume_from: str | Path | None = None,
+              device: str | None = None) -> list[dict]:
+    """Train one grid point; returns the per-epoch metrics (the last one `diverged` if a loss turned NaN/inf)."""
+    memory = MemoryMeter(training_device(device))
+    p = prepare(config, device)
+    tc, model, data, collator, optimizer, scheduler = p.tc, p.model, p.data, p.collator, p.optimizer, p.scheduler
+    target, autocast, use_bf16, sizes = p.device, p.autocast, p.use_bf16, p.sizes
     start_epoch, history = 0, []
     if resume_from is not None:
         start_epoch, history = load_checkpoint(Path(resume_from), model, optimizer, scheduler)
-    sizes = {"trainable_params": trainable, "total_params": total_params,
-             "params_relative_pct": 100.0 * trainable / total_params}
     saved = SavedTensorMeter(model)
 
     for epoch in range(start_epoch + 1, tc.epochs + 1):
