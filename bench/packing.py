@@ -35,7 +35,12 @@ PLACEMENTS = [  # (layers, components, r, learning rate): different placements, 
 ]
 
 
-def rss_peak_mb() -> float:
+def peak_mb(device: str) -> float:
+    """Peak memory of this process: CUDA max allocated on a GPU, the peak RSS (VmHWM) on a CPU."""
+    if device.startswith("cuda"):
+        import torch
+
+        return torch.cuda.max_memory_allocated() / 2**20
     with open("/proc/self/status") as fh:
         return next(int(line.split()[1]) for line in fh if line.startswith("VmHWM")) / 1024
 
@@ -94,7 +99,7 @@ def one_step(model, optimizer, batch: dict, device: str) -> tuple[float, dict]:
     grads = {n: p.grad.detach().clone() for n, p in model.named_parameters() if p.grad is not None}
     optimizer.step()
     optimizer.zero_grad(set_to_none=True)
-    return float(loss), grads
+    return float(loss.detach()), grads
 
 
 def separate_trial(model_name: str, k: int, steps: int, size: int, max_length: int, device: str, barrier, out,
@@ -114,7 +119,7 @@ def separate_trial(model_name: str, k: int, steps: int, size: int, max_length: i
     start = time.perf_counter()
     for batch in data:
         one_step(peft_model, optimizer, batch, device)
-    out.put((k, time.perf_counter() - start, rss_peak_mb()))
+    out.put((k, time.perf_counter() - start, peak_mb(device)))
 
 
 def packed_trials(model_name: str, count: int, steps: int, size: int, max_length: int, device: str, out=None):
@@ -142,7 +147,7 @@ def packed_trials(model_name: str, count: int, steps: int, size: int, max_length
             one_step(peft_model, optimizers[k], data[k][step], device)
     elapsed = time.perf_counter() - start
     if out is not None:
-        out.put((elapsed, rss_peak_mb()))
+        out.put((elapsed, peak_mb(device)))
     return peft_model, optimizers, data, elapsed
 
 
@@ -175,7 +180,7 @@ def exactness(model_name: str, count: int, size: int, max_length: int, device: s
 def run(model: str, counts: list[int], steps: int, size: int, max_length: int, device: str) -> None:
     ctx = mp.get_context("spawn")
     print(f"{model} on {device}, {os.cpu_count()} cores, batch {size} x {max_length} tokens, {steps} steps per trial")
-    print(f"{'K':>3} {'separate samples/s':>19} {'packed samples/s':>17} {'ratio':>6} {'separate peak MB':>17} "
+    print(f"{'K':>3} {'separate samples/s':>19} {'packed samples/s':>17} {'ratio':>6} {'separate peak MB':>17} "  # sum
           f"{'packed peak MB':>15} {'exact (max |diff|)':>19}")
     for count in counts:
         barrier, out = ctx.Barrier(count), ctx.Queue()

@@ -77,3 +77,22 @@ def test_bad_cost_flags_are_one_line(tmp_path, tiny_bert_dir, capsys, argv, need
     assert main(["plan", str(tiny_spec(tmp_path, tiny_bert_dir, SCEN)), "--calibrate", *argv]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and needle in err[0]
+
+
+@pytest.mark.slow
+def test_calibration_on_a_cluster_node_times_in_a_task_with_the_trials_resources(tmp_path, tiny_bert_dir):
+    """`plan --calibrate --address`: each setup is timed in a Ray task that reserves what a trial reserves."""
+    from ray.cluster_utils import Cluster
+
+    from tune_jobs.calibrate import calibrate
+
+    study = load_study(tiny_spec(tmp_path, tiny_bert_dir, SCEN, resources={"cpu": 2}))
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 2})
+    try:
+        timings = calibrate(study, steps=2, address=cluster.address)
+    finally:
+        cluster.shutdown()
+    assert set(timings) == set(setups(study))
+    for timing in timings.values():
+        assert timing.train_rows == 96 and timing.train_s_per_sample > 0 and timing.eval_s > 0
+        assert timing.trial_seconds(2) > timing.startup_s
