@@ -204,8 +204,8 @@ def read_out(trials: pd.DataFrame, epochs: pd.DataFrame, opts: ReportOptions) ->
     comparisons, family = compare(good[["group", "seed", "value", "model_key", "data_key", "resolution"]], metric,
                                   reference, opts.margin, opts.alpha, opts.test)
     return Readout(opts, prepared, good, summary, comparisons, family, dropped, reference, selection,
-                   (len(trials), trials["experiment"].nunique()), cost.group_costs(good, summary, opts.price),
-                   cost.study_cost(prepared, good, opts.price))
+                   (len(trials), trials["experiment"].nunique()), cost.group_costs(good, summary, opts.price, metrics.higher_is_better(metric)),
+                   cost.study_cost(trials, good, opts.price))  # every trial read: duplicates cost too
 
 
 def _select(good: pd.DataFrame, trials: pd.DataFrame, epochs: pd.DataFrame, opts: ReportOptions):

@@ -65,7 +65,7 @@ def lora_config_flags(method: str) -> dict:
 
 
 def resolve_method(value: object, field_name: str = "method") -> str:
-    """One method value (`dora`, `dora+rslora`, `[dora, rslora]` as one combination) -> its canonical string."""
+    """One method value (`dora`, `rslora+dora`) -> its canonical string (`dora+rslora`)."""
     if isinstance(value, str):
         names = [s.strip() for s in value.split("+")]
     else:

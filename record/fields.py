@@ -73,9 +73,9 @@ FIELDS: tuple[Field, ...] = (
     Field("eval_split", S, DATA),
     Field("task", S, DATA),  # classification | regression
     Field("label_names", pa.list_(pa.string()), DATA, nullable=True),  # id order; None until the data is read
-    Field("primary_metric", S, IDENTITY),
+    Field("primary_metric", S, IDENTITY),  # e.g. val_mcc: what the study optimizes (a label, not a setting)
     # what Ray reserved for the trial ({cpu: 4, gpu: 1}): the unit of its bill, not of its result
-    Field("resources", S, IDENTITY, nullable=True, mapping=True, default=None),  # e.g. val_mcc: what the study optimizes (a label, not a setting)
+    Field("resources", S, IDENTITY, nullable=True, mapping=True, default=None),
     Field("reader", S, DATA, nullable=True, mapping=True),  # the CSV/TSV reader options the spec set
     Field("train_limit", I64, DATA, nullable=True, label_order=15, hparam=True),
     Field("max_length", I32, DATA, label_order=16),

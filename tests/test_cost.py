@@ -72,9 +72,15 @@ def test_plan_calibrate_times_each_setup_and_says_what_it_needs_without(tmp_path
     assert float(money.replace(",", "")) == pytest.approx(3 * float(cpu_hours), rel=0.01)
 
 
-@pytest.mark.parametrize("argv,needle", [(["--price-per-hour", "0"], "--price-per-hour"), (["--steps", "0"], "--steps")])
+@pytest.mark.parametrize("argv,needle", [
+    (["--calibrate", "--price-per-hour", "0"], "--price-per-hour: must be a number > 0"),
+    (["--calibrate", "--steps", "0"], "--steps"),
+    (["--price-per-hour", "2"], "--price-per-hour: only with --calibrate"),
+    (["--address", "auto"], "--address: only with --calibrate"),
+    (["--calibrate", "--json"], "--json: cannot be combined with --calibrate"),
+])
 def test_bad_cost_flags_are_one_line(tmp_path, tiny_bert_dir, capsys, argv, needle):
-    assert main(["plan", str(tiny_spec(tmp_path, tiny_bert_dir, SCEN)), "--calibrate", *argv]) == 2
+    assert main(["plan", str(tiny_spec(tmp_path, tiny_bert_dir, SCEN)), *argv]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and needle in err[0]
 

@@ -152,15 +152,27 @@ def calibrate(study: Study, device: str | None = None, steps: int = 10, address:
         torch.set_num_threads(threads)
 
 
+def _measure_on_node(config: dict, steps: int) -> Timing:
+    """On a cluster node: tokenize the setup's data into the node's cache first (as a sweep does), then time it."""
+    from .spec import TrialConfig as Config
+    from .sweep import prepare_data
+
+    prepare_data([Config.from_dict(config)])
+    return measure(config, steps)
+
+
 def _calibrate_on_cluster(study: Study, todo: dict[tuple, TrialConfig], address: str, steps: int):
-    """The same timings, each in a Ray task with the trial's resources, on a node of the cluster at `address`."""
+    """The same timings, each in a Ray task with the trial's resources, on a node of the cluster at `address`
+    (attached as a sweep attaches: the offline and cache settings reach the task; local paths made absolute)."""
     import ray
 
-    ray.init(address=address, log_to_driver=False)
+    from .sweep import absolute_paths, connect_ray
+
+    connect_ray(address)
     res = study.resources
-    task = ray.remote(num_cpus=res.get("cpu", 1), num_gpus=res.get("gpu", 0))(measure)
+    task = ray.remote(num_cpus=res.get("cpu", 1), num_gpus=res.get("gpu", 0))(_measure_on_node)
     try:
-        return {key: ray.get(task.remote(trial.to_dict(), steps)) for key, trial in todo.items()}
+        return {key: ray.get(task.remote(absolute_paths(trial).to_dict(), steps)) for key, trial in todo.items()}
     finally:
         ray.shutdown()
 

@@ -44,6 +44,12 @@ def cmd_plan(args: argparse.Namespace) -> int:
     if args.price_per_hour is not None and not args.price_per_hour > 0:
         raise InputError("--price-per-hour", "must be a number > 0", got=args.price_per_hour,
                          allowed="e.g. 1.2 (per GPU-hour, or per CPU-hour for a spec without GPUs)")
+    extra = [flag for flag, value in (("--price-per-hour", args.price_per_hour), ("--address", args.address))
+             if value is not None and not args.calibrate]
+    if extra or (args.calibrate and args.json):
+        raise InputError(extra[0] if extra else "--json", "only with --calibrate (and not with --json)" if extra else
+                         "cannot be combined with --calibrate", allowed="plan --calibrate [--price-per-hour P] "
+                         "[--address RAY] for the bill, --json for the trials")
     if args.steps < 1:
         raise InputError("--steps", "must be >= 1", got=args.steps, allowed="e.g. 6")
     study = checked_study(load_study(args.spec, args.profile))  # columns, rows and labels, before anything runs
