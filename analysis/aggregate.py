@@ -19,7 +19,7 @@ import pyarrow.parquet as pq
 
 from record.errors import EXIT_INPUT, InputError
 from record.fields import MAPPINGS
-from record.metrics import is_diverged
+from record.metrics import is_diverged, stopped_early
 
 from .load import TrialRecord, read_experiment, split_config
 from .schema import EPOCH_METRICS, EPOCHS_SCHEMA, SCHEMA_VERSION, TRIALS_SCHEMA
@@ -36,6 +36,9 @@ def _epochs(rec: TrialRecord) -> list[dict]:
     return [r for r in rec.results if not is_diverged(r)]
 
 
+STOPPED = "STOPPED"  # a trial the tuning stage's early stopping ended (never averaged, never resumed)
+
+
 def trial_row(rec: TrialRecord) -> dict:
     """One row of trials.parquet."""
     known, extra = split_config(rec.config)
@@ -45,12 +48,16 @@ def trial_row(rec: TrialRecord) -> dict:
     res, done = rec.results, _epochs(rec)  # every report (sizes, memory, node) / finished epochs (metrics)
     diverged = next((r for r in res if is_diverged(r)), None)
     final = done if diverged is None else []
+    # only a tuning stage's scheduler stops trials; elsewhere a short result.json is a flagged problem, not a stop
+    stopped = rec.status == "TERMINATED" and rec.config.get("stage") == "tune" and rec.problem is None \
+        and bool(res) and stopped_early(res[-1], rec.config.get("epochs"))
     accs = [r["val_accuracy"] for r in done if r.get("val_accuracy") is not None]
     speeds = [r["train_samples_per_s"] for r in done if r.get("train_samples_per_s") is not None]
     peaks = [r["peak_memory_mb"] for r in res if r.get("peak_memory_mb") is not None]
     saved = [r["saved_activations_mb"] for r in done if r.get("saved_activations_mb") is not None]
     return {
-        "experiment": rec.experiment, "trial_id": rec.trial_id, "trial_dir": rec.trial_dir, "status": rec.status,
+        "experiment": rec.experiment, "trial_id": rec.trial_id, "trial_dir": rec.trial_dir,
+        "status": STOPPED if stopped else rec.status,
         "error": rec.error, "problem": rec.problem, **known,
         "config_extra": json.dumps(extra, sort_keys=True) if extra else None,
         "final_val_accuracy": _last(final, "val_accuracy"), "final_sel_accuracy": _last(final, "sel_accuracy"),
@@ -66,6 +73,7 @@ def trial_row(rec: TrialRecord) -> dict:
         "node_ip": _last(res, "node_ip"), "node_id": _last(res, "node_id"), "num_restarts": rec.num_restarts,
         "last_checkpoint": rec.last_checkpoint, "diverged": diverged is not None,
         "diverged_reason": diverged.get("diverged_reason") if diverged else None,
+        "stopped_at_epoch": len(done) if stopped else None,
     }
 
 

@@ -52,10 +52,12 @@ def group_costs(good: pd.DataFrame, summary: pd.DataFrame, price: float | None, 
 def study_cost(trials: pd.DataFrame, good: pd.DataFrame, price: float | None) -> dict:
     """The whole study's bill: every trial that ran (usable or not), and how much of it went to runs left out."""
     trial_h, resource_h, kind = _hours(trials)
-    _, wasted_h, _ = _hours(trials.drop(good.index.intersection(trials.index)))
+    tuning = trials["stage"].eq("tune") if "stage" in trials else pd.Series(False, index=trials.index)
+    _, tuned_h, _ = _hours(trials[tuning])
+    _, wasted_h, _ = _hours(trials[~tuning].drop(good.index.intersection(trials.index), errors="ignore"))
     return {"trials": len(trials), "trial_hours": trial_h, "resource_hours": resource_h, "resource": kind,
             "cost": resource_h * price if price is not None else None, "left_out_resource_hours": wasted_h,
-            "price": price}
+            "tuned": int(tuning.sum()), "tuning_resource_hours": tuned_h, "price": price}
 
 
 def cost_sentence(bill: dict) -> str:
@@ -68,6 +70,8 @@ def cost_sentence(bill: dict) -> str:
     if bill["cost"] is not None:
         amount = f"{bill['cost']:,.2f}" if bill["cost"] >= 1 else f"{bill['cost']:.3g}"
         text += f", {amount} at {bill['price']:g} per {bill['resource']}-hour"
+    if bill.get("tuned"):
+        text += f"; {bill['tuning_resource_hours']:.3g} of those hours went to the tuning stage ({bill['tuned']} trials)"
     if bill["left_out_resource_hours"] > 0:
         text += f"; {bill['left_out_resource_hours']:.3g} of those hours went to runs left out"
     return text + "."

@@ -26,7 +26,7 @@ from .compare import DEFAULT_MARGIN, TESTS, VERDICTS, Family, compare
 from .document import Block, Column, to_html, to_markdown
 from .groups import CONFIGURATION, drop_duplicate_runs, group_labels, strata_keys, usable_mask
 from .headline import headline, verdict_matrix
-from .select import select_settings, selection_metric
+from .select import select_settings, selection_metric, staged_settings, tuned_and_confirmed
 
 OPTIMISTIC = ("best_val_accuracy",)  # max over epochs on the reported set: never a verdict's metric
 
@@ -87,8 +87,10 @@ def check_metric(metric: str, epochs: pd.DataFrame) -> str:
         raise InputError("--metric", f"{metric!r} is not a metric column; metrics these trials report: "
                                f"{', '.join(reported)}")
     if name not in reported and reported:  # (none reported at all: no finished epoch; the report lists why)
-        raise InputError("--metric", f"no trial reports {name} (experiments made before it existed, or another "
-                               f"task); metrics these trials report: {', '.join(reported)}")
+        lacking = sorted(epochs["experiment"].dropna().unique()) if "experiment" in epochs else []
+        raise InputError("--metric", f"no trial reports {name}: experiment(s) {', '.join(lacking) or '?'} lack it "
+                               f"(made before it existed, or another task); metrics these trials report: "
+                               f"{', '.join(reported)}")
     return name
 
 
@@ -112,6 +114,9 @@ def _why(row: pd.Series) -> str:
     first = lambda text: str(text).strip().splitlines()[0][:160] if text and text == text else ""  # noqa: E731
     if row.get("diverged") is True or row.get("diverged") == 1:
         return f"diverged: {first(row.get('diverged_reason')) or 'non-finite loss'}"
+    if row.get("status") == "STOPPED":
+        return f"stopped early: at epoch {int(row['stopped_at_epoch'])} of the tuning stage (ASHA on the selection " \
+               "split); its candidate's row in the selection table"
     if row.get("status") != "TERMINATED":
         return f"errored: {first(row.get('error')) or 'status ' + str(row.get('status'))}"
     if row.get("problem") and row.get("problem") == row.get("problem"):
@@ -197,7 +202,15 @@ def read_out(trials: pd.DataFrame, epochs: pd.DataFrame, opts: ReportOptions) ->
         raise InputError("--test", f"{opts.test!r} is not a test; use one of {', '.join(TESTS)}")
     prepared, dropped = prepare(trials, epochs, metric)
     good, selection = usable(prepared), None
-    if opts.select:
+    staged = staged_settings(prepared)
+    if staged and opts.select:
+        raise InputError("--select", f"these trials chose {', '.join(staged)} themselves (the spec's select:, tune "
+                               "then confirm); the report shows that choice", allowed="drop --select")
+    if staged:
+        opts = ReportOptions(metric, opts.reference, opts.margin, opts.alpha, staged, opts.test, opts.price)
+        sel_values = final_epoch(prepared, epochs, selection_metric(metric))
+        good, selection = tuned_and_confirmed(prepared.assign(sel_value=sel_values), good, list(staged))
+    elif opts.select:
         good, selection = _select(good, trials, epochs, opts)
     reference = resolve_reference(opts.reference, good)
     summary = summarize(good, metric)
@@ -262,8 +275,12 @@ def _blocks(ro: Readout, figures: dict[str, bytes]) -> list[Block]:
         Block("p", f"{ro.read[0]} trials in {ro.read[1]} experiment(s): {len(ro.good)} analysed in "
                    f"{ro.good['group'].nunique()} group(s) (one group = one configuration); left out and listed "
                    f"below: {kinds.get('diverged', 0)} diverged, {kinds.get('errored', 0)} errored or unfinished, "
-                   f"{kinds.get('flagged', 0)} flagged, {kinds.get('no value', 0)} without a final value; "
-                   f"{ro.dropped} duplicate run(s) dropped (the same configuration "
+                   f"{kinds.get('flagged', 0)} flagged, {kinds.get('no value', 0)} without a final value"
+                   + (f", {kinds['stopped early']} stopped early in the tuning stage" if kinds.get('stopped early')
+                      else "") + "; "
+                   + (f"{ro.bill['tuned']} tuning-stage trials are in the selection table, not compared on dev; "
+                      if ro.bill.get('tuned') else "")
+                   + f"{ro.dropped} duplicate run(s) dropped (the same configuration "
                    "and seed found again, in another experiment or under another scenario name; only usable runs "
                    "count as copies)."),
     ]
@@ -301,6 +318,14 @@ def _selection_blocks(ro: Readout) -> list[Block]:
     if ro.selection is None:
         return []
     sel = selection_metric(ro.opts.metric)
+    if "stopped_early" in ro.selection:  # the study's own tune stage (select: in its spec)
+        return [Block("h2", f"Tune, then confirm: {', '.join(ro.opts.select)} chosen on the selection split"),
+                Block("p", f"Each placement's candidates trained with the tune stage's seeds (some stopped early by "
+                           f"ASHA, within the placement, on {sel}); the candidate with the best mean final {sel} "
+                           "among those that ran to the end was then trained with new seeds, and only those confirm-"
+                           "stage trials are compared on the dev set above and below: no dev number chose anything. "
+                           "dev_mean of the tune seeds is for reference only."),
+                Block("table", "selection", table=ro.selection)]
     return [Block("h2", f"Selection of {', '.join(ro.opts.select)} on the selection split"),
             Block("p", f"Per placement, the value with the best mean final {sel} (rows held out of the train split, "
                        f"never trained on) is chosen; the tables above and below report only the chosen groups, on "
@@ -362,7 +387,8 @@ def figures_png(ro: Readout, epochs: pd.DataFrame) -> dict[str, bytes]:
 
 def write_report(trials: pd.DataFrame, epochs: pd.DataFrame, out: Path, opts: ReportOptions = ReportOptions()
                  ) -> list[Path]:
-    """report.md, report.html, summary.csv, comparisons.csv and PNG figures into `out`; returns the files."""
+    """report.md, report.html, summary.csv, comparisons.csv, costs.csv (selection.csv where settings were chosen)
+    and PNG figures into `out`; returns the files."""
     ro = read_out(trials, epochs, opts)
     figures = figures_png(ro, epochs)
     out.mkdir(parents=True, exist_ok=True)
@@ -371,6 +397,9 @@ def write_report(trials: pd.DataFrame, epochs: pd.DataFrame, out: Path, opts: Re
     ro.costs.to_csv(out / "costs.csv", index=False)
     written = [out / "report.md", out / "report.html", out / "summary.csv", out / "comparisons.csv",
                out / "costs.csv"]
+    if ro.selection is not None:  # every candidate per placement, the chosen ones marked
+        ro.selection.to_csv(out / "selection.csv", index=False)
+        written.append(out / "selection.csv")
     for name, png in figures.items():
         (out / f"{name}.png").write_bytes(png)
         written.append(out / f"{name}.png")

@@ -7,11 +7,11 @@ import pyarrow as pa
 from record.fields import ARROW, NAMES
 from record.metrics import EPOCH_COLUMNS
 
-SCHEMA_VERSION = "5"  # 2: selection split (sel_* metrics, selection_* config), divergence columns;
+SCHEMA_VERSION = "6"  # 2: selection split (sel_* metrics, selection_* config), divergence columns;
 # 3: val_examples/sel_examples, saved_activations_mb and trainable_state_mb (device-independent memory),
 #    compute_dtype; 4: tasks: column mapping, task, label names and primary_metric config;
 #    f1/mcc/mse/pearson/spearman epoch metrics; 5: LoRA method and loraplus_lr_ratio,
-#    the trial's resources
+#    the trial's resources; 6: stage and selected (tune, then confirm), status STOPPED and stopped_at_epoch
 
 # Config keys of a lora-sweep grid point and their Arrow types: the trial record's declaration (record.fields),
 # from which training's TrialConfig is derived too.
@@ -34,6 +34,8 @@ TRIALS_SCHEMA = pa.schema([
     ("compute_dtype", pa.string()), ("mean_train_samples_per_s", pa.float64()), ("total_time_s", pa.float64()),
     ("hostname", pa.string()), ("node_ip", pa.string()), ("node_id", pa.string()), ("num_restarts", pa.int32()),
     ("last_checkpoint", pa.string()), ("diverged", pa.bool_()), ("diverged_reason", pa.string()),
+    # status STOPPED: the tuning stage's early stopping (ASHA) ended it after stopped_at_epoch of its epochs
+    ("stopped_at_epoch", pa.int32()),
 ])
 
 EPOCH_METRICS = EPOCH_COLUMNS

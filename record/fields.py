@@ -64,6 +64,10 @@ FIELDS: tuple[Field, ...] = (
     Field("lora_dropout", F, PLACEMENT, short="dropout", label_order=4, hparam=True),
     Field("repeat", I32, IDENTITY, hparam=True),
     Field("seed", I64, IDENTITY, hparam=True),
+    # under a spec's `select:`: tune (a candidate value, judged on the selection split) or confirm (compared on dev);
+    # None: a study without stages. `selected`: the settings its placement chooses (e.g. [learning_rate])
+    Field("stage", S, IDENTITY, nullable=True, hparam=True, default=None),
+    Field("selected", pa.list_(pa.string()), IDENTITY, nullable=True, default=None),
     Field("model", S, MODEL, label_order=13, hparam=True),
     Field("model_init", S, MODEL),
     Field("dataset", S, DATA, label_order=14, hparam=True),

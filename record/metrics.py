@@ -46,6 +46,13 @@ def is_diverged(report: dict | None) -> bool:
     return bool((report or {}).get(DIVERGED))
 
 
+def stopped_early(report: dict | None, epochs: int | None) -> bool:
+    """A trial's last report ends it (not diverged) before its last epoch: a scheduler (a tuning stage's ASHA)
+    stopped it. Ray records such a trial TERMINATED, like one that ran to the end."""
+    epoch = (report or {}).get("epoch")
+    return isinstance(epoch, int) and isinstance(epochs, int) and not is_diverged(report) and epoch < epochs
+
+
 def metric_of(column: str) -> Metric | None:
     """The metric a column holds (`val_mcc`, `sel_accuracy`, `final_val_loss`, `train_loss`, `accuracy`), or None."""
     name = column.removeprefix("final_")

@@ -236,7 +236,7 @@ def test_report_bad_options_are_one_line(experiment, tmp_path, capsys):
     for flags, needle in ((["--metric", "best_val_accuracy"], "optimistic"), (["--metric", "val_bleu"], "not a metric"),
                           (["--metric", "peak_memory_mb"], "not a metric column"),
                           (["--metric", "train_samples_per_s"], "not a metric column"),
-                          (["--metric", "val_f1"], "no trial reports val_f1"),
+                          (["--metric", "val_f1"], "no trial reports val_f1: experiment(s) fixture lack it"),
                           (["--reference", "nope"], "--reference"), (["--margin", "0"], "--margin")):
         assert main(["report", str(tmp_path / "pq"), "--out", str(tmp_path / "rep"), *flags]) == 2
         err = capsys.readouterr().err.strip().splitlines()

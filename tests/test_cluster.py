@@ -64,6 +64,10 @@ def test_aws_nodes_boot_an_image_that_fits_the_pins_and_workers_get_only_s3():
     policy = json.loads((REPO / "cluster" / "worker-s3-policy.json").read_text())
     actions = {a for st in policy["Statement"] for a in st["Action"]}
     assert actions and all(a.startswith("s3:") for a in actions)
+    data = {st["Sid"]: st for st in policy["Statement"] if "LORA_SWEEP_DATA_BUCKET" in json.dumps(st)}
+    assert data["ReadData"]["Action"] == ["s3:GetObject"]  # the data prefix is read, never written
+    assert data["ReadData"]["Resource"].endswith("LORA_SWEEP_DATA_PREFIX/*")
+    assert data["ListData"]["Condition"]["StringLike"]["s3:prefix"][1] == "LORA_SWEEP_DATA_PREFIX/*"
     script = REPO / "cluster" / "create-worker-profile.sh"
     assert subprocess.run(["bash", "-n", str(script)]).returncode == 0 and "lora-sweep-worker" in script.read_text()
 
@@ -515,3 +519,44 @@ def test_node_loss_resumes_trial_from_its_checkpoint(tmp_path, tiny_bert_dir, tw
     assert moved["num_restarts"] >= 1 and moved["node_id"] != worker.node_id
     for trial_id, g in epoch_rows.groupby("trial_id"):
         assert g["epoch"].tolist() == list(range(1, epochs + 1))
+
+
+def test_worker_profile_script_grants_reading_the_named_data_prefix(tmp_path):
+    """The script's policy, as it hands it to the AWS CLI (a stand-in `aws` on PATH records the call)."""
+    import json
+    import subprocess
+
+    fake = tmp_path / "bin" / "aws"
+    fake.parent.mkdir()
+    fake.write_text('#!/usr/bin/env bash\nprintf "%s\\0" "$@" >> "$AWS_CALLS"\n')
+    fake.chmod(0o755)
+    calls = tmp_path / "calls.txt"
+    env = dict(os.environ, PATH=f"{fake.parent}:{os.environ['PATH']}", AWS_CALLS=str(calls),
+               LORA_SWEEP_BUCKET="results-bkt", LORA_SWEEP_DATA="s3://data-bkt/glue/")
+    out = subprocess.run(["bash", str(REPO / "cluster" / "create-worker-profile.sh")], env=env, capture_output=True,
+                         text=True)
+    assert out.returncode == 0, out.stderr
+    args = calls.read_text().split("\0")
+    doc = json.loads(args[args.index("lora-sweep-results") + 2])
+    by_sid = {st["Sid"]: st for st in doc["Statement"]}
+    assert by_sid["ReadData"]["Resource"] == "arn:aws:s3:::data-bkt/glue/*"
+    assert by_sid["ListData"]["Resource"] == "arn:aws:s3:::data-bkt"
+    assert by_sid["ListData"]["Condition"]["StringLike"]["s3:prefix"] == ["glue", "glue/*"]
+    assert by_sid["ReadWriteResults"]["Resource"] == "arn:aws:s3:::results-bkt/*"
+    assert "read s3://data-bkt/glue" in out.stdout
+    env["LORA_SWEEP_DATA"] = "s3://data-bkt"
+    bad = subprocess.run(["bash", str(REPO / "cluster" / "create-worker-profile.sh")], env=env, capture_output=True,
+                         text=True)
+    assert bad.returncode == 2 and "must name a prefix" in bad.stderr
+
+
+@pytest.mark.slow
+def test_repeated_node_loss_loses_nothing_and_reruns_nothing(monkeypatch):
+    """bench/chaos.py, shorter: 8 trials of data on a local S3 endpoint, results there too, 3 worker removals."""
+    sys.path.insert(0, str(REPO / "bench"))
+    import chaos
+
+    for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION", "AWS_EC2_METADATA_DISABLED",
+                "AWS_ENDPOINT_URL", "LORA_SWEEP_CACHE", "RAY_USAGE_STATS_ENABLED"):
+        monkeypatch.setenv(key, "")  # chaos.main sets them: restored after the test
+    assert chaos.main(["--trials", "8", "--epochs", "4", "--kills", "3", "--interval", "6", "--no-baseline"]) == 0

@@ -19,7 +19,7 @@ from tune_jobs.grid import select_trial
 from record.metrics import higher_is_better
 from tune_jobs.metrics import compute
 from tune_jobs.readers import resolve_source
-from tune_jobs.data_section import DataConfig, Reader
+from tune_jobs.data_section import DataConfig, Reader, Splits
 from tune_jobs.spec import load_study
 from tune_jobs.trial import load_model, load_tokenizer, run_trial
 
@@ -376,3 +376,13 @@ def test_sweep_on_a_preset_optimizes_its_metric(tmp_path, tiny_bert_dir):
     assert trials[0]["label_names"] == ["unacceptable", "acceptable"] and trials[0]["text_columns"] == ["sentence"]
     epochs = pq.read_table(tmp_path / "pq" / "epochs.parquet").to_pylist()
     assert len(epochs) == 4 and all(e["val_mcc"] is not None and e["val_examples"] == 1043 for e in epochs)
+
+
+def test_a_split_may_be_named_by_a_path_inside_the_folder(tmp_path):
+    """`splits: {train: sub/train.tsv}`: a path under the dataset folder (or an absolute one) is taken as it is."""
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "mine.tsv").write_text("sentence\tlabel\ngood\t1\nbad\t0\n")
+    (tmp_path / "dev.tsv").write_text("sentence\tlabel\nfine\t1\n")
+    data = DataConfig(dataset=str(tmp_path), splits=Splits("sub/mine.tsv", "dev"))
+    files = {f.role: f.path for f in resolve_source(data).files}
+    assert files == {"train": tmp_path / "sub" / "mine.tsv", "eval": tmp_path / "dev.tsv"}

@@ -14,7 +14,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from .grid import cells
+from .grid import cells, counted
 from .spec import Study, TrialConfig
 
 SPEED_SETTINGS = ("batch_size", "eval_batch_size", "precision", "gradient_checkpointing")
@@ -113,7 +113,7 @@ def project(study: Study, timings: dict[tuple, Timing]) -> list[ScenarioCost]:
     """Per scenario: its cells' trials at min and max repeats, times each trial's projected seconds."""
     _, amount = resource_kind(study.resources)
     totals: dict[str, list[float]] = {}
-    for cell in cells(study):
+    for cell in counted(cells(study)):  # under `select:`: every candidate's tune seeds, one confirm stage each
         seconds = timings[speed_key(cell.trials[0])].trial_seconds(cell.trials[0].epochs)
         row = totals.setdefault(cell.trials[0].scenario, [0, 0, 0.0, 0.0])
         row[0] += cell.repeats.min
@@ -207,4 +207,8 @@ def format_costs(study: Study, timings: dict[tuple, Timing], costs: list[Scenari
         lines.append("money: add --price-per-hour P (per " + kind + "-hour)")
     lines.append("projected from timed steps (setup, training, evaluation, checkpoint); Ray's own start-up per trial "
                  "and waiting for free resources are not included; a range is adaptive repeats' min to max")
+    if study.select is not None:
+        lines.append(f"tune, then confirm: every candidate's {study.select.tune_repeats} tune seed(s) plus one confirm "
+                     "stage per placement" + (", before early stopping (an upper bound: ASHA ends the worse candidates "
+                                              "sooner)" if study.select.early_stop else ""))
     return "\n".join(lines)

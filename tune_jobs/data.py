@@ -9,7 +9,6 @@ import math
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from pathlib import Path
 
 import numpy as np
 
@@ -18,14 +17,10 @@ from record.errors import InputError
 from record.metrics import REGRESSION
 from .readers import ROLES, Source, quiet_datasets, read_file, read_hub, resolve_source
 from .data_section import DataConfig
+from .remote_data import cache_root
 from .spec import Study
 
 LABELS = "labels"  # the column of label ids (or regression targets) after loading
-
-
-def cache_root() -> Path:
-    """Where tokenized splits are cached on this node (`LORA_SWEEP_CACHE`, default ~/.cache/lora-sweep)."""
-    return Path(os.environ.get("LORA_SWEEP_CACHE", Path.home() / ".cache" / "lora-sweep"))
 
 
 # ---------------------------------------------------------------- checking rows and labels
@@ -158,7 +153,7 @@ def load_splits(data: DataConfig) -> LoadedSplits:
     else:
         raw = {f.role: read_file(f, data) for f in source.files}
         wheres = {f.role: f.where for f in source.files}
-        names = {f.role: str(f.path) for f in source.files}
+        names = {f.role: f.shown for f in source.files}
     for role, ds in raw.items():
         _check_rows(ds, data, names[role], wheres[role])
     if data.task == REGRESSION:

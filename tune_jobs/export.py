@@ -23,11 +23,11 @@ HELP = "write one trial's trained adapter (or model) as a directory PEFT / trans
 
 
 def finished_trials(experiment: str) -> list[dict]:
-    """Every trial of the experiment that finished (not errored, not diverged), with its config, final result and
-    newest checkpoint path."""
+    """Every trial of the experiment that finished (not errored, not diverged, not stopped early by a tuning stage),
+    with its config, final result and newest checkpoint path."""
     import pyarrow.fs as pafs
 
-    from record.metrics import is_diverged
+    from record.metrics import is_diverged, stopped_early
     from record.ray_files import RESULT_FILE, latest_checkpoint, open_experiment, read_results, trial_states
 
     fs, exp = open_experiment(experiment)
@@ -39,6 +39,8 @@ def finished_trials(experiment: str) -> list[dict]:
         results, _ = read_results(fs, posixpath.join(tdir, RESULT_FILE))
         if state["status"] != "TERMINATED" or not results or is_diverged(results[-1]):
             continue
+        if stopped_early(results[-1], state["config"].get("epochs", 0)):
+            continue  # a tuning-stage candidate ASHA ended: a model of fewer epochs than its config says
         checkpoint = latest_checkpoint(fs.get_file_info(pafs.FileSelector(tdir, allow_not_found=True)))
         if checkpoint:
             out.append({"config": state["config"], "final": results[-1], "checkpoint": checkpoint, "fs": fs})

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import functools
 import itertools
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
@@ -12,7 +14,9 @@ from lora_ext.methods import DEFAULT_LORAPLUS_LR_RATIO, PLAIN, uses_loraplus
 from record.errors import InputError, InputErrors
 from record.fields import short
 
-from .spec import TRAIN_SCHEMA, Repeats, Study, TrialConfig
+from .repeats import Repeats
+from .select_section import CONFIRM, TUNE
+from .spec import TRAIN_SCHEMA, Scenario, Study, TrialConfig
 
 
 def _rank_parts(rank) -> tuple[int, dict[str, int]]:
@@ -52,7 +56,8 @@ def _method_label(method: str | None) -> list[str]:
     return [] if method in (None, PLAIN) else [method.replace("+", "-")]
 
 
-def _setting_label(key: str, value: Any) -> str:
+def setting_label(key: str, value: Any) -> str:
+    """A training setting's part of a trial name: lr1e-3, bs32, sched-cosine."""
     text = value_text(value)
     return short(key) + (text if isinstance(value, (int, float)) and not isinstance(value, bool) else
                                   "-" + text)
@@ -64,16 +69,21 @@ def _config_value(value: Any) -> Any:
 
 @dataclass(frozen=True)
 class Cell:
-    """A grid point without its repeat (every other field equal): its repeat policy and its trials up to `max`."""
+    """A grid point without its repeat (every other field equal): its repeat policy and its trials up to `max`.
+
+    Under a spec's `select:` a cell is one stage of one candidate: `stage` tune (its `tune_repeats` seeds) or confirm
+    (seeds after those), and `choice` names the placement whose candidates compete (None: nothing to choose)."""
 
     label: str  # the trial names without `-rep<k>`, e.g. upper-r8-lr1e-3
     repeats: Repeats
-    trials: tuple[TrialConfig, ...]  # repeat 0 .. repeats.max - 1, seed base_seed + repeat
+    trials: tuple[TrialConfig, ...]  # repeat 0 .. repeats.max - 1 (a confirm stage: from tune_repeats), seed base_seed + repeat
+    stage: str | None = None  # tune | confirm under `select:`
+    choice: str | None = None  # the placement's label (its name without the chosen settings) when candidates compete
 
 
 def cells(study: Study) -> list[Cell]:
     """The grid's cells: scenario x rank x method x training-setting axes (baselines are not multiplied by rank or
-    method).
+    method); under `select:` each cell's tune and confirm stages, a placement's tune cells before its confirm cells.
 
     Names carry the rank, the method (unless plain LoRA) and the axes a scenario varies, e.g. `upper-r8-dora-lr1e-3-rep0`.
     """
@@ -81,21 +91,59 @@ def cells(study: Study) -> list[Cell]:
     for sc in study.scenarios:
         ranks = sc.ranks if sc.baseline is None else (None,)
         methods = sc.methods if sc.baseline is None else (None,)
+        chosen = [k for k, _ in sc.axes if study.select is not None and k in study.select.axes]
+        groups: dict[str, list[tuple[str, Callable[[int, str | None], TrialConfig]]]] = {}
         for rank, method, (point, train) in itertools.product(ranks, methods, sc.train_points()):
-            r, pattern = _rank_parts(rank) if rank is not None else (None, {})
-            label = "-".join([sc.name, *([_rank_label(rank)] if rank is not None else []), *_method_label(method),
-                              *(_setting_label(k, v) for k, v in point.items())])
-            ratio = (sc.loraplus_lr_ratio or DEFAULT_LORAPLUS_LR_RATIO) if method and uses_loraplus(method) else None
-            out.append(Cell(label, sc.repeats, tuple(TrialConfig(
-                study=study.name, trial_name=f"{label}-rep{repeat}", scenario=sc.name, baseline=sc.baseline,
-                layers=list(sc.layers), components=list(sc.components), r=r, method=method, loraplus_lr_ratio=ratio,
-                rank_pattern=pattern, alpha=sc.alpha, lora_dropout=sc.lora_dropout, repeat=repeat,
-                seed=study.base_seed + repeat,
-                model=study.model, model_init=study.model_init, resources=dict(study.resources),
-                **study.data.trial_fields(study.base_seed),
-                **{k: _config_value(v) for k, v in asdict(train).items()},
-            ) for repeat in range(sc.repeats.max))))
+            head = [sc.name, *([_rank_label(rank)] if rank is not None else []), *_method_label(method)]
+            label = "-".join([*head, *(setting_label(k, v) for k, v in point.items())])
+            placement = "-".join([*head, *(setting_label(k, v) for k, v in point.items() if k not in chosen)])
+            make = functools.partial(_trial, study, sc, label, rank, method, train, tuple(chosen))
+            groups.setdefault(placement, []).append((label, make))
+        for placement, candidates in groups.items():
+            out += _stage_cells(study, sc, placement, candidates)
     _check_trial_names([t for c in out for t in c.trials])
+    return out
+
+
+def _trial(study: Study, sc: Scenario, label: str, rank, method: str | None, train, chosen: tuple[str, ...],
+           repeat: int, stage: str | None) -> TrialConfig:
+    """One grid point: a cell's trial with seed base_seed + repeat."""
+    r, pattern = _rank_parts(rank) if rank is not None else (None, {})
+    ratio = (sc.loraplus_lr_ratio or DEFAULT_LORAPLUS_LR_RATIO) if method and uses_loraplus(method) else None
+    return TrialConfig(
+        study=study.name, trial_name=f"{label}-rep{repeat}", scenario=sc.name, baseline=sc.baseline,
+        layers=list(sc.layers), components=list(sc.components), r=r, method=method, loraplus_lr_ratio=ratio,
+        rank_pattern=pattern, alpha=sc.alpha, lora_dropout=sc.lora_dropout, repeat=repeat,
+        seed=study.base_seed + repeat, stage=stage, selected=list(chosen) or None,
+        model=study.model, model_init=study.model_init, resources=dict(study.resources),
+        **study.data.trial_fields(study.base_seed),
+        **{k: _config_value(v) for k, v in asdict(train).items()},
+    )
+
+
+def _stage_cells(study: Study, sc: Scenario, placement: str, candidates: list) -> list[Cell]:
+    """One placement's cells: each candidate's repeats (no `select:`), or its tune cells then its confirm cells."""
+    if study.select is None:
+        return [Cell(label, sc.repeats, tuple(make(k, None) for k in range(sc.repeats.max))) for label, make in candidates]
+    tune, confirm = study.select.tune_repeats, study.select.confirm_repeats or sc.repeats
+    choice = placement if len(candidates) > 1 else None  # one candidate: nothing to tune, confirm it directly
+    tuned = [Cell(label, Repeats(tune, tune), tuple(make(k, TUNE) for k in range(tune)), TUNE, choice)
+             for label, make in candidates] if choice else []
+    return tuned + [Cell(label, confirm, tuple(make(tune + k, CONFIRM) for k in range(confirm.max)), CONFIRM, choice)
+                    for label, make in candidates]
+
+
+def counted(grid: list[Cell]) -> list[Cell]:
+    """The cells a study runs: under `select:` one confirm cell stands for each choice (the chosen candidate's,
+    unknown before tuning; the first candidate's here, which costs the same but for its training settings)."""
+    seen: set[str] = set()
+    out = []
+    for cell in grid:
+        if cell.stage == CONFIRM and cell.choice is not None:
+            if cell.choice in seen:
+                continue
+            seen.add(cell.choice)
+        out.append(cell)
     return out
 
 
@@ -105,8 +153,9 @@ def expand(study: Study) -> list[TrialConfig]:
 
 
 def trial_counts(study: Study) -> tuple[int, int]:
-    """(fewest, most) trials of the study: every cell at its `min` repeats, and at its `max`."""
-    grid = cells(study)
+    """(fewest, most) trials of the study: every cell at its `min` repeats, and at its `max` (under `select:` every
+    candidate's tune seeds plus one confirm cell per placement; before early stopping)."""
+    grid = counted(cells(study))
     return sum(c.repeats.min for c in grid), sum(c.repeats.max for c in grid)
 
 
@@ -185,5 +234,5 @@ def with_overrides(trial: TrialConfig, **changes: Any) -> TrialConfig:
     return replace(trial, **{k: v for k, v in changes.items() if v is not None})
 
 
-__all__ = ["Cell", "axis_settings", "cells", "expand", "pick_method", "select_trial", "trial_counts", "value_text",
+__all__ = ["Cell", "axis_settings", "cells", "counted", "expand", "pick_method", "select_trial", "trial_counts", "value_text",
            "with_overrides"]

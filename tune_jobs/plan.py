@@ -7,7 +7,8 @@ from dataclasses import dataclass
 
 from lora_ext import ParamCount, architecture_for, count_params, load_model_config
 
-from .grid import axis_settings, cells, value_text
+from .grid import axis_settings, cells, counted, setting_label, value_text
+from .select_section import CONFIRM
 from .spec import TRAIN_SCHEMA, Study, TrialConfig
 
 
@@ -18,6 +19,7 @@ class PlannedTrial:
     trial: TrialConfig
     params: ParamCount
     conditional: bool = False  # an adaptive repeat beyond the cell's `min`: runs only while the cell is unsettled
+    chosen_later: tuple[str, ...] = ()  # settings of a confirm trial that its placement's tune stage will choose
 
     def row(self) -> dict:
         t = self.trial
@@ -25,7 +27,8 @@ class PlannedTrial:
             "trial_name": t.trial_name, "scenario": t.scenario, "baseline": t.baseline, "layers": t.layers,
             "components": t.components, "r": t.r, "rank_pattern": t.rank_pattern, "alpha": t.alpha,
             "method": t.method, "loraplus_lr_ratio": t.loraplus_lr_ratio,
-            "repeat": t.repeat, "seed": t.seed, "model": t.model,
+            "repeat": t.repeat, "seed": t.seed, "stage": t.stage, "chosen_later": list(self.chosen_later),
+            "model": t.model,
             **{k: getattr(t, k) for k in TRAIN_SCHEMA},
             "selection_fraction": t.selection_fraction, "selection_rows": t.selection_rows,
             "trainable_params": self.params.trainable, "total_params": self.params.full_model_total,
@@ -34,16 +37,20 @@ class PlannedTrial:
 
 
 def plan(study: Study) -> list[PlannedTrial]:
-    """Every trial the study can run (adaptive repeats up to `max`) with its parameter count (once per placement)."""
+    """Every trial the study can run (adaptive repeats up to `max`) with its parameter count (once per placement);
+    under `select:` every candidate's tune trials, then one confirm stage per placement whose chosen settings are
+    open (`chosen_later`; the first candidate's values stand in)."""
     model_config = load_model_config(study.model, study.data.num_labels)
     cache: dict = {}
     out = []
-    for cell in cells(study):
+    for cell in counted(cells(study)):
+        open_settings = tuple(cell.trials[0].selected or ()) if cell.stage == CONFIRM and cell.choice else ()
         for trial in cell.trials:
             placement = trial.placement()
             if placement not in cache:
                 cache[placement] = count_params(model_config, placement)
-            out.append(PlannedTrial(trial, cache[placement], trial.repeat >= cell.repeats.min))
+            out.append(PlannedTrial(trial, cache[placement], trial.repeat - cell.trials[0].repeat >= cell.repeats.min,
+                                    open_settings))
     return out
 
 
@@ -73,8 +80,10 @@ def format_table(study: Study, planned: list[PlannedTrial]) -> str:
     every = architecture_for(study.model_type).component_names
     methods = {p.trial.method for p in planned} - {None, "lora"}
     mwidth = max([len(m) for m in methods] + [6]) if methods else 0
+    staged = study.select is not None
     header = f"{'trial':<{width}} {'layers':<16} {'components':<18} {'r':>3} " \
-             + (f"{'method':<{mwidth}} " if methods else "") + f"{'rep':>3} {'seed':>5} {'ep':>3} " \
+             + (f"{'method':<{mwidth}} " if methods else "") + (f"{'stage':<7} " if staged else "") \
+             + f"{'rep':>3} {'seed':>5} {'ep':>3} " \
              f"{'lr':>8} " + "".join(f"{k:>12} " for k in extra) + f"{'trainable':>12} {'% full FT':>9}"
     lines = [
         f"study {study.name!r}" + (f" (profile {study.profile})" if study.profile else "")
@@ -83,13 +92,16 @@ def format_table(study: Study, planned: list[PlannedTrial]) -> str:
     ]
     for p in planned:
         t = p.trial
+        name = t.trial_name if not p.chosen_later else _open_name(t, p.chosen_later)
+        setting = lambda k: "chosen" if k in p.chosen_later else value_text(getattr(t, k))  # noqa: E731
         comps = t.baseline or ("all" if tuple(t.components) == every else "+".join(t.components))
         r = "-" if t.r is None else (str(t.r) + ("*" if t.rank_pattern else ""))
-        axes = "".join(f"{value_text(getattr(t, k)):>12} " for k in extra)
+        axes = "".join(f"{setting(k):>12} " for k in extra)
         rep = f"{t.repeat}+" if p.conditional else str(t.repeat)
         method = f"{t.method or '-':<{mwidth}} " if methods else ""
-        lines.append(f"{t.trial_name:<{width}} {_layers_text(t.layers):<16} {comps:<18} {r:>3} {method}{rep:>3} "
-                     f"{t.seed:>5} {t.epochs:>3} {value_text(t.learning_rate):>8} {axes}{p.params.trainable:>12,} "
+        stage = f"{t.stage or '-':<7} " if staged else ""
+        lines.append(f"{name:<{width}} {_layers_text(t.layers):<16} {comps:<18} {r:>3} {method}{stage}{rep:>3} "
+                     f"{t.seed:>5} {t.epochs:>3} {setting('learning_rate'):>8} {axes}{p.params.trainable:>12,} "
                      f"{p.params.relative_pct:>8.3f}%")
     distinct = len({p.trial.trial_name.rsplit("-rep", 1)[0] for p in planned})
     total = planned[0].params.full_model_total if planned else 0
@@ -102,9 +114,26 @@ def format_table(study: Study, planned: list[PlannedTrial]) -> str:
                         for sc in study.scenarios if sc.repeats.adaptive})
         lines.append(f"+ adaptive repeats ({'; '.join(rules)}): run only while the cell's 95 % t half-width of "
                      f"final {study.metric} is above until_halfwidth")
+    if staged:
+        sel = study.select
+        tuned = sum(p.trial.stage == "tune" for p in planned)
+        lines.append(f"tune, then confirm: {tuned} tune trials ({sel.tune_repeats} seed(s) per candidate) choose each "
+                     f"placement's {', '.join(sel.axes)} on the selection split's final sel_{study.data.metric}; "
+                     f"{len(planned) - tuned} confirm trials (seeds after those) are compared on dev"
+                     + (f"; ASHA stops a placement's worse candidates after {sel.early_stop.grace_epochs} epoch(s) "
+                        f"(reduction {sel.early_stop.reduction:g}), so the tune stage may cost less"
+                        if sel.early_stop else ""))
     if any(p.trial.rank_pattern for p in planned):
         lines.append("* per-component ranks (see --json rank_pattern)")
     return "\n".join(lines)
+
+
+def _open_name(trial: TrialConfig, settings: tuple[str, ...]) -> str:
+    """A confirm trial's name before its placement chooses: `lora_all-r8-lr?-rep1`."""
+    name = trial.trial_name
+    for key in settings:
+        name = name.replace(setting_label(key, getattr(trial, key)), f"{setting_label(key, 0).rstrip('0')}?", 1)
+    return name
 
 
 def format_json(planned: list[PlannedTrial]) -> str:

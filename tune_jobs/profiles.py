@@ -51,7 +51,8 @@ def _any(value: Any, path: str) -> Any:
 
 
 def chosen_profile(raw: dict, name: str | None, keys: tuple[str, ...], errors: list[InputError]) -> tuple[dict, str]:
-    """The profile's mapping (built-in, with the spec's `profiles.<name>` merged over it) and its YAML path."""
+    """The profile's mapping (built-in, with the spec's `profiles.<name>` merged over it, and over the profile it
+    `extends`, if any) and its YAML path."""
     if name is None:
         return {}, ""
     profiles = builtin_profiles()
@@ -62,7 +63,23 @@ def chosen_profile(raw: dict, name: str | None, keys: tuple[str, ...], errors: l
         raise InputErrors([InputError("--profile", "unknown profile", got=name,
                                     allowed="known profiles: " + ", ".join(sorted(profiles)))])
     path = f"profiles.{name}"
-    return f.check_section(profiles[name], {k: _any for k in keys}, path, errors), path
+    return f.check_section(_extended(profiles, name), {k: _any for k in keys}, path, errors), path
+
+
+def _extended(profiles: dict[str, Any], name: str, seen: tuple[str, ...] = ()) -> Any:
+    """A profile with `extends: OTHER` resolved: OTHER's settings (itself resolved), this profile's merged over them."""
+    body = profiles[name]
+    if not isinstance(body, dict) or "extends" not in body:
+        return body
+    base, rest = body["extends"], {k: v for k, v in body.items() if k != "extends"}
+    if not isinstance(base, str) or base not in profiles:
+        raise InputErrors([InputError(f"profiles.{name}.extends", "unknown profile", got=base,
+                                      allowed="known profiles: " + ", ".join(sorted(profiles)))])
+    if base == name or base in seen:
+        raise InputErrors([InputError(f"profiles.{name}.extends", "profiles extend each other in a circle",
+                                      got=" -> ".join((*seen, name, base)), allowed="remove one `extends`")])
+    parent = _extended(profiles, base, (*seen, name))
+    return _deep_merge(parent if isinstance(parent, dict) else {}, rest)
 
 
 def profile_scenarios(prof: dict, ppath: str, names: set, errors: list[InputError]) -> dict[str, dict]:

@@ -11,7 +11,7 @@ import time
 
 from ray import tune
 
-from record.metrics import higher_is_better, is_diverged, primary_metric
+from record.metrics import higher_is_better, is_diverged, primary_metric, stopped_early
 
 
 class ConciseProgress(tune.Callback):
@@ -21,9 +21,12 @@ class ConciseProgress(tune.Callback):
     tuner.pkl with the RunConfig, hence no file handles or clocks in its pickled state.
     """
 
-    def __init__(self, concurrency: int | None, min_interval_s: float = 10.0):
+    def __init__(self, concurrency: int | None, min_interval_s: float = 10.0, totals: tuple[int, int] | None = None):
         self.concurrency = concurrency
         self.min_interval_s = min_interval_s
+        # the study's (fewest, most) trials: Tune only knows the trials the searcher has handed out, and adaptive
+        # repeats (or a confirm stage) hand theirs out later
+        self.totals = totals
         self._reset()
 
     def _reset(self) -> None:
@@ -35,7 +38,7 @@ class ConciseProgress(tune.Callback):
         self.max_running = 1
 
     def __getstate__(self) -> dict:
-        return {"concurrency": self.concurrency, "min_interval_s": self.min_interval_s}
+        return {"concurrency": self.concurrency, "min_interval_s": self.min_interval_s, "totals": self.totals}
 
     def __setstate__(self, state: dict) -> None:
         self.__dict__.update(state)
@@ -61,13 +64,12 @@ class ConciseProgress(tune.Callback):
             status[now_status[0].trial_id] = self._status(*now_status)
         count = {s: sum(1 for v in status.values() if v == s)
                  for s in ("RUNNING", "PENDING", "TERMINATED", "DIVERGED", "ERROR")}
-        left = count["RUNNING"] + count["PENDING"]
+        left = trials_left(count, self.totals)
         self.max_running = max(self.max_running, count["RUNNING"])
         best = f"best {self.best[1]} {self.best[0]:.4f}" if self.best else "best -"
         eta = "-"
         if self.durations:
-            parallel = self.concurrency or self.max_running
-            eta = f"{sum(self.durations) / len(self.durations) * left / parallel / 60:.1f} min"
+            eta = eta_text(sum(self.durations) / len(self.durations), left, self.concurrency or self.max_running)
         print(f"[{(now - self.t0) / 60:5.1f} min] running {count['RUNNING']} | pending {count['PENDING']} | "
               f"done {count['TERMINATED']} | diverged {count['DIVERGED']} | errored {count['ERROR']} | {best} | "
               f"ETA {eta} | {event}",
@@ -93,9 +95,12 @@ class ConciseProgress(tune.Callback):
     def on_trial_complete(self, iteration, trials, trial, **info):
         start = self.started_at.pop(trial.trial_id, None)
         diverged = self._status(trial, "TERMINATED") == "DIVERGED"
-        if start is not None and not diverged:  # a diverged trial stops early: its time would skew the ETA
+        result = trial.last_result or {}
+        stopped = stopped_early(result, trial.config.get("epochs"))
+        if start is not None and not diverged and not stopped:  # those end early: their time would skew the ETA
             self.durations.append(time.time() - start)
-        word = "diverged (not retried)" if diverged else "finished"
+        word = "diverged (not retried)" if diverged else \
+            f"stopped early at epoch {result.get('epoch')} (tuning stage)" if stopped else "finished"
         self._line(trials, f"{word} {self._name(trial)}", now_status=(trial, "TERMINATED"))
 
     def on_trial_error(self, iteration, trials, trial, **info):
@@ -103,11 +108,30 @@ class ConciseProgress(tune.Callback):
         self._line(trials, f"ERROR in {self._name(trial)} (see {trial.path}/error.txt)", now_status=(trial, "ERROR"))
 
 
+def trials_left(count: dict[str, int], totals: tuple[int, int] | None) -> tuple[int, int]:
+    """(fewest, most) trials still to run: those Tune knows (running, pending), or more where the study's totals say
+    that the searcher has yet to hand out some (adaptive repeats, a confirm stage)."""
+    known = count["RUNNING"] + count["PENDING"]
+    if totals is None:
+        return known, known
+    ended = count["TERMINATED"] + count["DIVERGED"] + count["ERROR"]
+    return max(known, totals[0] - ended), max(known, totals[1] - ended)
+
+
+def eta_text(mean_trial_s: float, left: tuple[int, int], parallel: int) -> str:
+    """`4.2 min`, or a range `4.2-9.8 min` while adaptive repeats may still add trials."""
+    low, high = (mean_trial_s * n / max(parallel, 1) / 60 for n in left)
+    return f"{low:.1f} min" if left[0] == left[1] else f"{low:.1f}-{high:.1f} min"
+
+
 def result_status(result) -> str:
-    """TERMINATED, ERROR, or DIVERGED for a trial that ended normally with `diverged: True`."""
+    """TERMINATED, ERROR, DIVERGED for a trial that ended normally with `diverged: True`, or STOPPED for one the
+    tuning stage's early stopping ended before its last epoch."""
     if result.error:
         return "ERROR"
-    return "DIVERGED" if is_diverged(result.metrics) else "TERMINATED"
+    if is_diverged(result.metrics):
+        return "DIVERGED"
+    return "STOPPED" if stopped_early(result.metrics, (result.config or {}).get("epochs")) else "TERMINATED"
 
 
 def print_summary(results, wall_s: float, path: str) -> None:
@@ -116,7 +140,8 @@ def print_summary(results, wall_s: float, path: str) -> None:
     for r in results:
         statuses[result_status(r)] = statuses.get(result_status(r), 0) + 1
     metric = primary_metric(next((r.config for r in results if r.config), {}))
-    done = [r for r in results if result_status(r) == "TERMINATED" and r.metrics.get(metric) is not None]
+    done = [r for r in results if result_status(r) == "TERMINATED" and r.metrics.get(metric) is not None
+            and (r.config or {}).get("stage") != "tune"]  # the best on dev among trials compared on dev
     best = ""
     if done:
         sign = 1 if higher_is_better(metric) else -1

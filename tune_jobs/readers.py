@@ -1,5 +1,6 @@
 """Where a task's splits are and how to read them: local CSV, TSV, JSON Lines or Parquet files (a directory, or a
-GLUE task's folder under GLUE_DIR) or a hub dataset, into `datasets.Dataset`s of the named columns.
+GLUE task's folder under GLUE_DIR; either may be a URI such as s3://bucket/prefix, fetched by `remote_data`) or a
+hub dataset, into `datasets.Dataset`s of the named columns.
 
 What `datasets` does natively: reading CSV/TSV (its csv builder passes pandas' delimiter, header, names, quoting and
 encoding options, so GLUE's byte-order mark, header-less files and bare quotes are reader options), JSON Lines and
@@ -17,14 +18,15 @@ import logging
 import os
 import re
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from record.errors import InputError
 
 from .data_section import DataConfig, Reader
-from .tasks import HUB_GLUE, GlueTsv, glue_dir, glue_folder, preset
 from .ray_job import UPLOAD_FIX, resolved_inside_upload
+from .remote_data import RemoteFolder, cache_root, fetched, is_uri, list_folder
+from .tasks import HUB_GLUE, GlueTsv, glue_dir, glue_folder, glue_folder_names, preset
 
 FILE_TYPES = {".tsv": "csv", ".csv": "csv", ".jsonl": "json", ".json": "json", ".parquet": "parquet"}
 ROLES = ("train", "eval")  # the keys of data.splits
@@ -42,15 +44,21 @@ class SplitFile:
     quoting: str = "minimal"
     encoding: str = "utf-8-sig"
     rename: tuple[tuple[str, str], ...] = ()
+    origin: str | None = None  # the object's URI when `path` is the node's copy of a remote file
 
     @property
     def kind(self) -> str:
         return FILE_TYPES[self.path.suffix]
 
+    @property
+    def shown(self) -> str:
+        """The file as a user named it: the URI of a remote object, else the local path."""
+        return self.origin or str(self.path)
+
     def where(self, row: int) -> str:
         """`file:line` of a data row (0-based), or `file: row N` for Parquet."""
         line = _line_of(self, row)
-        return f"{self.path}:{line}" if line else f"{self.path}: row {row + 1}"
+        return f"{self.shown}:{line}" if line else f"{self.shown}: row {row + 1}"
 
 
 @dataclass(frozen=True)
@@ -82,7 +90,11 @@ def resolve_source(data: DataConfig) -> Source:
         root = glue_dir()
         if root is None:
             return Source(key=f"hub:{HUB_GLUE}/{task.name}", hub=(HUB_GLUE, task.name))
+        if is_uri(root):
+            return _remote_source(_remote_glue_folder(task, root), data, task.tsv)
         return _folder_source(glue_folder(task, root), data, task.tsv)
+    if is_uri(data.dataset):
+        return _remote_source(list_folder(data.dataset), data, None)
     directory = Path(data.dataset).expanduser()
     if directory.is_dir():
         return _folder_source(directory.resolve(), data, None)
@@ -96,23 +108,54 @@ def _folder_source(directory: Path, data: DataConfig, glue: GlueTsv | None) -> S
     return Source(key=json.dumps([str(directory), stats]), files=files)
 
 
-def _find_file(directory: Path, role: str, name: str) -> Path:
-    """`name` itself (`dev.tsv`), else `name.<ext>`; a `validation*` split may also be GLUE's `dev*` file."""
+def _find_name(files: set[str], where: str, role: str, name: str) -> str:
+    """The file of split `name` among `files` (the folder `where`'s): `name` itself (`dev.tsv`), else `name.<ext>`;
+    a `validation*` split may also be GLUE's `dev*` file."""
     stems = [name] + (["dev" + name[len("validation"):]] if name.startswith("validation") else [])
-    candidates = [directory / name] if Path(name).suffix in FILE_TYPES else []
-    candidates += [directory / f"{stem}{ext}" for stem in stems for ext in FILE_TYPES]
-    found = next((c for c in candidates if c.is_file()), None)
+    candidates = [name] if Path(name).suffix in FILE_TYPES else []
+    candidates += [f"{stem}{ext}" for stem in stems for ext in FILE_TYPES]
+    found = next((c for c in candidates if c in files), None)
     if found is None:
-        have = sorted(p.name for p in directory.iterdir() if p.suffix in FILE_TYPES)
-        raise InputError(f"data.splits.{role}", f"no file for split {name!r} in {directory}", got=have or "no data files",
+        have = sorted(f for f in files if Path(f).suffix in FILE_TYPES)
+        raise InputError(f"data.splits.{role}", f"no file for split {name!r} in {where}", got=have or "no data files",
                         allowed=f"a file {name}.tsv/.csv/.jsonl/.parquet" + (" (or dev.*)" if stems[1:] else "")
                         + f", or set data.splits.{role} to a file name")
     return found
 
 
-def _split_file(directory: Path, role: str, name: str, reader: Reader | None, glue: GlueTsv | None) -> SplitFile:
+def _find_file(directory: Path, role: str, name: str) -> Path:
+    """A split's local file: `name` as a path under `directory` (`sub/train.tsv`, or absolute), else as above."""
+    if (directory / name).is_file():
+        return directory / name
+    return directory / _find_name({p.name for p in directory.iterdir() if p.is_file()}, str(directory), role, name)
+
+
+def _remote_glue_folder(task, root: str) -> RemoteFolder:
+    """The task's folder under a GLUE_DIR that is a URI (`SST-2` or `sst2`)."""
+    listed = list_folder(root, "GLUE_DIR")
+    name = next((n for n in glue_folder_names(task) if n in listed.folders), None)
+    if name is None:
+        raise InputError("data.dataset", f"GLUE_DIR has no folder {' or '.join(glue_folder_names(task))} for "
+                        f"glue/{task.name}", got=root, allowed="the prefix that holds the GLUE task folders")
+    return list_folder(listed.child(name))
+
+
+def _remote_source(folder: RemoteFolder, data: DataConfig, glue: GlueTsv | None) -> Source:
+    """The splits of a remote folder, each fetched once per node (by URI, size and mtime) and read as a local file."""
+    files = []
+    for role in ROLES:
+        name = _find_name(set(folder.files), folder.uri, role, getattr(data.splits, role))
+        local = fetched(folder, name, cache_root())
+        files.append(replace(_split_file(local.parent, role, local.name, data.reader, glue, path=local),
+                             origin=folder.child(name)))
+    stats = [(f.path.name, *folder.files[f.path.name]) for f in files]
+    return Source(key=json.dumps([folder.uri, stats]), files=tuple(files))
+
+
+def _split_file(directory: Path, role: str, name: str, reader: Reader | None, glue: GlueTsv | None,
+                path: Path | None = None) -> SplitFile:
     """A split's file with the reader options: the file type's defaults < the GLUE layout < the spec's `reader`."""
-    path = _find_file(directory, role, name)
+    path = path or _find_file(directory, role, name)
     tsv = path.suffix == ".tsv"
     options = {"delimiter": "\t" if tsv else ",", "quoting": "none" if tsv else "minimal"}
     if glue is not None and tsv:
@@ -177,19 +220,19 @@ def _file_columns(sf: SplitFile) -> list[str]:
         try:
             names = pq.read_schema(sf.path).names
         except Exception as err:  # pyarrow raises ArrowInvalid, OSError, ... for a damaged file
-            raise InputError("data.dataset", f"{sf.path}: not a readable Parquet file "
+            raise InputError("data.dataset", f"{sf.shown}: not a readable Parquet file "
                             f"({str(err).splitlines()[0][:80]})") from None
     elif sf.kind == "json":
         with open(sf.path, encoding="utf-8") as fh:
             first = next(((n, line) for n, line in enumerate(fh, start=1) if line.strip()), None)
         if first is None:
-            raise InputError("data.dataset", f"{sf.path}: has no rows", allowed="a split with at least one row")
+            raise InputError("data.dataset", f"{sf.shown}: has no rows", allowed="a split with at least one row")
         try:
             obj = json.loads(first[1])
         except ValueError:
             obj = None
         if not isinstance(obj, dict):
-            raise InputError("data.dataset", f"{sf.path}:{first[0]}: not a JSON object", allowed="JSON Lines: one object "
+            raise InputError("data.dataset", f"{sf.shown}:{first[0]}: not a JSON object", allowed="JSON Lines: one object "
                             "per line, e.g. {\"text\": \"...\", \"label\": \"pos\"}")
         names = list(obj)
     elif sf.column_names:
@@ -198,9 +241,9 @@ def _file_columns(sf: SplitFile) -> list[str]:
         try:
             names = next(_csv_records(sf), (0, None))[1]
         except (UnicodeDecodeError, csv.Error) as err:
-            raise InputError("data.dataset", f"{sf.path}:1: cannot read the header ({err})") from None
+            raise InputError("data.dataset", f"{sf.shown}:1: cannot read the header ({err})") from None
         if names is None:
-            raise InputError("data.dataset", f"{sf.path}: is empty", allowed="a header line and at least one row")
+            raise InputError("data.dataset", f"{sf.shown}: is empty", allowed="a header line and at least one row")
     rename = dict(sf.rename)
     return [rename.get(n, n) for n in names]
 
@@ -225,12 +268,12 @@ def _check_first_row(sf: SplitFile, n_columns: int) -> None:
         first = next(_data_records(sf), None)
         rows = 0 if first is None else 1
         if first is not None and len(first[1]) > n_columns:
-            raise InputError("data.dataset", f"{sf.path}:{first[0]}: malformed row (expected {n_columns} fields, saw "
+            raise InputError("data.dataset", f"{sf.shown}:{first[0]}: malformed row (expected {n_columns} fields, saw "
                             f"{len(first[1])})", allowed="one row per line; check the delimiter and data.reader.quoting")
     else:
         return  # JSON Lines: _file_columns found its first object
     if rows == 0:
-        raise InputError("data.dataset", f"{sf.path}: has no rows", allowed="a split with at least one row")
+        raise InputError("data.dataset", f"{sf.shown}: has no rows", allowed="a split with at least one row")
 
 
 def _read_error(sf: SplitFile, err: Exception) -> InputError:
@@ -242,9 +285,9 @@ def _read_error(sf: SplitFile, err: Exception) -> InputError:
     found = re.search(r"Expected (\d+) fields in line (\d+), saw (\d+)", text)
     if found:
         want, line, saw = found.groups()
-        return InputError("data.dataset", f"{sf.path}:{line}: malformed row (expected {want} fields, saw {saw})",
+        return InputError("data.dataset", f"{sf.shown}:{line}: malformed row (expected {want} fields, saw {saw})",
                          allowed="one row per line; check the delimiter and data.reader.quoting")
-    return InputError("data.dataset", f"{sf.path}: cannot read it as {sf.kind} ({text})")
+    return InputError("data.dataset", f"{sf.shown}: cannot read it as {sf.kind} ({text})")
 
 
 def read_file(sf: SplitFile, data: DataConfig):
@@ -252,7 +295,7 @@ def read_file(sf: SplitFile, data: DataConfig):
     import datasets
 
     columns = _file_columns(sf)
-    _check_columns(columns, data, str(sf.path))
+    _check_columns(columns, data, sf.shown)
     _check_first_row(sf, len(columns))
     needed = [*data.text, data.label]
     original = {task: file for file, task in sf.rename}

@@ -9,6 +9,12 @@ concurrency or completion order. It stops on precision, never on significance.
 Resuming or growing: the driver builds a fresh searcher from the current spec with Ray's recorded trials; Tune
 then restores the searcher's checkpoint into it, and the recorded trials win where the two differ (Ray resumes
 exactly those; the checkpoint can be a save behind). Grid points neither records are new, and run.
+
+Tune, then confirm (`select:`): a placement's candidates (say its learning rates) run their tune cells first; once
+every tune trial of the placement has finished (or been stopped early), `choose` picks the candidate with the best
+mean final selection-split metric, and only that candidate's confirm cell runs (adaptive repeats included). The
+choice is a function of those results alone, so it too is the same under any concurrency, completion order or
+resume (given the results; where ASHA stopped trials, which ones it stopped depends on the order they reached a rung).
 """
 
 from __future__ import annotations
@@ -22,9 +28,10 @@ from pathlib import Path
 from ray.tune.search import SearchGenerator, Searcher
 from scipy import stats
 
-from record.metrics import is_diverged
+from record.metrics import is_diverged, stopped_early
 
 from .grid import Cell
+from .select_section import CONFIRM, TUNE
 
 
 @dataclass(frozen=True)
@@ -35,6 +42,8 @@ class RecordedTrial:
     name: str
     finished: bool
     value: float | None = None
+    selection: float | None = None  # its final selection-split metric (tune-then-confirm chooses on it)
+    stopped: bool = False  # ended early by the tuning stage's scheduler (ASHA)
 
 
 def halfwidth(values: Sequence[float], level: float = 0.95) -> float:
@@ -56,6 +65,26 @@ def final_value(result: dict | None, metric: str) -> float | None:
     return float(value) if ok else None
 
 
+Tuned = tuple[str, Sequence[tuple[float | None, bool]]]  # a candidate: its cell label, (selection value, stopped) per seed
+
+
+def choose(candidates: Sequence[Tuned], higher_is_better: bool = True) -> str | None:
+    """The candidate to confirm: the best mean selection value among those whose every tune seed ran to the end
+    (a stopped seed was judged worse by the scheduler); only if none did, the best among the rest. Ties go to the
+    first in grid order; None when no seed of any candidate has a value (all diverged)."""
+    def mean(seeds) -> float | None:
+        values = [v for v, _ in seeds if v is not None]
+        return sum(values) / len(values) if values else None
+
+    sign = 1.0 if higher_is_better else -1.0
+    for pool in ([c for c in candidates if not any(stopped for _, stopped in c[1])], candidates):
+        scored = [(label, mean(seeds)) for label, seeds in pool if mean(seeds) is not None]
+        if scored:
+            best = max(sign * m for _, m in scored)
+            return next(label for label, m in scored if sign * m == best)
+    return None
+
+
 class StudySearcher(Searcher):
     """Hands out a study's grid points (Tune configs with `trial_name`), adaptively per cell; see the module doc."""
 
@@ -63,29 +92,51 @@ class StudySearcher(Searcher):
     CKPT_FILE_TMPL = "study-searcher-state-{}.json"
 
     def __init__(self, cells: Sequence[Cell], metric: str, mode: str = "max", max_concurrent: int | None = None,
-                 recorded: Sequence[RecordedTrial] | None = None):
+                 recorded: Sequence[RecordedTrial] | None = None, selection_metric: str | None = None):
         super().__init__(metric=metric, mode=mode)
+        self.selection_metric = selection_metric  # tune-then-confirm chooses on it (None: no `select:`)
         self.cells = tuple(cells)
         self.max_concurrent = max_concurrent
         self._points = {t.trial_name: t for c in self.cells for t in c.trials}
+        self._tuned: dict[str, list[Cell]] = {}  # a placement's candidates (tune cells), by its choice label
+        for c in self.cells:
+            if c.stage == TUNE and c.choice is not None:
+                self._tuned.setdefault(c.choice, []).append(c)
         self._recorded = None if recorded is None else tuple(r for r in recorded if r.name in self._points)
         self.assigned: dict[str, str] = {}  # Tune trial id -> trial name
         self.results: dict[str, float | None] = {}  # trial name -> final metric (None: diverged, or none reported)
         self.errored: set[str] = set()  # trial names whose trial errored; `lora-sweep run` resumes them
+        self.selection: dict[str, float | None] = {}  # trial name -> final selection-split metric (tune stage)
+        self.stopped: set[str] = set()  # trial names their scheduler stopped early
         self._take_recorded()
 
     def _take_recorded(self) -> None:
         if self._recorded is not None:
             self.assigned = {r.trial_id: r.name for r in self._recorded}
             self.results = {r.name: r.value for r in self._recorded if r.finished}
+            self.selection = {r.name: r.selection for r in self._recorded if r.finished}
+            self.stopped = {r.name for r in self._recorded if r.finished and r.stopped}
             self.errored = set()
 
     def live(self) -> set[str]:
         """Trial names handed out and still running or waiting (neither finished nor errored)."""
         return set(self.assigned.values()) - set(self.results) - self.errored
 
+    def chosen(self, choice: str) -> str | None:
+        """The label of the candidate a placement confirms; None while any of its tune trials is unfinished (one
+        that errored for good too: the sweep then ends with it errored, and a rerun resumes it, then confirms)."""
+        tuned = self._tuned.get(choice, [])
+        names = [t.trial_name for c in tuned for t in c.trials]
+        if any(name not in self.results for name in names):
+            return None
+        return choose([(c.label, [(self.selection.get(t.trial_name), t.trial_name in self.stopped) for t in c.trials])
+                       for c in tuned], self.mode == "max")
+
     def wanted(self, cell: Cell) -> int:
-        """How many repeats the cell needs as far as its finished results tell: min, or more while unsettled."""
+        """How many repeats the cell needs as far as its finished results tell: min, or more while unsettled (a
+        candidate's confirm cell: none until it is chosen)."""
+        if cell.stage == CONFIRM and cell.choice is not None and self.chosen(cell.choice) != cell.label:
+            return 0
         n = cell.repeats.min
         while n < cell.repeats.max and self._unsettled(cell, n):
             n += 1
@@ -125,9 +176,14 @@ class StudySearcher(Searcher):
         else:
             self.errored.discard(name)
             self.results[name] = final_value(result, self.metric)
+            if self.selection_metric:
+                self.selection[name] = final_value(result, self.selection_metric)
+            if stopped_early(result, self._points[name].epochs):
+                self.stopped.add(name)
 
     def save(self, checkpoint_path: str) -> None:
-        state = {"assigned": self.assigned, "results": self.results, "errored": sorted(self.errored)}
+        state = {"assigned": self.assigned, "results": self.results, "errored": sorted(self.errored),
+                 "selection": self.selection, "stopped": sorted(self.stopped)}
         Path(checkpoint_path).write_text(json.dumps(state))
 
     def restore(self, checkpoint_path: str) -> None:
@@ -135,6 +191,8 @@ class StudySearcher(Searcher):
         self.assigned = {i: n for i, n in state["assigned"].items() if n in self._points}
         self.results = {n: v for n, v in state["results"].items() if n in self._points}
         self.errored = set(state["errored"]) & set(self._points)
+        self.selection = {n: v for n, v in state.get("selection", {}).items() if n in self._points}
+        self.stopped = set(state.get("stopped", ())) & set(self._points)
         self._take_recorded()
 
 
@@ -147,4 +205,4 @@ class StudySearch(SearchGenerator):
         self._finished = False
 
 
-__all__ = ["RecordedTrial", "StudySearch", "StudySearcher", "final_value", "halfwidth"]
+__all__ = ["RecordedTrial", "StudySearch", "StudySearcher", "choose", "final_value", "halfwidth"]

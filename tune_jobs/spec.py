@@ -32,6 +32,8 @@ from record.metrics import DEV, metric_of
 from . import checks as f
 from .data_section import DATA_SCHEMA, DataConfig, Reader, Selection, Splits
 from .profiles import chosen_profile, profile_scenarios, read_yaml
+from .repeats import Repeats, check_repeats
+from .select_section import Selecting, check_select
 
 
 # Optimisation and regularisation settings of one trial: the TRAINING fields of the record, with their defaults.
@@ -101,44 +103,6 @@ class LoraSettings:
     loraplus_lr_ratio: float | None = None  # None: DEFAULT_LORAPLUS_LR_RATIO where a method uses LoRA+
 
 
-@dataclass(frozen=True)
-class Repeats:
-    """Seeds per cell: `min` always, then one more at a time while the cell's 95 % t half-width of the study's
-    metric is above `until_halfwidth`, up to `max`. A fixed count n is Repeats(n, n)."""
-
-    min: int = 1
-    max: int = 1
-    until_halfwidth: float | None = None
-
-    @property
-    def adaptive(self) -> bool:
-        return self.until_halfwidth is not None and self.max > self.min
-
-
-REPEATS_KEYS = ("min", "max", "until_halfwidth")
-
-
-def _repeats(value: Any, path: str) -> Repeats:
-    """`repeats`: an integer (fixed seeds per cell) or `{min, max, until_halfwidth}` (adaptive)."""
-    adaptive = "{min: 3, max: 10, until_halfwidth: 0.004}"
-    if not isinstance(value, dict):
-        if isinstance(value, int) and not isinstance(value, bool) and value >= 1:
-            return Repeats(value, value)
-        raise InputError(path, "must be an integer >= 1 or a mapping", got=value, allowed=f"e.g. 5, or {adaptive}")
-    for key in value:
-        if key not in REPEATS_KEYS:
-            raise f.unknown_key_error(key, REPEATS_KEYS, path)
-    missing = [k for k in REPEATS_KEYS if k not in value]
-    if missing:
-        raise InputError(f"{path}.{missing[0]}", "missing",
-                        allowed=f"adaptive repeats need min, max and until_halfwidth, e.g. {adaptive}")
-    low = f.integer(1)(value["min"], f"{path}.min")
-    high = f.integer(1)(value["max"], f"{path}.max")
-    if low > high:
-        raise InputError(f"{path}.min", f"must be <= {path}.max ({high})", got=low, allowed="raise max or lower min")
-    return Repeats(low, high, f.number(0, None, low_open=True)(value["until_halfwidth"], f"{path}.until_halfwidth"))
-
-
 def _resources(value: Any, path: str) -> dict:
     clean = {}
     f.mapping(value, path)
@@ -158,11 +122,12 @@ STUDY_SCHEMA: dict[str, f.Check] = {
     "data": f.mapping,
     "train": f.mapping,
     "lora": f.mapping,
-    "repeats": _repeats,
+    "repeats": check_repeats,
     "base_seed": f.integer(0),
     "resources": _resources,
     "max_failures": f.integer(0),
     "max_concurrent": f.optional(f.integer(1)),
+    "select": check_select,
     "scenarios": lambda v, p: v,  # checked item by item below
     "profiles": f.mapping,
 }
@@ -170,7 +135,7 @@ SCENARIO_KEYS = ("name", "baseline", "layers", "components", "ranks", "alpha", "
                  "loraplus_lr_ratio", "train", "repeats")
 PROFILE_KEYS = tuple(k for k in STUDY_SCHEMA if k not in ("name", "profiles", "scenarios")) + ("scenarios",)
 SECTIONS = ("data", "train", "lora")
-REPEATS_SCHEMA: dict[str, f.Check] = {"repeats": _repeats}
+REPEATS_SCHEMA: dict[str, f.Check] = {"repeats": check_repeats}
 
 
 @dataclass(frozen=True)
@@ -215,6 +180,7 @@ class Study:
     resources: dict = field(default_factory=lambda: {"cpu": 1})
     max_failures: int = 2
     max_concurrent: int | None = None
+    select: Selecting | None = None  # tune, then confirm (tune_jobs.select_section); None: every cell on dev
 
     @property
     def metric(self) -> str:
@@ -349,11 +315,35 @@ def parse_study(raw: dict, profile: str | None = None, data_override: dict | Non
     if ratio_set and not any(uses_loraplus(m) for sc in scenarios for m in sc.methods):
         errors.append(InputError("lora.loraplus_lr_ratio", "set, but no scenario's method uses loraplus",
                                  got=ratio_set[0].loraplus_lr_ratio, allowed="add loraplus to `method`, or remove it"))
+    errors += _check_select(top.get("select"), data, scenarios, "select" if "select" in raw else f"{pp}.select")
     if errors:
         raise InputErrors(_unique(errors))
     settings = {k: v for k, v in top.items() if k in STUDY_SETTINGS}
     return Study(model=model, data=data, scenarios=tuple(scenarios), num_layers=n_layers, model_type=model_type,
                  profile=profile, **settings)
+
+
+def _check_select(select: Selecting | None, data: DataConfig, scenarios: list[Scenario], path: str) -> list[InputError]:
+    """`select:` needs a selection split, and each of its axes varied by some scenario; early stopping needs epochs
+    after its grace period."""
+    if select is None:
+        return []
+    if data.selection is None:
+        return [InputError(path, "chooses on the selection split, and the spec holds none out (choosing on dev, or "
+                                 "stopping early on it, would bias the numbers the dev set reports)",
+                           allowed="add data.selection, e.g. {fraction: 0.05} of the train split, never trained on")]
+    varied = {k for sc in scenarios for k, _ in sc.axes}
+    missing = [a for a in select.axes if a not in varied]
+    if missing and scenarios:
+        return [InputError(f"{path}.axes", f"{missing[0]} is not an axis of any scenario: there is nothing to choose",
+                           got=missing[0], allowed=f"make it a list in train (e.g. {missing[0]}: [a, b]), or drop it")]
+    choosing = [sc for sc in scenarios if any(k in select.axes for k, _ in sc.axes)]
+    stop = select.early_stop
+    longest = max((max(dict(sc.axes).get("epochs", (sc.train.epochs,))) for sc in choosing), default=0)
+    if stop is not None and choosing and stop.grace_epochs >= longest:
+        return [InputError(f"{path}.early_stop.grace_epochs", f"must be below the tuning trials' epochs ({longest}), "
+                           "or nothing is ever stopped", got=stop.grace_epochs, allowed=f"1..{longest - 1}")]
+    return []
 
 
 def _unique(errors: list[InputError]) -> list[InputError]:

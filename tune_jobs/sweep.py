@@ -19,8 +19,9 @@ from record.errors import InputError
 
 from .cli_args import OneLineParser, add_spec_args, run_guarded
 from .data import checked_study
-from .grid import cells, trial_counts, with_overrides
+from .grid import cells, counted, trial_counts, with_overrides
 from .ray_job import job_env_vars, resolved_inside_upload
+from .remote_data import is_uri
 from .spec import Study, TrialConfig, load_study
 
 if TYPE_CHECKING:
@@ -84,7 +85,8 @@ def check_same_grid(path: str, states: dict[str, dict], grid: list[dict]) -> Non
                             allowed=RETRY)
 
 
-def recorded_trials(path: str, grid: list[dict], metric: str) -> list[RecordedTrial] | None:
+def recorded_trials(path: str, grid: list[dict], metric: str, selection_metric: str | None = None,
+                    ) -> list[RecordedTrial] | None:
     """The trials Ray will keep or resume (None: Tune saved nothing yet), read before Ray starts.
 
     Refuses a changed spec (`check_same_grid`) and an experiment this version cannot continue.
@@ -92,6 +94,8 @@ def recorded_trials(path: str, grid: list[dict], metric: str) -> list[RecordedTr
     import pyarrow.fs as pafs
 
     from record.ray_files import open_experiment, trial_states
+
+    from record.metrics import stopped_early
 
     from .searcher import RecordedTrial, final_value
 
@@ -104,8 +108,12 @@ def recorded_trials(path: str, grid: list[dict], metric: str) -> list[RecordedTr
     if states and not any(e.base_name.startswith("search_gen_state") for e in entries):
         raise InputError("--name", f"the experiment at {path} has no lora-sweep searcher state (started by a version "
                         "before adaptive repeats)", allowed="resume it with that version, or use a new --name")
+    epochs = {g["trial_name"]: g["epochs"] for g in grid}
     return [RecordedTrial(st["trial_id"], st["config"]["trial_name"], st["status"] == "TERMINATED",
-                          final_value(st["last_result"], metric))
+                          final_value(st["last_result"], metric),
+                          final_value(st["last_result"], selection_metric) if selection_metric else None,
+                          st["status"] == "TERMINATED" and stopped_early(st["last_result"],
+                                                                         epochs[st["config"]["trial_name"]]))
             for st in states.values() if isinstance(st["config"].get("trial_name"), str)]
 
 
@@ -127,9 +135,13 @@ def connect_ray(address: str | None) -> None:
     if ray.is_initialized():
         return
     address = address or os.environ.get("RAY_ADDRESS")
-    env_vars = {k: os.environ[k] for k in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "LORA_SWEEP_CACHE") if k in os.environ}
-    if os.environ.get("GLUE_DIR"):  # absolute: each trial runs in its own directory
-        env_vars["GLUE_DIR"] = str(Path(os.environ["GLUE_DIR"]).expanduser().resolve())
+    # where data comes from (never credentials: nodes take those from their own chain, e.g. an instance role)
+    passed = ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "LORA_SWEEP_CACHE", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3",
+              "AWS_DEFAULT_REGION", "AWS_REGION")
+    env_vars = {k: os.environ[k] for k in passed if k in os.environ}
+    if os.environ.get("GLUE_DIR"):  # absolute (each trial runs in its own directory), or a URI as it is
+        glue = os.environ["GLUE_DIR"]
+        env_vars["GLUE_DIR"] = glue if is_uri(glue) else str(Path(glue).expanduser().resolve())
     # Inside `ray job submit` the job's own env_vars already reach every trial, and naming one of them again
     # makes ray.init fail ("Failed to merge the Job's runtime env").
     runtime_env = {"env_vars": {k: v for k, v in env_vars.items() if k not in job_env_vars()}}
@@ -157,8 +169,10 @@ def run_sweep(study: Study, storage: str | None = None, name: str | None = None,
     """Run (or resume, or grow) the study with Ray Tune; returns the ResultGrid."""
     from ray import tune
 
+    from record.metrics import SELECTION, higher_is_better, on_split
+
+    from .early_stop import early_stopping
     from .hparams_logger import HParamsTBXLogger
-    from record.metrics import higher_is_better
     from .progress import ConciseProgress, print_summary, savings_line
     from .searcher import StudySearch, StudySearcher
     from .trackers import tracker_callbacks
@@ -179,8 +193,9 @@ def run_sweep(study: Study, storage: str | None = None, name: str | None = None,
     # Tune keeps one trial pending for a custom searcher, so an autoscaler would see one trial's demand at a time.
     os.environ.setdefault("TUNE_MAX_PENDING_TRIALS_PG", str(concurrency or 200))
     restoring = tune.Tuner.can_restore(path)  # checked before Ray starts: a mismatch must start nothing
-    recorded = recorded_trials(path, [t.to_dict() for c in grid_cells for t in c.trials], study.metric) \
-        if restoring else None
+    sel_metric = on_split(SELECTION, study.metric) if study.select else None
+    recorded = recorded_trials(path, [t.to_dict() for c in grid_cells for t in c.trials], study.metric,
+                               sel_metric) if restoring else None
     if resume and not restoring:
         raise InputError("--resume", "no experiment to resume at this storage and name", got=path,
                         allowed="check --storage and --name (default name: <study>-<profile>)")
@@ -192,23 +207,33 @@ def run_sweep(study: Study, storage: str | None = None, name: str | None = None,
     print(f"  watch live: tensorboard --logdir {path}", flush=True)
     if recorded is not None:
         done, known = sum(r.finished for r in recorded), {r.name for r in recorded}
-        new = sum(t.trial_name not in known for c in grid_cells for t in c.trials[:c.repeats.min])
+        # (a confirm stage whose choice is open counts as its first candidate: an estimate until tuning ends)
+        new = sum(t.trial_name not in known for c in counted(grid_cells) for t in c.trials[:c.repeats.min])
         print(f"  resuming {path}: {done} finished trials are kept, {len(recorded) - done} unfinished or errored "
               f"ones continue, {new} new grid points run" + (" (more if adaptive repeats ask)" if fewest < most else "")
               + ("" if resume else "; an experiment of this name exists"), flush=True)
-    searcher = StudySearcher(grid_cells, study.metric, max_concurrent=concurrency, recorded=recorded)
+    mode = "max" if higher_is_better(study.metric) else "min"
+    searcher = StudySearcher(grid_cells, study.metric, mode, max_concurrent=concurrency, recorded=recorded,
+                             selection_metric=sel_metric)
+    if study.select:
+        print(f"  tune, then confirm: each placement's {', '.join(study.select.axes)} chosen on {sel_metric} "
+              + (f"(ASHA within each placement: grace {study.select.early_stop.grace_epochs} epoch(s), reduction "
+                 f"{study.select.early_stop.reduction:g})" if study.select.early_stop else "(no early stopping)"),
+              flush=True)
     tuner = tune.Tuner(
         trainable_for(study),
         tune_config=tune.TuneConfig(
-            metric=study.metric, mode="max" if higher_is_better(study.metric) else "min",  # the task's primary metric
+            metric=study.metric, mode=mode,  # the task's primary metric
             search_alg=StudySearch(searcher),
+            scheduler=early_stopping(grid_cells, study.select.early_stop, sel_metric, mode)
+            if study.select and study.select.early_stop else None,
             num_samples=-1,  # the searcher says when the study is complete
             reuse_actors=True,  # a new actor per trial costs ~2 s of process start and torch import
             trial_dirname_creator=trial_dirname,
         ),
         run_config=tune.RunConfig(
             name=name, storage_path=storage, verbose=0,
-            callbacks=[ConciseProgress(concurrency), HParamsTBXLogger(), *trackers],
+            callbacks=[ConciseProgress(concurrency, totals=(fewest, most)), HParamsTBXLogger(), *trackers],
             failure_config=tune.FailureConfig(max_failures=study.max_failures),
             checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
         ),

@@ -80,10 +80,15 @@ def preset(dataset: str) -> Task | None:
     return TASKS[dataset]
 
 
+def glue_folder_names(task: Task) -> tuple[str, str]:
+    """The names a task's folder has under GLUE_DIR: GLUE's own (`SST-2`) or the lowercase one (`sst2`)."""
+    return task.folder, task.folder.lower().replace("-", "")
+
+
 def glue_folder(task: Task, glue_dir: str) -> Path:
     """The task's folder under GLUE_DIR (`RTE`, or the lowercase `rte`), as an absolute path."""
     root = Path(glue_dir).expanduser()
-    for name in (task.folder, task.folder.lower().replace("-", "")):
+    for name in glue_folder_names(task):
         if (root / name).is_dir():
             return (root / name).resolve()
     raise InputError("data.dataset", f"GLUE_DIR has no folder {task.folder} or {task.folder.lower().replace('-', '')} "
