@@ -48,6 +48,8 @@ class Block:
 def _cell(v, fmt: str = "{:.4f}") -> str:
     if v is None or v is pd.NA or (isinstance(v, (float, np.floating)) and np.isnan(v)):
         return ""
+    if isinstance(v, (bool, np.bool_)):
+        return "yes" if v else "no"
     if isinstance(v, (float, np.floating)):
         return f"{v:.3g}" if 0 < abs(v) < 1e-3 and "f}" in fmt and ",.0f" not in fmt else fmt.format(v)
     if isinstance(v, (int, np.integer)) and fmt != "{}":

@@ -314,10 +314,17 @@ def _blocks(ro: Readout, figures: dict[str, bytes]) -> list[Block]:
     return blocks
 
 
+def _selection_columns(table: pd.DataFrame, settings: tuple[str, ...]) -> tuple[Column, ...]:
+    """The selection table's columns: counts as integers, settings as written, means to 4 decimals."""
+    formats = {"n": "{}", "sel_mean": "{:.4f}", "dev_mean": "{:.4f}", **{s: "{}" for s in settings}}
+    return tuple(Column(c, c, formats.get(c, "{}")) for c in table.columns)
+
+
 def _selection_blocks(ro: Readout) -> list[Block]:
     if ro.selection is None:
         return []
     sel = selection_metric(ro.opts.metric)
+    columns = _selection_columns(ro.selection, ro.opts.select)
     if "stopped_early" in ro.selection:  # the study's own tune stage (select: in its spec)
         return [Block("h2", f"Tune, then confirm: {', '.join(ro.opts.select)} chosen on the selection split"),
                 Block("p", f"Each placement's candidates trained with the tune stage's seeds (some stopped early by "
@@ -325,13 +332,13 @@ def _selection_blocks(ro: Readout) -> list[Block]:
                            "among those that ran to the end was then trained with new seeds, and only those confirm-"
                            "stage trials are compared on the dev set above and below: no dev number chose anything. "
                            "dev_mean of the tune seeds is for reference only."),
-                Block("table", "selection", table=ro.selection)]
+                Block("table", "selection", table=ro.selection, columns=columns)]
     return [Block("h2", f"Selection of {', '.join(ro.opts.select)} on the selection split"),
             Block("p", f"Per placement, the value with the best mean final {sel} (rows held out of the train split, "
                        f"never trained on) is chosen; the tables above and below report only the chosen groups, on "
                        f"the dev set, which no choice touched. dev_mean of the candidates not chosen is shown for "
                        "reference only: picking by it would be selection on the reported set."),
-            Block("table", "selection", table=ro.selection)]
+            Block("table", "selection", table=ro.selection, columns=columns)]
 
 
 def _reading_text(ro: Readout) -> tuple[str, ...]:
