@@ -19,7 +19,8 @@ import pyarrow.parquet as pq
 
 from record.errors import EXIT_INPUT, InputError
 from record.fields import MAPPINGS
-from record.metrics import is_diverged, stopped_early
+from record.fields import TUNE
+from record.metrics import STOPPED, is_diverged, stopped_early
 
 from .load import TrialRecord, read_experiment, split_config
 from .schema import EPOCH_METRICS, EPOCHS_SCHEMA, SCHEMA_VERSION, TRIALS_SCHEMA
@@ -36,9 +37,6 @@ def _epochs(rec: TrialRecord) -> list[dict]:
     return [r for r in rec.results if not is_diverged(r)]
 
 
-STOPPED = "STOPPED"  # a trial the tuning stage's early stopping ended (never averaged, never resumed)
-
-
 def trial_row(rec: TrialRecord) -> dict:
     """One row of trials.parquet."""
     known, extra = split_config(rec.config)
@@ -49,7 +47,7 @@ def trial_row(rec: TrialRecord) -> dict:
     diverged = next((r for r in res if is_diverged(r)), None)
     final = done if diverged is None else []
     # only a tuning stage's scheduler stops trials; elsewhere a short result.json is a flagged problem, not a stop
-    stopped = rec.status == "TERMINATED" and rec.config.get("stage") == "tune" and rec.problem is None \
+    stopped = rec.status == "TERMINATED" and rec.config.get("stage") == TUNE and rec.problem is None \
         and bool(res) and stopped_early(res[-1], rec.config.get("epochs"))
     accs = [r["val_accuracy"] for r in done if r.get("val_accuracy") is not None]
     speeds = [r["train_samples_per_s"] for r in done if r.get("train_samples_per_s") is not None]

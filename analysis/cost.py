@@ -8,6 +8,8 @@ import math
 
 import pandas as pd
 
+from record.fields import TUNE
+
 
 def resource_of(resources: object) -> tuple[str, float]:
     """("GPU", n) or ("CPU", n) from a trial's recorded `resources` ({"cpu": 4, "gpu": 1}); ("trial", 1) when
@@ -52,7 +54,7 @@ def group_costs(good: pd.DataFrame, summary: pd.DataFrame, price: float | None, 
 def study_cost(trials: pd.DataFrame, good: pd.DataFrame, price: float | None) -> dict:
     """The whole study's bill: every trial that ran (usable or not), and how much of it went to runs left out."""
     trial_h, resource_h, kind = _hours(trials)
-    tuning = trials["stage"].eq("tune") if "stage" in trials else pd.Series(False, index=trials.index)
+    tuning = trials["stage"].eq(TUNE) if "stage" in trials else pd.Series(False, index=trials.index)
     _, tuned_h, _ = _hours(trials[tuning])
     _, wasted_h, _ = _hours(trials[~tuning].drop(good.index.intersection(trials.index), errors="ignore"))
     return {"trials": len(trials), "trial_hours": trial_h, "resource_hours": resource_h, "resource": kind,

@@ -114,7 +114,7 @@ def _why(row: pd.Series) -> str:
     first = lambda text: str(text).strip().splitlines()[0][:160] if text and text == text else ""  # noqa: E731
     if row.get("diverged") is True or row.get("diverged") == 1:
         return f"diverged: {first(row.get('diverged_reason')) or 'non-finite loss'}"
-    if row.get("status") == "STOPPED":
+    if row.get("status") == metrics.STOPPED:
         return f"stopped early: at epoch {int(row['stopped_at_epoch'])} of the tuning stage (ASHA on the selection " \
                "split); its candidate's row in the selection table"
     if row.get("status") != "TERMINATED":

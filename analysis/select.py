@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import pandas as pd
 
-from record.metrics import SELECTION, on_split
+from record.fields import CONFIRM, TUNE
+from record.metrics import SELECTION, STOPPED, on_split
 
 from .groups import axis_text, config_keys, group_labels
 
@@ -43,9 +44,6 @@ def select_settings(good: pd.DataFrame, settings: list[str], higher_is_better: b
     return chosen.assign(group=labels), table
 
 
-TUNE = "tune"  # a trial's `stage` in a study with `select:` (tune_jobs.select_section; analysis imports no training code)
-
-
 def staged_settings(trials: pd.DataFrame) -> tuple[str, ...]:
     """The settings a study's tune stage chose per placement (`select:` in its spec), from the trials' records;
     () for studies without stages."""
@@ -66,7 +64,7 @@ def tuned_and_confirmed(prepared: pd.DataFrame, good: pd.DataFrame, settings: li
     searcher chose it, never re-derived here.
     """
     tuned = prepared[prepared["stage"].eq(TUNE)]
-    confirmed = prepared[prepared["stage"].eq("confirm")]
+    confirmed = prepared[prepared["stage"].eq(CONFIRM)]
     placement = config_keys(prepared.drop(columns=settings))
     rows = []
     for key, cands in tuned.groupby(placement[tuned.index], sort=False):
@@ -74,7 +72,7 @@ def tuned_and_confirmed(prepared: pd.DataFrame, good: pd.DataFrame, settings: li
         for group, seeds in cands.groupby("group", sort=False):
             diverged = seeds["diverged"].fillna(False).astype(bool) if "diverged" in seeds else False
             ran = seeds[seeds["status"].eq("TERMINATED") & ~diverged]  # what the searcher's choice averaged
-            stopped = seeds[seeds["status"].eq("STOPPED")]
+            stopped = seeds[seeds["status"].eq(STOPPED)]
             first = seeds.iloc[0]
             rows.append({"placement": first["scenario"] + (f" r={int(first['r'])}" if first["r"] == first["r"]
                                                            and first["r"] is not None else ""),

@@ -23,6 +23,7 @@ sys.path.insert(0, str(REPO))
 
 from analysis.aggregate import aggregate  # noqa: E402
 from analysis.compare import reversed_verdict  # noqa: E402
+from record.metrics import STOPPED  # noqa: E402
 from analysis.report import ReportOptions, load, read_out  # noqa: E402
 
 
@@ -93,7 +94,7 @@ def main() -> int:
     rows = []
     for label, exp, ro in (("full grid, then report --select", full, ro_full), ("tune, then confirm", staged, ro_staged)):
         cost = spent(exp)
-        stopped = int(ro.trials["status"].eq("STOPPED").sum())
+        stopped = int(ro.trials["status"].eq(STOPPED).sum())
         rows.append((label, cost, choices(ro), verdicts(ro), stopped, ro))
         print(f"{label}: {cost['trials']} trials ({stopped} stopped early), {cost['trial_epochs']} trial-epochs, "
               f"{cost['wall_min']:.1f} min wall")

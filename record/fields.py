@@ -118,6 +118,9 @@ ARROW: list[tuple[str, pa.DataType]] = [(f.name, f.arrow) for f in FIELDS]
 MAPPINGS: tuple[str, ...] = tuple(f.name for f in FIELDS if f.mapping)
 
 
+TUNE, CONFIRM = "tune", "confirm"  # the values of `stage`: a study with `select:` (tune_jobs.select_section)
+
+
 def filled(config: dict[str, Any]) -> dict[str, Any]:
     """A config dict with the fields it predates set to what records before them meant (`method`: plain LoRA, or
     none for a baseline); keys it has are kept as they are."""

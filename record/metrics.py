@@ -46,6 +46,9 @@ def is_diverged(report: dict | None) -> bool:
     return bool((report or {}).get(DIVERGED))
 
 
+STOPPED = "STOPPED"  # the status of a trial a tuning stage's scheduler ended (trials.parquet, the sweep's summary)
+
+
 def stopped_early(report: dict | None, epochs: int | None) -> bool:
     """A trial's last report ends it (not diverged) before its last epoch: a scheduler (a tuning stage's ASHA)
     stopped it. Ray records such a trial TERMINATED, like one that ran to the end."""

@@ -4,7 +4,6 @@ it exactly as local files; a changed object is fetched and tokenized again; each
 
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -14,14 +13,11 @@ import pytest
 
 from tests.conftest import REPO, SST2_DIR, tiny_spec
 
+sys.path.insert(0, str(REPO / "bench"))
+import local_s3  # noqa: E402  (bench/local_s3.py: moto's server in its own process)
+
 BUCKET = "data"
 SETUP_ACTIONS = 12  # 7 S3 and 5 IAM calls below; requests the server serves unsigned (buckets, objects, the IAM user); then it checks them all
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _small_sst2(folder: Path) -> Path:
@@ -39,19 +35,8 @@ def s3(tmp_path_factory):
     no permission (for access denied). Yields the environment a client needs (endpoint, region, test keys)."""
     import boto3
 
-    port = _free_port()
-    env = dict(os.environ, INITIAL_NO_AUTH_ACTION_COUNT=str(SETUP_ACTIONS), AWS_ACCESS_KEY_ID="testing",
-               AWS_SECRET_ACCESS_KEY="testing")
-    server = subprocess.Popen([sys.executable, "-c", "from moto.server import main; main()", "-H", "127.0.0.1",
-                               "-p", str(port)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    endpoint = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 30
-    while time.time() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            break
-        except OSError:
-            time.sleep(0.2)
+    server, endpoint = local_s3.serve(dict(os.environ, INITIAL_NO_AUTH_ACTION_COUNT=str(SETUP_ACTIONS),
+                                           AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing"))
     local = _small_sst2(tmp_path_factory.mktemp("s3src") / "sst2")
     client = dict(endpoint_url=endpoint, region_name="us-east-1", aws_access_key_id="testing",
                   aws_secret_access_key="testing")

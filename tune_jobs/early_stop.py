@@ -11,8 +11,10 @@ from __future__ import annotations
 from ray.tune.experiment import Trial
 from ray.tune.schedulers import AsyncHyperBandScheduler, FIFOScheduler, TrialScheduler
 
+from record.fields import TUNE
+
 from .grid import Cell
-from .select_section import TUNE, EarlyStop
+from .select_section import EarlyStop
 
 
 class PlacementASHA(FIFOScheduler):

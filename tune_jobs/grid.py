@@ -12,10 +12,9 @@ import yaml
 
 from lora_ext.methods import DEFAULT_LORAPLUS_LR_RATIO, PLAIN, uses_loraplus
 from record.errors import InputError, InputErrors
-from record.fields import short
+from record.fields import CONFIRM, TUNE, short
 
 from .repeats import Repeats
-from .select_section import CONFIRM, TUNE
 from .spec import TRAIN_SCHEMA, Scenario, Study, TrialConfig
 
 

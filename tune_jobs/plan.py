@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from lora_ext import ParamCount, architecture_for, count_params, load_model_config
 
 from .grid import axis_settings, cells, counted, setting_label, value_text
-from .select_section import CONFIRM
+from record.fields import CONFIRM, TUNE, short
 from .spec import TRAIN_SCHEMA, Study, TrialConfig
 
 
@@ -116,7 +116,7 @@ def format_table(study: Study, planned: list[PlannedTrial]) -> str:
                      f"final {study.metric} is above until_halfwidth")
     if staged:
         sel = study.select
-        tuned = sum(p.trial.stage == "tune" for p in planned)
+        tuned = sum(p.trial.stage == TUNE for p in planned)
         lines.append(f"tune, then confirm: {tuned} tune trials ({sel.tune_repeats} seed(s) per candidate) choose each "
                      f"placement's {', '.join(sel.axes)} on the selection split's final sel_{study.data.metric}; "
                      f"{len(planned) - tuned} confirm trials (seeds after those) are compared on dev"
@@ -132,7 +132,7 @@ def _open_name(trial: TrialConfig, settings: tuple[str, ...]) -> str:
     """A confirm trial's name before its placement chooses: `lora_all-r8-lr?-rep1`."""
     name = trial.trial_name
     for key in settings:
-        name = name.replace(setting_label(key, getattr(trial, key)), f"{setting_label(key, 0).rstrip('0')}?", 1)
+        name = name.replace(setting_label(key, getattr(trial, key)), f"{short(key)}?", 1)
     return name
 
 

@@ -11,7 +11,8 @@ import time
 
 from ray import tune
 
-from record.metrics import higher_is_better, is_diverged, primary_metric, stopped_early
+from record.fields import TUNE
+from record.metrics import STOPPED, higher_is_better, is_diverged, primary_metric, stopped_early
 
 
 class ConciseProgress(tune.Callback):
@@ -131,7 +132,7 @@ def result_status(result) -> str:
         return "ERROR"
     if is_diverged(result.metrics):
         return "DIVERGED"
-    return "STOPPED" if stopped_early(result.metrics, (result.config or {}).get("epochs")) else "TERMINATED"
+    return STOPPED if stopped_early(result.metrics, (result.config or {}).get("epochs")) else "TERMINATED"
 
 
 def print_summary(results, wall_s: float, path: str) -> None:
@@ -141,7 +142,7 @@ def print_summary(results, wall_s: float, path: str) -> None:
         statuses[result_status(r)] = statuses.get(result_status(r), 0) + 1
     metric = primary_metric(next((r.config for r in results if r.config), {}))
     done = [r for r in results if result_status(r) == "TERMINATED" and r.metrics.get(metric) is not None
-            and (r.config or {}).get("stage") != "tune"]  # the best on dev among trials compared on dev
+            and (r.config or {}).get("stage") != TUNE]  # the best on dev among trials compared on dev
     best = ""
     if done:
         sign = 1 if higher_is_better(metric) else -1

@@ -146,16 +146,14 @@ def _remote_source(folder: RemoteFolder, data: DataConfig, glue: GlueTsv | None)
     for role in ROLES:
         name = _find_name(set(folder.files), folder.uri, role, getattr(data.splits, role))
         local = fetched(folder, name, cache_root())
-        files.append(replace(_split_file(local.parent, role, local.name, data.reader, glue, path=local),
-                             origin=folder.child(name)))
+        files.append(replace(_split_file(local.parent, role, local.name, data.reader, glue), origin=folder.child(name)))
     stats = [(f.path.name, *folder.files[f.path.name]) for f in files]
     return Source(key=json.dumps([folder.uri, stats]), files=tuple(files))
 
 
-def _split_file(directory: Path, role: str, name: str, reader: Reader | None, glue: GlueTsv | None,
-                path: Path | None = None) -> SplitFile:
+def _split_file(directory: Path, role: str, name: str, reader: Reader | None, glue: GlueTsv | None) -> SplitFile:
     """A split's file with the reader options: the file type's defaults < the GLUE layout < the spec's `reader`."""
-    path = path or _find_file(directory, role, name)
+    path = _find_file(directory, role, name)
     tsv = path.suffix == ".tsv"
     options = {"delimiter": "\t" if tsv else ",", "quoting": "none" if tsv else "minimal"}
     if glue is not None and tsv:

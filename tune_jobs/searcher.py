@@ -28,10 +28,10 @@ from pathlib import Path
 from ray.tune.search import SearchGenerator, Searcher
 from scipy import stats
 
+from record.fields import CONFIRM, TUNE
 from record.metrics import is_diverged, stopped_early
 
 from .grid import Cell
-from .select_section import CONFIRM, TUNE
 
 
 @dataclass(frozen=True)

@@ -22,7 +22,6 @@ from record.fields import TRAINING_NAMES  # the training settings (each has its 
 from . import checks as f
 from .repeats import Repeats, check_repeats
 
-TUNE, CONFIRM = "tune", "confirm"  # a trial's `stage` under `select:` (None without it)
 
 
 @dataclass(frozen=True)
@@ -83,4 +82,4 @@ def check_select(value: Any, path: str) -> Selecting | None:
     return Selecting(**clean)
 
 
-__all__ = ["CONFIRM", "TUNE", "EarlyStop", "Selecting", "check_select"]
+__all__ = ["EarlyStop", "Selecting", "check_select"]
