@@ -52,6 +52,8 @@ def trial_row(rec: TrialRecord) -> dict:
     accs = [r["val_accuracy"] for r in done if r.get("val_accuracy") is not None]
     speeds = [r["train_samples_per_s"] for r in done if r.get("train_samples_per_s") is not None]
     peaks = [r["peak_memory_mb"] for r in res if r.get("peak_memory_mb") is not None]
+    reserved = [r["peak_reserved_mb"] for r in res if r.get("peak_reserved_mb") is not None]
+    held = [r["process_device_mb"] for r in res if r.get("process_device_mb") is not None]
     saved = [r["saved_activations_mb"] for r in done if r.get("saved_activations_mb") is not None]
     return {
         "experiment": rec.experiment, "trial_id": rec.trial_id, "trial_dir": rec.trial_dir,
@@ -64,6 +66,7 @@ def trial_row(rec: TrialRecord) -> dict:
         "epochs_completed": len(done), "trainable_params": _last(res, "trainable_params"),
         "total_params": _last(res, "total_params"), "params_relative_pct": _last(res, "params_relative_pct"),
         "peak_memory_mb": max(peaks) if peaks else None, "memory_kind": _last(res, "memory_kind"),
+        "peak_reserved_mb": max(reserved) if reserved else None, "process_device_mb": max(held) if held else None,
         "saved_activations_mb": max(saved) if saved else None, "trainable_state_mb": _last(done, "trainable_state_mb"),
         "compute_dtype": _last(done, "compute_dtype"),
         "mean_train_samples_per_s": statistics.fmean(speeds) if speeds else None,

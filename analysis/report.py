@@ -152,13 +152,15 @@ def summarize(good: pd.DataFrame, metric: str) -> pd.DataFrame:
             else np.nan,
             "trainable_params": g["trainable_params"].median(), "params_relative_pct": g["params_relative_pct"].median(),
             "peak_memory_mb": g["peak_memory_mb"].median(), "memory_kind": g["memory_kind"].iloc[0],
+            "peak_reserved_mb": g["peak_reserved_mb"].median() if "peak_reserved_mb" in g else np.nan,
             "saved_activations_mb": g["saved_activations_mb"].median() if "saved_activations_mb" in g else np.nan,
             "trainable_state_mb": g["trainable_state_mb"].median() if "trainable_state_mb" in g else np.nan,
             "train_samples_per_s": g["mean_train_samples_per_s"].median(),
         })
     if not rows:
         return pd.DataFrame(columns=["group", "n", "mean", "ci95_low", "ci95_high", "params_relative_pct"])
-    return pd.DataFrame(rows).sort_values("mean", ascending=not metrics.higher_is_better(metric), ignore_index=True)
+    out = pd.DataFrame(rows).sort_values("mean", ascending=not metrics.higher_is_better(metric), ignore_index=True)
+    return out.drop(columns="peak_reserved_mb") if out["peak_reserved_mb"].isna().all() else out  # CPU-only studies
 
 
 def resolve_reference(reference: str | None, good: pd.DataFrame) -> str | None:
@@ -238,7 +240,8 @@ SUMMARY_COLUMNS = (
     Column("group", "group"), Column("n", "seeds"), Column("mean", "mean", "{:.4f}"), Column("std", "SD", "{:.4f}"),
     Column("ci95_low", "95 % CI low", "{:.4f}"), Column("ci95_high", "95 % CI high", "{:.4f}"),
     Column("noise_floor_se", "dev-set SE", "{:.4f}"), Column("params_relative_pct", "trainable %", "{:.3g}"),
-    Column("peak_memory_mb", "peak memory MB", "{:,.0f}"), Column("saved_activations_mb", "activations MB", "{:,.0f}"),
+    Column("peak_memory_mb", "peak memory MB (GPU: allocated)", "{:,.0f}"),
+    Column("peak_reserved_mb", "GPU reserved MB", "{:,.0f}"), Column("saved_activations_mb", "activations MB", "{:,.0f}"),
     Column("trainable_state_mb", "trainable state MB", "{:,.1f}"),
     Column("train_samples_per_s", "samples/s", "{:,.0f}"),
 )

@@ -7,11 +7,12 @@ import pyarrow as pa
 from record.fields import ARROW, NAMES
 from record.metrics import EPOCH_COLUMNS
 
-SCHEMA_VERSION = "6"  # 2: selection split (sel_* metrics, selection_* config), divergence columns;
+SCHEMA_VERSION = "7"  # 2: selection split (sel_* metrics, selection_* config), divergence columns;
 # 3: val_examples/sel_examples, saved_activations_mb and trainable_state_mb (device-independent memory),
 #    compute_dtype; 4: tasks: column mapping, task, label names and primary_metric config;
 #    f1/mcc/mse/pearson/spearman epoch metrics; 5: LoRA method and loraplus_lr_ratio,
-#    the trial's resources; 6: stage and selected (tune, then confirm), status STOPPED and stopped_at_epoch
+#    the trial's resources; 6: stage and selected (tune, then confirm), status STOPPED and stopped_at_epoch;
+#    7: GPU memory per epoch (peak_reserved_mb, process_device_mb), fp16's skipped_steps
 
 # Config keys of a lora-sweep grid point and their Arrow types: the trial record's declaration (record.fields),
 # from which training's TrialConfig is derived too.
@@ -30,7 +31,8 @@ TRIALS_SCHEMA = pa.schema([
     ("final_val_loss", pa.float64()),
     ("final_train_loss", pa.float64()), ("epochs_completed", pa.int32()), ("trainable_params", pa.int64()),
     ("total_params", pa.int64()), ("params_relative_pct", pa.float64()), ("peak_memory_mb", pa.float64()),
-    ("memory_kind", pa.string()), ("saved_activations_mb", pa.float64()), ("trainable_state_mb", pa.float64()),
+    ("memory_kind", pa.string()), ("peak_reserved_mb", pa.float64()), ("process_device_mb", pa.float64()),
+    ("saved_activations_mb", pa.float64()), ("trainable_state_mb", pa.float64()),
     ("compute_dtype", pa.string()), ("mean_train_samples_per_s", pa.float64()), ("total_time_s", pa.float64()),
     ("hostname", pa.string()), ("node_ip", pa.string()), ("node_id", pa.string()), ("num_restarts", pa.int32()),
     ("last_checkpoint", pa.string()), ("diverged", pa.bool_()), ("diverged_reason", pa.string()),

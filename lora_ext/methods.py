@@ -25,10 +25,12 @@ class Variant:
     lora_config: dict = field(default_factory=dict)  # LoraConfig keyword arguments
     changes_base: bool = False  # initialises from the base weights and subtracts that from them (PiSSA, OLoRA)
     optimizer: bool = False  # trains through PEFT's `create_loraplus_optimizer` (LoRA+)
+    reads_base: bool = False  # its forward computes from the base weights (DoRA's norm): they must stay fp32
 
 
 VARIANTS: dict[str, Variant] = {v.name: v for v in (
-    Variant("dora", "weight-decomposed LoRA: a trained magnitude per output feature (use_dora)", {"use_dora": True}),
+    Variant("dora", "weight-decomposed LoRA: a trained magnitude per output feature (use_dora)", {"use_dora": True},
+            reads_base=True),
     Variant("pissa", "A and B from the base weights' principal singular vectors (init_lora_weights='pissa')",
             {"init_lora_weights": "pissa"}, changes_base=True),
     Variant("olora", "A and B from a QR decomposition of the base weights (init_lora_weights='olora')",
@@ -50,6 +52,11 @@ def variants_of(method: str) -> tuple[Variant, ...]:
 def changes_base(method: str) -> bool:
     """Whether the method subtracts its initial adapter from the base weights (an export must convert it)."""
     return any(v.changes_base for v in variants_of(method))
+
+
+def reads_base_weights(method: str) -> bool:
+    """Whether the method's forward computes from the frozen base weights (DoRA), so they must keep fp32."""
+    return any(v.reads_base for v in variants_of(method))
 
 
 def uses_loraplus(method: str) -> bool:

@@ -119,8 +119,12 @@ def _split_columns(prefix: str) -> list[tuple[str, pa.DataType]]:
 EPOCH_COLUMNS: list[tuple[str, pa.DataType]] = [
     ("epoch", pa.int32()), ("train_loss", pa.float64()), *_split_columns(DEV), *_split_columns(SELECTION),
     ("train_samples_per_s", pa.float64()), ("epoch_time_s", pa.float64()), ("peak_memory_mb", pa.float64()),
-    ("memory_kind", pa.string()),
-    ("compute_dtype", pa.string()),  # what `precision` resolved to on that machine: bf16 (autocast) or fp32
+    ("memory_kind", pa.string()),  # peak_memory_mb is cuda_allocated (tensors) or cpu_rss (growth of peak RSS)
+    # on a GPU, per epoch: what the caching allocator held at most, and the process's whole share of the device
+    # (CUDA context included; NVML, null where it cannot tell): what trials sharing a GPU compete for
+    ("peak_reserved_mb", pa.float64()), ("process_device_mb", pa.float64()),
+    ("compute_dtype", pa.string()),  # what `precision` resolved to on that machine: bf16 / fp16 (autocast) or fp32
+    ("skipped_steps", pa.int32()),  # fp16 only: optimizer steps the loss scaler skipped (overflowing gradients)
     # exact and device-independent: tensors saved for backward (peak over steps) and weights + grads + AdamW state
     ("saved_activations_mb", pa.float64()), ("trainable_state_mb", pa.float64()), ("trainable_params", pa.int64()),
     ("total_params", pa.int64()), ("params_relative_pct", pa.float64()), ("padding_efficiency", pa.float64()),

@@ -126,6 +126,60 @@ def test_ray_up_reads_the_token_from_the_laptops_home(name, tmp_path, monkeypatc
     assert hash_runtime_conf(cfg["file_mounts"], None, cfg, generate_file_mounts_contents_hash=True)[1] != first[1]
 
 
+PIP_INSTALL = re.compile(r"\bpip3?\s+install\b")
+
+
+def shell_commands(cfg: dict) -> list[str]:
+    """Every command a cluster config runs: each `*_commands` list, at the top and in any node type."""
+    holders = [cfg, *cfg.get("available_node_types", {}).values()]
+    return [c for h in holders for k, cmds in h.items() if k.endswith("_commands") for c in cmds or []]
+
+
+def constraints_of(segment: str, cwd: str | None, mounts: dict) -> Path | None:
+    """The local file a `pip install` segment's -c/--constraint names, through the checkout's file mount."""
+    import posixpath
+    import shlex
+
+    words = shlex.split(segment)
+    named = [b for a, b in zip(words, words[1:]) if a in ("-c", "--constraint")]
+    named += [w.split("=", 1)[1] for w in words if w.startswith(("-c=", "--constraint="))]
+    if len(named) != 1 or not (named[0].startswith("/") or cwd):
+        return None
+    remote = posixpath.normpath(posixpath.join(cwd or "/", named[0]))
+    for dest, src in mounts.items():
+        if src == "." and remote.startswith(dest.rstrip("/") + "/"):
+            return REPO / remote[len(dest.rstrip("/")) + 1:]
+    return None
+
+
+def unconstrained_pip_installs(cfg: dict) -> list[str]:
+    """The commands with a `pip install` that does not name the checkout's constraints.txt (where it runs)."""
+    bad = []
+    for command in shell_commands(cfg):
+        cwd = None
+        for segment in (s.strip() for s in re.split(r"&&|\|\||;|\(|\)", command)):
+            if segment.startswith("cd "):
+                cwd = segment[3:].strip()
+            elif PIP_INSTALL.search(segment) and constraints_of(segment, cwd, cfg["file_mounts"]) != \
+                    REPO / "constraints.txt":
+                bad.append(command)
+    return bad
+
+
+@pytest.mark.parametrize("name", ["cluster.yaml", "cluster-onprem.yaml"])
+def test_every_pip_install_on_the_nodes_stays_in_the_tested_set(name):
+    cfg = yaml.safe_load((REPO / name).read_text())
+    assert any(PIP_INSTALL.search(c) for c in shell_commands(cfg))
+    assert unconstrained_pip_installs(cfg) == []
+    torch_pins = set(re.findall(r"torch==([\w.+]+)", " ".join(shell_commands(cfg))))
+    assert torch_pins == set(re.findall(r"torch==([\w.+]+)", (REPO / ".ci" / "run").read_text())), torch_pins
+    broken = copy.deepcopy(cfg)  # a line added later without the constraints fails, wherever it is
+    broken["setup_commands"].append("python3 -m pip install -q wandb")
+    broken.setdefault("worker_setup_commands", []).append("cd /tmp && pip3 install -e . -c constraints.txt")
+    broken.setdefault("head_setup_commands", []).append("pip install -U ray --constraint /etc/other.txt")
+    assert len(unconstrained_pip_installs(broken)) == 3
+
+
 def test_no_token_is_committed():
     tracked = subprocess.run(["git", "ls-files"], cwd=REPO, capture_output=True, text=True)
     if tracked.returncode != 0:

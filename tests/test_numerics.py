@@ -11,8 +11,8 @@ from tests.conftest import tiny_spec
 from tune_jobs.grid import select_trial, with_overrides
 from tune_jobs.spec import load_study
 from tune_jobs.checkpoint import load_checkpoint, save_checkpoint
-from tune_jobs.trial import (SavedTensorMeter, cpu_has_native_bf16, load_model, load_tokenizer, resolve_precision,
-                             run_trial)
+from tune_jobs.meters import SavedTensorMeter
+from tune_jobs.trial import load_model, load_tokenizer, run_trial
 
 SCEN = ("scenarios:\n  - {name: low, layers: [0], components: all}\n  - {name: high, layers: [3], components: all}\n"
         "  - {name: head, baseline: classifier_only}\n")
@@ -63,15 +63,7 @@ def test_checkpoint_missing_encoder_weights_is_refused(tmp_path, saved_tiny):
     _model(_trial(tmp_path, saved_tiny))  # the intact one: only the head is new, accepted
 
 
-def test_precision_auto_is_bf16_only_where_the_hardware_has_it():
-    assert resolve_precision("auto", torch.device("cpu")) is cpu_has_native_bf16()
-    assert resolve_precision("fp32", torch.device("cpu")) is False
-    assert resolve_precision("bf16", torch.device("cpu")) is True
-    if torch.cuda.is_available():
-        assert resolve_precision("auto", torch.device("cuda")) == torch.cuda.is_bf16_supported()
-
-
-@pytest.mark.parametrize("precision", ["bf16", "fp32"])
+@pytest.mark.parametrize("precision", ["bf16", "fp16", "fp32"])
 def test_same_seed_same_metrics_in_either_precision(tmp_path, tiny_bert_dir, precision):
     trial = with_overrides(select_trial(load_study(tiny_spec(tmp_path, _deep(tmp_path, tiny_bert_dir), SCEN,
                                                              data=dict(train_limit=48))),

@@ -1,6 +1,8 @@
 """Data from a bucket (`data.dataset: s3://...`, `GLUE_DIR=s3://...`) against a local S3 endpoint on loopback
 (moto's server, in its own process with request signing enforced after the set-up): plan, trial and a sweep read
-it exactly as local files; a changed object is fetched and tokenized again; each bad case is one line."""
+it exactly as local files; a changed object is fetched and tokenized again; each bad case is one line. The base
+model from the bucket (`model: s3://...`) likewise: plan reads its config.json alone, a trial trains from it, each
+node fetches it once."""
 
 import os
 import shutil
@@ -69,6 +71,15 @@ def client_env(s3, user: str | None = "admin", **extra) -> dict:
     return env
 
 
+def admin_client(s3):
+    """A boto3 S3 client with the admin's keys (signed requests, after the set-up)."""
+    import boto3
+
+    keys = s3["keys"]["admin"]
+    return boto3.client("s3", endpoint_url=s3["env"]["AWS_ENDPOINT_URL"], region_name="us-east-1",
+                        aws_access_key_id=keys["AWS_ACCESS_KEY_ID"], aws_secret_access_key=keys["AWS_SECRET_ACCESS_KEY"])
+
+
 @pytest.fixture
 def as_admin(s3, monkeypatch, tmp_path):
     """This process as the admin client, with a cache of its own."""
@@ -123,15 +134,12 @@ def test_a_trial_on_bucket_data_gives_the_local_trials_metrics(as_admin, tmp_pat
 
 
 def test_a_changed_object_is_fetched_and_tokenized_again(as_admin, tmp_path, tiny_bert_dir):
-    import boto3
     from transformers import AutoTokenizer
 
     from tune_jobs.data import tokenized_splits
     from tune_jobs.spec import load_study
 
-    keys = as_admin["keys"]["admin"]
-    client = boto3.client("s3", endpoint_url=as_admin["env"]["AWS_ENDPOINT_URL"], region_name="us-east-1",
-                          aws_access_key_id=keys["AWS_ACCESS_KEY_ID"], aws_secret_access_key=keys["AWS_SECRET_ACCESS_KEY"])
+    client = admin_client(as_admin)
     dev = (as_admin["local"] / "dev.tsv").read_bytes()
     client.put_object(Bucket=BUCKET, Key="changing/train.tsv", Body=(as_admin["local"] / "train.tsv").read_bytes())
     client.put_object(Bucket=BUCKET, Key="changing/dev.tsv", Body=dev)
@@ -167,12 +175,7 @@ def _truncated_parquet(tmp_path) -> bytes:
 ])
 def test_bad_bucket_data_is_one_line_before_anything_starts(s3, tmp_path, tiny_bert_dir, case, dataset, user, needle):
     if case == "truncated object":
-        import boto3
-
-        keys = s3["keys"]["admin"]
-        client = boto3.client("s3", endpoint_url=s3["env"]["AWS_ENDPOINT_URL"], region_name="us-east-1",
-                              aws_access_key_id=keys["AWS_ACCESS_KEY_ID"],
-                              aws_secret_access_key=keys["AWS_SECRET_ACCESS_KEY"])
+        client = admin_client(s3)
         for name in ("train.parquet", "dev.parquet"):
             client.put_object(Bucket=BUCKET, Key=f"truncated/{name}", Body=_truncated_parquet(tmp_path))
     if user == "bogus":
@@ -204,3 +207,111 @@ def test_a_sweep_reads_its_data_from_the_bucket_on_every_trial(s3, tmp_path, tin
         reports = [json.loads(line) for line in (tmp_path / "store" / "s3data" / name / "result.json").read_text()
                    .splitlines()]
         assert [r["epoch"] for r in reports] == [1, 2] and reports[-1]["val_examples"] == 872
+
+
+# ---------------------------------------------------------------- the base model from the bucket (model: s3://...)
+
+MODEL_URI = f"s3://{BUCKET}/models/tiny-bert"
+
+
+@pytest.fixture(scope="module")
+def bucket_model(s3, tmp_path_factory, tiny_bert_dir) -> Path:
+    """A tiny BERT with random weights (save_pretrained: config, safetensors, MiniLM's tokenizer) on disk and under
+    models/tiny-bert/ in the bucket, beside files a trial never reads (other frameworks' weights, a .bin beside
+    safetensors), as a hub snapshot holds them. Returns the local folder."""
+    import torch
+    from transformers import AutoConfig, AutoModel
+
+    local = tmp_path_factory.mktemp("bucket_model") / "tiny-bert"
+    shutil.copytree(tiny_bert_dir, local)
+    torch.manual_seed(0)
+    AutoModel.from_config(AutoConfig.from_pretrained(local)).save_pretrained(local)
+    client = admin_client(s3)
+    for path in sorted(local.iterdir()):
+        client.put_object(Bucket=BUCKET, Key=f"models/tiny-bert/{path.name}", Body=path.read_bytes())
+    for name in ("tf_model.h5", "pytorch_model.bin"):
+        client.put_object(Bucket=BUCKET, Key=f"models/tiny-bert/{name}", Body=b"never fetched")
+    client.put_object(Bucket=BUCKET, Key="models/no-config/vocab.txt", Body=b"[PAD]\n")
+    return local
+
+
+def model_spec(tmp_path, model: str, **extra) -> Path:
+    return tiny_spec(tmp_path, model, SCENARIOS, model_init="pretrained", **extra)
+
+
+def test_plan_counts_a_bucket_model_from_its_config_alone(as_admin, bucket_model, tmp_path, capsys):
+    from tune_jobs.cli import main
+    from tune_jobs.data import checked_study
+    from tune_jobs.plan import plan
+    from tune_jobs.spec import load_study
+
+    def counts(model):
+        return [p.params.trainable for p in plan(checked_study(load_study(model_spec(tmp_path, model))))]
+
+    assert counts(MODEL_URI) == counts(str(bucket_model)) and counts(MODEL_URI)[0] > 0
+    assert main(["plan", str(model_spec(tmp_path, MODEL_URI))]) == 0
+    assert MODEL_URI in capsys.readouterr().out
+    fetched = [p.name for p in (tmp_path / "cache" / "remote").glob("*/*")]
+    assert fetched == ["config.json"]  # the weights stay in the bucket until a trial runs
+
+
+def test_a_trial_trains_from_a_bucket_model_as_from_the_same_folder_on_disk(as_admin, bucket_model, tmp_path):
+    from tune_jobs.data import checked_study
+    from tune_jobs.grid import expand
+    from tune_jobs.spec import load_study
+    from tune_jobs.trial import run_trial
+
+    def final(model):
+        spec = model_spec(tmp_path, model, data={"train_limit": 64}, train={"epochs": 1})
+        return run_trial(expand(checked_study(load_study(spec)))[0].to_dict())
+
+    remote, local = final(MODEL_URI), final(str(bucket_model))
+    assert len(remote) == 1 and remote[-1]["epoch"] == 1
+    assert remote[-1]["val_accuracy"] == local[-1]["val_accuracy"]  # the bucket's weights, not a random init
+    assert remote[-1]["train_loss"] == local[-1]["train_loss"]
+
+
+def test_a_bucket_model_is_fetched_once_per_node_and_again_when_it_changes(as_admin, bucket_model, tmp_path,
+                                                                           monkeypatch):
+    import json
+
+    from tune_jobs import remote_model
+    from tune_jobs.remote_model import staged_model
+
+    first = staged_model(MODEL_URI)
+    assert sorted(p.name for p in first.iterdir()) == sorted(p.name for p in bucket_model.iterdir())
+    assert (first / "model.safetensors").read_bytes() == (bucket_model / "model.safetensors").read_bytes()
+    copies = {p: p.stat().st_mtime_ns for p in (tmp_path / "cache" / "remote").glob("*/*")}
+
+    def no_copy(*args, **kwargs):
+        raise AssertionError("fetched again")
+
+    with monkeypatch.context() as m:
+        m.setattr(remote_model, "fetched", no_copy)
+        assert staged_model(MODEL_URI) == first  # the cache hit: listed, nothing copied
+    assert {p: p.stat().st_mtime_ns for p in (tmp_path / "cache" / "remote").glob("*/*")} == copies
+    tokenizer_only = staged_model(MODEL_URI, weights=False)
+    assert tokenizer_only != first and not list(tokenizer_only.glob("*.safetensors"))
+    config = json.loads((bucket_model / "config.json").read_text())
+    admin_client(as_admin).put_object(Bucket=BUCKET, Key="models/tiny-bert/config.json",
+                                      Body=json.dumps({**config, "classifier_dropout": 0.2}).encode())
+    try:
+        changed = staged_model(MODEL_URI)
+        assert changed != first and json.loads((changed / "config.json").read_text())["classifier_dropout"] == 0.2
+        assert len(list((tmp_path / "cache" / "remote").glob("*/*"))) == len(copies) + 1  # only the changed object
+    finally:
+        admin_client(as_admin).put_object(Bucket=BUCKET, Key="models/tiny-bert/config.json",
+                                          Body=(bucket_model / "config.json").read_bytes())
+
+
+@pytest.mark.parametrize("model, needle", [
+    ("s3://data/models/missing", "model: nothing under this prefix"),
+    ("s3://data/models/no-config", "model: no config.json under this prefix"),
+    ("s3://nobucket/models/tiny-bert", "model: the bucket does not exist"),
+])
+def test_a_bad_bucket_model_is_one_line_naming_model(s3, bucket_model, tmp_path, model, needle):
+    env = dict(client_env(s3), LORA_SWEEP_CACHE=str(tmp_path / "cache"))
+    out = subprocess.run([sys.executable, "-m", "tune_jobs", "plan", str(model_spec(tmp_path, model))], cwd=REPO,
+                         env=env, capture_output=True, text=True, timeout=120)
+    lines = out.stderr.strip().splitlines()
+    assert out.returncode == 2 and len(lines) == 1 and needle in lines[0], out.stderr[-2000:]

@@ -227,14 +227,16 @@ def test_cpu_memory_meter_resets_between_trials():
 
     import torch
 
-    from tune_jobs.trial import MemoryMeter
+    from tune_jobs.meters import MemoryMeter
 
     first = MemoryMeter(torch.device("cpu"))
     # A fresh anonymous mapping, touched page by page: new resident memory whatever the allocator keeps cached.
     block = mmap.mmap(-1, 200 * 2**20)
     for offset in range(0, len(block), mmap.PAGESIZE):
         block[offset] = 1
-    assert first.peak_mb() >= 150
+    assert first.read()["peak_memory_mb"] >= 150
     block.close()
+    first.start_epoch()  # the next epoch's peak is its own
+    assert first.read()["peak_memory_mb"] < 50
     second = MemoryMeter(torch.device("cpu"))  # a reused Ray actor: the next trial must not inherit that peak
-    assert second.peak_mb() < 50
+    assert second.read()["peak_memory_mb"] < 50

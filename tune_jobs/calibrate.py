@@ -42,7 +42,7 @@ def speed_key(trial: TrialConfig) -> tuple:
             *(getattr(trial, k) for k in SPEED_SETTINGS))
 
 
-def _eval_seconds(p, split, lengths, batches: int) -> float:
+def _eval_seconds(p, split, batches: int) -> float:
     """An evaluation of a whole split, projected from `batches` of its batches spread evenly over its length-sorted
     order (evaluation sorts rows longest first, so a random sample of rows would pad more than the real pass)."""
     import numpy as np
@@ -50,15 +50,14 @@ def _eval_seconds(p, split, lengths, batches: int) -> float:
     from .trial import evaluate
 
     size = p.tc.eval_batch_size
-    order = np.argsort(-lengths, kind="stable")
+    order = np.argsort(-split.lengths, kind="stable")
     starts = list(range(0, len(order), size))
     picked = sorted({starts[round(i * (len(starts) - 1) / max(1, batches - 1))] for i in range(min(batches,
                                                                                                    len(starts)))})
     seconds = 0.0
     for start in picked:
-        rows = order[start:start + size]
         t0 = time.perf_counter()
-        evaluate(p.model, split.select(rows), lengths[rows], p.collator, size, p.device, p.autocast, p.tc.task)
+        evaluate(p, split, order[start:start + size])
         seconds += time.perf_counter() - t0
     return seconds / len(picked) * len(starts)
 
@@ -69,7 +68,8 @@ def measure(config: dict, steps: int = 10, warmup: int = 2, device: str | None =
     a few batches of each evaluated split (timed, projected to the split) and write one checkpoint (timed)."""
     from .checkpoint import save_checkpoint
     from .data import length_grouped_batches
-    from .trial import SavedTensorMeter, prepare, train_epoch
+    from .meters import SavedTensorMeter
+    from .trial import prepare, train_epoch
 
     start = time.perf_counter()
     p = prepare(config, device)
@@ -77,16 +77,14 @@ def measure(config: dict, steps: int = 10, warmup: int = 2, device: str | None =
     tc, data = p.tc, p.data
     batches = length_grouped_batches(data.train_lengths, tc.batch_size, seed=tc.seed * 1000 + 1)
     saved = SavedTensorMeter(p.model)
-    train_epoch(p.model, data, p.collator, tc, 1, p.optimizer, p.scheduler, p.device, p.autocast, saved,
-                batches=batches[:warmup])
+    train_epoch(p, 1, saved, batches=batches[:warmup])
     timed = batches[warmup:warmup + steps] or batches[:steps]
     start = time.perf_counter()
-    train_epoch(p.model, data, p.collator, tc, 1, p.optimizer, p.scheduler, p.device, p.autocast, saved,
-                batches=timed)
+    train_epoch(p, 1, saved, batches=timed)  # ends with a finiteness check: the device has finished
     train_s = (time.perf_counter() - start) / sum(len(b) for b in timed)
-    eval_s = _eval_seconds(p, data.eval, data.eval_lengths, eval_batches)
+    eval_s = _eval_seconds(p, data.padded["eval"], eval_batches)
     if data.sel is not None:
-        eval_s += _eval_seconds(p, data.sel, data.sel_lengths, eval_batches)
+        eval_s += _eval_seconds(p, data.padded["sel"], eval_batches)
     with tempfile.TemporaryDirectory(prefix="lora-sweep-calibrate-") as tmp:
         start = time.perf_counter()
         save_checkpoint(Path(tmp), p.model, p.optimizer, p.scheduler)

@@ -279,6 +279,66 @@ def padding_efficiency(lengths: np.ndarray, batches: list[np.ndarray]) -> float:
     return real / padded if padded else 1.0
 
 
+def _padded_rows(column, lengths: np.ndarray, width: int, pad: int, left: bool) -> np.ndarray:
+    """A list-of-ints Arrow column as one [rows, width] int32 array, each row padded with `pad` on the right (or
+    on the left): vectorised, no Python loop over rows."""
+    import pyarrow as pa
+
+    flat = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
+    values = flat.flatten().to_numpy(zero_copy_only=False).astype(np.int32, copy=False)
+    starts = flat.offsets.to_numpy()[:-1]
+    out = np.full((len(lengths), width), pad, dtype=np.int32)
+    rows = np.repeat(np.arange(len(lengths)), lengths)
+    cols = np.arange(len(values)) - np.repeat(starts - starts[0], lengths)
+    if left:
+        cols += np.repeat(width - lengths, lengths)
+    out[rows, cols] = values
+    return out
+
+
+@dataclass(frozen=True)
+class PaddedSplit:
+    """A tokenized split as arrays padded once (what `DataCollatorWithPadding` would build row by row at every
+    step): each model input [rows, longest row], the row lengths and the labels. A batch is a slice of rows cut to
+    its longest row, with the attention mask from the lengths; the tokenizer's padding side is kept."""
+
+    inputs: dict[str, np.ndarray]  # input_ids, token_type_ids (when the tokenizer makes them): int32
+    lengths: np.ndarray
+    labels: np.ndarray  # int64 class ids, or float32 regression targets
+    left: bool  # padded on the left (the tokenizer's padding_side)
+
+    @classmethod
+    def of(cls, split, tokenizer) -> PaddedSplit:
+        """From a tokenized `datasets` split (input_ids, token_type_ids where made, length, labels)."""
+        return cls.from_table(split.with_format("arrow")[:], tokenizer)  # honours a select()'s row mapping
+
+    @classmethod
+    def from_table(cls, table, tokenizer) -> PaddedSplit:
+        """From an Arrow table of tokenized rows (bench/gpu.py builds one without `datasets`)."""
+        lengths = table.column("length").to_numpy().astype(np.int64)
+        width, left = int(lengths.max(initial=1)), tokenizer.padding_side == "left"
+        pads = {"input_ids": tokenizer.pad_token_id, "token_type_ids": tokenizer.pad_token_type_id}
+        inputs = {name: _padded_rows(table.column(name), lengths, width, pad, left)
+                  for name, pad in pads.items() if name in table.column_names}
+        labels = table.column(LABELS).to_numpy()
+        labels = labels.astype(np.float32) if labels.dtype.kind == "f" else labels.astype(np.int64)
+        return cls(inputs, lengths, labels, left)
+
+    def batch(self, rows: np.ndarray) -> dict:
+        """The model's inputs for these rows (int64 tensors, as the collator makes them), cut to the longest row."""
+        import torch
+
+        longest = int(self.lengths[rows].max())
+        cut = slice(-longest, None) if self.left else slice(0, longest)
+        out = {name: torch.from_numpy(array[rows, cut].astype(np.int64)) for name, array in self.inputs.items()}
+        positions = np.arange(longest)
+        real = self.lengths[rows][:, None]
+        mask = positions >= longest - real if self.left else positions < real
+        out["attention_mask"] = torch.from_numpy(mask.astype(np.int64))
+        out[LABELS] = torch.from_numpy(self.labels[rows])
+        return out
+
+
 @dataclass
 class TrialData:
     """Tokenized splits of one trial plus the row lengths the batcher needs.
@@ -293,6 +353,7 @@ class TrialData:
     label_names: tuple[str, ...] | None  # in id order; None for regression
     sel: object = None
     sel_lengths: np.ndarray | None = None
+    padded: dict[str, PaddedSplit] | None = None  # "train", "eval", "sel": the splits as padded arrays
 
     @classmethod
     def build(cls, data: DataConfig, tokenizer, seed: int, selection_seed: int = 0) -> TrialData:
@@ -303,11 +364,14 @@ class TrialData:
             held, rows = selection_split(len(train), data.selection.fraction, data.selection.rows, selection_seed)
             sel = train.select(held)
         train = train.select(rows[subset_indices(len(rows), data.train_limit, seed)])
-        return cls(train, eval_, np.asarray(train["length"]), np.asarray(eval_["length"]), names, sel,
-                   None if sel is None else np.asarray(sel["length"]))
+        padded = {role: PaddedSplit.of(split, tokenizer) for role, split in
+                  (("train", train), ("eval", eval_), ("sel", sel)) if split is not None}
+        return cls(train, eval_, padded["train"].lengths, padded["eval"].lengths, names, sel,
+                   None if sel is None else padded["sel"].lengths, padded)
 
     @staticmethod
     def batch(split, indices: np.ndarray, collator) -> dict:
+        """A batch built row by row by a collator (the bare reference loop of bench/trial_throughput.py)."""
         rows = split[[int(i) for i in indices]]
         features = [{k: rows[k][j] for k in rows if k != "length"} for j in range(len(indices))]
         return collator(features)

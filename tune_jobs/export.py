@@ -205,6 +205,7 @@ def export(experiment: str, out: Path, scenario: str | None, r: int | None, repe
     from lora_ext.methods import changes_base
 
     from .checkpoint import ADAPTER_WEIGHTS
+    from .remote_model import local_model
     from .spec import TrialConfig
 
     if out.exists() and any(out.iterdir()):
@@ -230,7 +231,7 @@ def export(experiment: str, out: Path, scenario: str | None, r: int | None, repe
             (staged / "adapter_config.json").write_text(json.dumps(config, indent=2))
         else:
             _trained_model(tc, local).save_pretrained(str(staged))
-        tokenizer = AutoTokenizer.from_pretrained(base)
+        tokenizer = AutoTokenizer.from_pretrained(local_model(tc.model, weights=False))  # a URI: staged here
         tokenizer.model_max_length = tc.max_length  # `truncation=True` then cuts where the trial's data was cut
         tokenizer.save_pretrained(str(staged))
         (staged / "lora_sweep_trial.json").write_text(json.dumps({"config": chosen["config"], "final": chosen["final"]},

@@ -5,9 +5,10 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 
-from lora_ext import ParamCount, architecture_for, count_params, load_model_config
+from lora_ext import ParamCount, architecture_for, count_params
 
 from .grid import axis_settings, cells, counted, setting_label, value_text
+from .remote_model import load_model_config
 from record.fields import CONFIRM, TUNE, short
 from .spec import TRAIN_SCHEMA, Study, TrialConfig
 

@@ -1,13 +1,16 @@
 """A concise progress line for a sweep (instead of Ray's full table): counts, best so far, ETA.
 
 A diverged trial (NaN/inf loss) ends TERMINATED with `diverged: True` in its last result; it is counted, and
-summarised, as diverged rather than done.
+summarised, as diverged rather than done. An errored trial's line, and the summary, show its error's last line; a
+sweep whose trials stay pending because no node could ever hold one says so (an autoscaler may yet add such nodes).
 """
 
 from __future__ import annotations
 
+import re
 import sys
 import time
+from pathlib import Path
 
 from ray import tune
 
@@ -37,6 +40,8 @@ class ConciseProgress(tune.Callback):
         self.durations: list[float] = []
         self.best: tuple[float, str] | None = None
         self.max_running = 1
+        self.hint: str | None = None  # the pending hint last printed
+        self.hint_checked = 0.0
 
     def __getstate__(self) -> dict:
         return {"concurrency": self.concurrency, "min_interval_s": self.min_interval_s, "totals": self.totals}
@@ -104,9 +109,107 @@ class ConciseProgress(tune.Callback):
             f"stopped early at epoch {result.get('epoch')} (tuning stage)" if stopped else "finished"
         self._line(trials, f"{word} {self._name(trial)}", now_status=(trial, "TERMINATED"))
 
+    def on_trial_recover(self, iteration, trials, trial, **info):
+        self.started_at.pop(trial.trial_id, None)
+        self._line(trials, f"retrying {self._name(trial)} (failure {trial.num_failures} of max_failures "
+                           f"{trial.max_failures}): {error_line(trial_error_text(trial))}")
+
     def on_trial_error(self, iteration, trials, trial, **info):
         self.started_at.pop(trial.trial_id, None)
-        self._line(trials, f"ERROR in {self._name(trial)} (see {trial.path}/error.txt)", now_status=(trial, "ERROR"))
+        # max_failures allowed a retry, yet it errored: a failure a retry cannot fix (sweep.retry_cannot_fix)
+        not_retried = " (not retried)" if 0 < trial.num_failures <= trial.max_failures else ""
+        self._line(trials, f"ERROR in {self._name(trial)}{not_retried}: {error_line(trial_error_text(trial))} "
+                           f"(see {trial.path}/error.txt)", now_status=(trial, "ERROR"))
+
+    def on_step_end(self, iteration, trials, **info):
+        """While trials are pending that no node could hold: a line saying so, again when it changes or after
+        `HINT_REPEAT_S` (Tune's own loop runs many steps a second: the cluster is looked at every `HINT_CHECK_S`)."""
+        now = time.time()
+        if now - self.hint_checked < HINT_CHECK_S:
+            return
+        self.hint_checked = now
+        hint = pending_hint(trials)
+        if hint is not None and (hint != self.hint or now - self.last_print >= HINT_REPEAT_S):
+            self._line(trials, hint)
+        self.hint = hint
+
+
+HINT_CHECK_S, HINT_REPEAT_S = 2.0, 60.0
+
+
+def trial_error_text(trial) -> str:
+    """The driver's copy of the trial's error.txt (Tune appends each failure to it), '' if there is none."""
+    try:
+        return Path(trial.error_file).read_text(errors="replace") if trial.error_file else ""
+    except OSError:
+        return ""
+
+
+def error_line(error) -> str:
+    """An error's one line: the last line of its text (a traceback ends with `Type: message`; a project InputError's
+    message is one line naming the field, the problem and the fix), the module path of the type dropped."""
+    text = str(error) if error is not None else ""
+    last = next((line.strip() for line in reversed(text.splitlines()) if line.strip()), "unknown error")
+    return re.sub(r"^(?:[A-Za-z_]\w*\.)+([A-Za-z_]\w*: )", r"\1", last)[:500]
+
+
+def _bundles(trial) -> list[dict]:
+    """The resource bundles a trial asks for, each of which one node must hold (all of them, for STRICT_PACK)."""
+    pgf = trial.placement_group_factory  # None until Tune resolved the trial's config
+    if pgf is None:
+        return []
+    return [pgf.required_resources] if pgf.strategy == "STRICT_PACK" else pgf.bundles
+
+
+def _spec_name(resource: str) -> str:
+    """A Ray resource as the spec's `resources` names it (CPU -> cpu, GPU -> gpu; custom ones as they are)."""
+    return resource.lower() if resource in ("CPU", "GPU") else resource
+
+
+def unplaceable(bundle: dict, nodes: list[dict]) -> str | None:
+    """Why none of `nodes` (each node's total resources) can hold `bundle`: `gpu 1 (cluster has GPU 0)`; None when
+    one can."""
+    wanted = {k: v for k, v in bundle.items() if v > 0}
+    if any(all(node.get(k, 0) >= v for k, v in wanted.items()) for node in nodes):
+        return None
+    short = [k for k, v in wanted.items() if max((node.get(k, 0) for node in nodes), default=0) < v]
+    if not short:
+        return "{" + ", ".join(f"{_spec_name(k)} {v:g}" for k, v in wanted.items()) + "} together on one node"
+    parts = []
+    for k in short:
+        most = max((node.get(k, 0) for node in nodes), default=0)
+        seen = f"cluster has {k} 0" if most == 0 else f"largest node has {k} {most:g}"
+        parts.append(f"{_spec_name(k)} {wanted[k]:g} ({seen})")
+    return ", ".join(parts)
+
+
+def pending_hint(trials, nodes: list[dict] | None = None) -> str | None:
+    """`2 pending: no node offers gpu 1 (cluster has GPU 0); add GPU workers or lower resources.gpu` when pending
+    trials ask for more than any live node has (`nodes`: each live node's total resources, default Ray's), else
+    None. A state, not a failure: an autoscaling cluster may add such nodes."""
+    pending = [t for t in trials if t.status == "PENDING"]
+    if not pending:
+        return None
+    if nodes is None:
+        import ray
+
+        try:
+            nodes = [n.get("Resources", {}) for n in ray.nodes() if n.get("Alive")]
+        except Exception:  # noqa: BLE001 (a hint only: never fail the sweep over it)
+            return None
+    reasons: dict[str, int] = {}
+    for trial in pending:
+        why = next((w for b in _bundles(trial) if (w := unplaceable(b, nodes)) is not None), None)
+        if why is not None:
+            reasons[why] = reasons.get(why, 0) + 1
+    if not reasons:
+        return None
+    lines = []
+    for why, n in reasons.items():
+        fix = "add GPU workers or lower resources.gpu" if "gpu " in why else \
+            "add larger workers or lower resources.cpu" if why.startswith("cpu ") else "add nodes that offer it"
+        lines.append(f"{n} pending: no node offers {why}; {fix}")
+    return " | ".join(lines)
 
 
 def trials_left(count: dict[str, int], totals: tuple[int, int] | None) -> tuple[int, int]:
@@ -155,6 +258,8 @@ def print_summary(results, wall_s: float, path: str) -> None:
         if result_status(r) == "DIVERGED":
             print(f"  diverged (not retried, never averaged in): {r.config.get('trial_name')}: "
                   f"{r.metrics.get('diverged_reason')}", flush=True)
+        elif result_status(r) == "ERROR":
+            print(f"  errored: {(r.config or {}).get('trial_name')}: {error_line(r.error)}", flush=True)
 
 
 def savings_line(results, fixed_max: int, resources: dict) -> str:

@@ -5,6 +5,7 @@ pyarrow resolves credentials and endpoints the standard way (environment, profil
 `AWS_ENDPOINT_URL` for MinIO or a local S3 endpoint; `?endpoint_override=...` in the URI). Each needed object is
 copied once per node into the cache, under a key of its URI, size and modification time, so a changed object is
 fetched (and tokenized) again and never served stale; a copy whose size differs from the listing is refused.
+A base model at a URI (`model: s3://...`) is fetched by these same functions: see `remote_model`.
 """
 
 from __future__ import annotations
@@ -89,8 +90,11 @@ def _why(err: Exception, uri: str, field: str) -> InputError:
                       allowed="a URI pyarrow can open: s3://bucket/prefix, gs://bucket/prefix, hdfs://..., file:///...")
 
 
-def list_folder(uri: str, field: str = FIELD) -> RemoteFolder:
-    """The folder at `uri`, listed; one line if it cannot be opened or holds nothing."""
+SPLITS_HINT = "the prefix that holds the split files, e.g. s3://bucket/data/sst2 with train.tsv and dev.tsv"
+
+
+def list_folder(uri: str, field: str = FIELD, hint: str = SPLITS_HINT) -> RemoteFolder:
+    """The folder at `uri`, listed; one line if it cannot be opened or holds nothing (`hint`: what belongs there)."""
     import pyarrow as pa
     import pyarrow.fs as pafs
 
@@ -104,9 +108,7 @@ def list_folder(uri: str, field: str = FIELD) -> RemoteFolder:
     files = {Path(e.path).name: (int(e.size or 0), int(e.mtime_ns or 0)) for e in entries if e.type == pafs.FileType.File}
     folders = tuple(sorted(Path(e.path).name for e in entries if e.type == pafs.FileType.Directory))
     if not files and not folders:
-        raise InputError(field, "nothing under this prefix (no objects)", got=uri,
-                         allowed="the prefix that holds the split files, e.g. s3://bucket/data/sst2 with train.tsv "
-                                 "and dev.tsv")
+        raise InputError(field, "nothing under this prefix (no objects)", got=uri, allowed=hint)
     return RemoteFolder(uri, fs, path.rstrip("/"), files, folders)
 
 
@@ -124,7 +126,7 @@ def fetched(folder: RemoteFolder, name: str, cache: Path, field: str = FIELD) ->
         dst = open(tmp, "wb")
     except OSError as err:
         raise InputError("LORA_SWEEP_CACHE", f"cannot write the node's cache at {target.parent} ({err})",
-                         allowed="a writable folder with room for the split files") from None
+                         allowed="a writable folder with room for the fetched files") from None
     with dst:  # only the remote side's errors are the object's; a local write error (disk full) is raised as it is
         try:
             src = folder.fs.open_input_stream(f"{folder.path}/{name}")

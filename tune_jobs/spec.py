@@ -13,7 +13,7 @@ from dataclasses import MISSING, asdict, dataclass, field, fields, make_dataclas
 from pathlib import Path
 from typing import Any
 
-from lora_ext import COMPONENTS, load_model_config, num_layers
+from lora_ext import COMPONENTS, num_layers
 from lora_ext.architectures import Architecture, architecture_for, layer_types
 from lora_ext.methods import check_loraplus_lr_ratio, check_method_with_ranks, resolve_methods, uses_loraplus
 from lora_ext.placement import (
@@ -32,6 +32,7 @@ from record.metrics import DEV, metric_of
 from . import checks as f
 from .data_section import DATA_SCHEMA, DataConfig, Reader, Selection, Splits
 from .profiles import chosen_profile, profile_scenarios, read_yaml
+from .remote_model import load_model_config
 from .repeats import Repeats, check_repeats
 from .select_section import Selecting, check_select
 
@@ -58,7 +59,7 @@ TRAIN_SCHEMA: dict[str, f.Check] = {  # the check of every training setting (tes
     "attention_dropout": check_dropout,
     "classifier_dropout": f.optional(check_dropout),
     "gradient_checkpointing": f.boolean,
-    "precision": f.choice("auto", "bf16", "fp32"),
+    "precision": f.choice("auto", "bf16", "fp16", "fp32"),
 }
 # Every training setting may also be a list: a grid axis (a list of lists for list-valued settings, adam_betas).
 TRAIN_AXES: dict[str, f.Check] = {

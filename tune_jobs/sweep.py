@@ -128,6 +128,47 @@ def trainable_for(study: Study):
     return tune.with_resources(ray_trainable, resources)
 
 
+_NOT_RETRIED: set[str] = set()  # ids of trials whose latest failure a retry cannot fix (this driver process)
+
+
+def retry_cannot_fix(error: BaseException | None) -> bool:
+    """Whether a trial's error is one a retry would only repeat: its node has no usable GPU (DeviceUnavailable,
+    raised before anything loads). Ray hands the driver the trial's exception wrapped in a RayTaskError."""
+    from ray.exceptions import RayTaskError
+
+    from .device import DeviceUnavailable
+
+    return isinstance(error.cause if isinstance(error, RayTaskError) else error, DeviceUnavailable)
+
+
+def never_retry_what_a_retry_cannot_fix() -> None:
+    """Make Tune error a trial at once, whatever max_failures says, when `retry_cannot_fix` its failure.
+
+    Ray 2.60 has no public hook for this. Its TuneController, on a trial's failure, calls `trial.handle_error(exc)`
+    (num_failures += 1, error.txt written) and then recovers the trial if `trial.status == RUNNING and
+    trial.should_recover()` (num_failures <= max_failures); only after that decision do callbacks hear of it
+    (`on_trial_recover` or `on_trial_error`), FailureConfig has only max_failures and fail_fast (the whole
+    experiment), and schedulers and searchers cannot error a trial. So this wraps those two public `Trial` methods
+    in this (the driver's) process, the one place Tune's decision can see the exception: a monkeypatch, kept to
+    them; idempotent. Other errors are recovered exactly as before.
+    """
+    from ray.tune.experiment import Trial
+
+    if getattr(Trial.should_recover, "_lora_sweep", False):
+        return
+    handle_error, should_recover = Trial.handle_error, Trial.should_recover
+
+    def handle_error_noting_unfixable(self, exc=None):
+        (_NOT_RETRIED.add if retry_cannot_fix(exc) else _NOT_RETRIED.discard)(self.trial_id)
+        return handle_error(self, exc)
+
+    def should_recover_unless_unfixable(self):
+        return self.trial_id not in _NOT_RETRIED and should_recover(self)
+
+    handle_error_noting_unfixable._lora_sweep = should_recover_unless_unfixable._lora_sweep = True
+    Trial.handle_error, Trial.should_recover = handle_error_noting_unfixable, should_recover_unless_unfixable
+
+
 def connect_ray(address: str | None) -> None:
     """Attach to a running cluster (--address / RAY_ADDRESS, as inside `ray job submit`), else start a local Ray."""
     import ray
@@ -155,12 +196,11 @@ def prepare_data(trials: list[TrialConfig]) -> None:
     """Tokenize each (dataset, model, max_length) once on this node before trials start (they hit the cache)."""
     from transformers import AutoTokenizer
 
-    from lora_ext import model_location
-
     from .data import tokenized_splits
+    from .remote_model import local_model
 
-    for data, model in {(t.data_config(), t.model): None for t in trials}:
-        tokenized_splits(data, AutoTokenizer.from_pretrained(model_location(model)))
+    for data, model in {(t.data_config(), t.model): None for t in trials}:  # a model at a URI: staged here first
+        tokenized_splits(data, AutoTokenizer.from_pretrained(local_model(model, weights=False)))
 
 
 def run_sweep(study: Study, storage: str | None = None, name: str | None = None, resume: bool = False,
@@ -243,6 +283,7 @@ def run_sweep(study: Study, storage: str | None = None, name: str | None = None,
         _tuner_kwargs=None if recorded is None else {"resume_config": tune.ResumeConfig(
             unfinished=tune.ResumeConfig.ResumeType.RESUME, errored=tune.ResumeConfig.ResumeType.RESUME)},
     )
+    never_retry_what_a_retry_cannot_fix()  # a node without a usable GPU: the trial errors once, not max_failures times
     started = time.time()
     results = tuner.fit()
     print_summary(results, time.time() - started, path)

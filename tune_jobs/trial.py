@@ -13,10 +13,10 @@ from __future__ import annotations
 import math
 import os
 import random
-import resource
 import shutil
 import tempfile
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,12 +24,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from lora_ext import apply_placement, architecture_for, count_trainable, model_location
-from lora_ext.methods import uses_loraplus
+from lora_ext import apply_placement, architecture_for, count_trainable
+from lora_ext.methods import reads_base_weights, uses_loraplus
 from record.errors import InputError
 
 from .checkpoint import load_checkpoint, save_checkpoint, write_state
-from .data import TrialData, length_grouped_batches, padding_efficiency
+from .data import PaddedSplit, TrialData, length_grouped_batches, padding_efficiency
+from .device import DTYPES, FP16, FP32, capability_of, choose_device, choose_precision
+from .meters import MemoryMeter, SavedTensorMeter, peak_steps
 from .grid import value_text
 from record.metrics import DEV, DIVERGED, REGRESSION, SELECTION, TASK_METRICS
 
@@ -59,10 +61,13 @@ def load_tokenizer(tc: TrialConfig):
     from transformers import AutoTokenizer
     from transformers.utils import logging as hf_logging
 
+    from .remote_model import local_model
+
     hf_logging.set_verbosity_error()  # the "newly initialized classifier" report is expected every trial
     hf_logging.disable_progress_bar()
+    location = local_model(tc.model, weights=False)  # a model at a URI: staged on this node, without its weights
     try:
-        tokenizer = AutoTokenizer.from_pretrained(model_location(tc.model))
+        tokenizer = AutoTokenizer.from_pretrained(location)
     except (OSError, ValueError) as err:
         raise _load_error(err, tc.model) from None
     if tokenizer.pad_token is None:  # decoder-only models (Llama, Qwen) ship without one: pad with end-of-sequence
@@ -78,7 +83,9 @@ def load_model(tc: TrialConfig, tokenizer, label_names: tuple[str, ...] | None):
     as id2label/label2id otherwise) and the spec's dropouts (weights or random init)."""
     from transformers import AutoConfig, AutoModelForSequenceClassification
 
-    location = model_location(tc.model)
+    from .remote_model import local_model
+
+    location = local_model(tc.model)  # a model at a URI: fetched once per node into the cache
     if tc.task == REGRESSION:
         head = {"num_labels": 1, "problem_type": "regression"}
     else:
@@ -118,42 +125,24 @@ def check_loading_info(info: dict, head: tuple[str, ...], model: str) -> None:
                         "classification head may be new)")
 
 
-def cpu_has_native_bf16() -> bool:
-    """Whether this CPU computes bf16 natively (AVX512-BF16 or AMX-BF16; Linux's /proc/cpuinfo flags)."""
-    try:
-        with open("/proc/cpuinfo") as fh:
-            flags = next((line.split(":", 1)[1].split() for line in fh if line.startswith("flags")), [])
-    except OSError:
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
-
-
-def resolve_precision(precision: str, device: torch.device) -> bool:
-    """Whether to autocast to bf16: `bf16` always; `auto` on a CUDA device that supports bf16, or on a CPU with
-    native bf16 (BENCHMARKS.md: the demo final study's means stay within the fp32 run's seed noise); else fp32."""
-    if precision != "auto":
-        return precision == "bf16"
-    if device.type == "cuda":
-        return torch.cuda.is_bf16_supported()
-    return device.type == "cpu" and cpu_has_native_bf16()
-
-
-def build_optimizer(model: torch.nn.Module, tc: TrialConfig) -> torch.optim.Optimizer:
+def build_optimizer(model: torch.nn.Module, tc: TrialConfig, fused: bool = False) -> torch.optim.Optimizer:
     """AdamW over trainable parameters; no weight decay on biases and LayerNorm weights (the usual recipe). LoRA+
-    methods: PEFT's `create_loraplus_optimizer` (B at loraplus_lr_ratio x the rate; its own decay groups)."""
+    methods: PEFT's `create_loraplus_optimizer` (B at loraplus_lr_ratio x the rate; its own decay groups).
+    `fused`: one fused kernel per step on CUDA instead of a launch per parameter tensor."""
+    extra = {"fused": True} if fused else {}
     if tc.baseline is None and uses_loraplus(tc.method):
         from peft.optimizers import create_loraplus_optimizer
 
         return create_loraplus_optimizer(model, torch.optim.AdamW, lr=tc.learning_rate,
                                          loraplus_lr_ratio=tc.loraplus_lr_ratio, loraplus_weight_decay=tc.weight_decay,
-                                         betas=tuple(tc.adam_betas), eps=tc.adam_epsilon)
+                                         betas=tuple(tc.adam_betas), eps=tc.adam_epsilon, **extra)
     decay, no_decay = [], []
     for name, p in model.named_parameters():
         if p.requires_grad:
             (no_decay if p.ndim < 2 else decay).append(p)
     groups = [{"params": decay, "weight_decay": tc.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
     return torch.optim.AdamW([g for g in groups if g["params"]], lr=tc.learning_rate, betas=tuple(tc.adam_betas),
-                             eps=tc.adam_epsilon)
+                             eps=tc.adam_epsilon, **extra)
 
 
 def build_scheduler(optimizer, tc: TrialConfig, steps_per_epoch: int):
@@ -162,74 +151,6 @@ def build_scheduler(optimizer, tc: TrialConfig, steps_per_epoch: int):
     total = steps_per_epoch * tc.epochs
     name = {"constant": "constant_with_warmup"}.get(tc.lr_schedule, tc.lr_schedule)
     return get_scheduler(name, optimizer, num_warmup_steps=int(tc.warmup_ratio * total), num_training_steps=total)
-
-
-class MemoryMeter:
-    """Peak memory of the trial: CUDA max allocated, or growth of the process's peak RSS on CPU.
-
-    On CPU the kernel's RSS high-water mark is reset at the start (/proc/self/clear_refs), so a trial run in a
-    reused Ray actor does not inherit the peak of the trial before it.
-    """
-
-    def __init__(self, device: torch.device):
-        self.device = device
-        if device.type == "cuda":
-            torch.cuda.reset_peak_memory_stats(device)
-            self.kind = "cuda_allocated"
-            return
-        self.kind = "cpu_rss"
-        try:
-            with open("/proc/self/clear_refs", "w") as fh:
-                fh.write("5")  # reset VmHWM (peak RSS) to the current RSS
-        except OSError:
-            pass  # then VmHWM is the process's lifetime peak: an over-estimate in reused actors
-        self.start_kb = self._status_kb("VmRSS")
-
-    @staticmethod
-    def _status_kb(key: str) -> int:
-        with open("/proc/self/status") as fh:
-            for line in fh:
-                if line.startswith(key + ":"):
-                    return int(line.split()[1])
-        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-
-    def peak_mb(self) -> float:
-        if self.kind == "cuda_allocated":
-            return torch.cuda.max_memory_allocated(self.device) / 2**20
-        return max(self._status_kb("VmHWM") - self.start_kb, 0) / 1024
-
-
-class SavedTensorMeter:
-    """Bytes of tensors autograd saves for backward in one forward pass (peak over steps), device-independent.
-
-    Counted through `torch.autograd.graph.saved_tensors_hooks`, each storage once, parameters excluded (saving a
-    weight costs no memory). Adapting a lower layer keeps activations from that layer up, so this is the figure
-    that shows the layer-memory trend on a CPU, where process RSS mostly measures the allocator. Tensors that
-    gradient checkpointing recomputes during backward are not counted (they are not kept through the forward).
-    """
-
-    def __init__(self, model: torch.nn.Module):
-        self.params = {p.untyped_storage().data_ptr() for p in model.parameters()}
-        self.peak_bytes = 0
-        self._seen: set[int] = set()
-        self._bytes = 0
-
-    def _pack(self, tensor: torch.Tensor) -> torch.Tensor:
-        storage = tensor.untyped_storage()
-        ptr = storage.data_ptr()
-        if ptr not in self.params and ptr not in self._seen:
-            self._seen.add(ptr)
-            self._bytes += storage.nbytes()
-        return tensor
-
-    def step(self):
-        """Context for one forward pass."""
-        self._seen, self._bytes = set(), 0
-        return torch.autograd.graph.saved_tensors_hooks(self._pack, lambda t: t)
-
-    def end_step(self) -> None:
-        self.peak_bytes = max(self.peak_bytes, self._bytes)
-        self._seen = set()
 
 
 def trainable_state_bytes(model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> int:
@@ -241,157 +162,267 @@ def trainable_state_bytes(model: torch.nn.Module, optimizer: torch.optim.Optimiz
     return 2 * weights + moments
 
 
-def evaluate(model, split, lengths: np.ndarray, collator, batch_size: int, device, autocast, task: str) -> dict:
-    """Loss and the task's metrics (`tune_jobs.metrics`) on a whole split (eval mode: no dropout, LoRA's included)."""
-    model.eval()
-    order = np.argsort(-lengths, kind="stable")
-    loss_sum, outputs, targets = 0.0, [], []
+CHECK_EVERY = 50  # steps between checks for a non-finite loss (each check waits for the device once)
+
+
+@dataclass
+class Prepared:
+    """A trial ready to train on its device: config, data, adapted model, optimizer, schedule and precision."""
+
+    tc: TrialConfig
+    device: torch.device
+    model: torch.nn.Module
+    data: TrialData
+    optimizer: torch.optim.Optimizer
+    scheduler: object
+    compute_dtype: str  # bf16 / fp16 (autocast) or fp32
+    scaler: torch.amp.GradScaler | None  # fp16 only: loss scaling against gradient underflow
+    sizes: dict  # trainable_params, total_params, params_relative_pct
+
+    def autocast(self):
+        return torch.autocast(self.device.type, dtype=DTYPES[self.compute_dtype], enabled=self.compute_dtype != FP32)
+
+    def to_device(self, batch: dict) -> dict:
+        """A batch on the trial's device; from pinned memory without waiting on CUDA."""
+        return {k: v.to(self.device, non_blocking=True) for k, v in batch.items()}
+
+    def host_batches(self, split: PaddedSplit, rows: list[np.ndarray]) -> list[dict]:
+        """The batches of a pass built at once from the padded arrays. On CUDA each input of the whole pass is
+        one pinned buffer (a pinned allocation costs far more than a copy) that the batches are views of, so every
+        step's copy to the device is asynchronous."""
+        built = [split.batch(r) for r in rows]
+        if self.device.type != "cuda" or not built:
+            return built
+        out: list[dict] = [{} for _ in built]
+        for key in built[0]:
+            pinned = torch.cat([b[key].reshape(-1) for b in built]).pin_memory()
+            for i, view in enumerate(torch.split(pinned, [b[key].numel() for b in built])):
+                out[i][key] = view.view(built[i][key].shape)
+        return out
+
+
+def evaluate(p: Prepared, split: PaddedSplit, rows: np.ndarray | None = None) -> dict:
+    """Loss and the task's metrics (`tune_jobs.metrics`) on a split (or the given rows of it), longest rows first,
+    in eval mode (no dropout, LoRA's included); one transfer from the device at the end."""
+    p.model.eval()
+    order = np.argsort(-split.lengths, kind="stable") if rows is None else rows
+    size = p.tc.eval_batch_size
+    chunks = [order[start:start + size] for start in range(0, len(order), size)]
+    losses, outputs = [], []
     with torch.no_grad():
-        for start in range(0, len(order), batch_size):
-            rows = order[start:start + batch_size]
-            batch = {k: v.to(device) for k, v in TrialData.batch(split, rows, collator).items()}
-            with autocast():
-                out = model(**batch)
-            loss_sum += float(out.loss) * len(batch["labels"])
-            outputs.append(out.logits.float().cpu().numpy())
-            targets.append(batch["labels"].cpu().numpy())
-    return {"loss": loss_sum / len(order), **compute(task, np.concatenate(outputs), np.concatenate(targets))}
+        for idx, batch in zip(chunks, p.host_batches(split, chunks)):
+            with p.autocast():
+                out = p.model(**p.to_device(batch))
+            losses.append(out.loss.float() * len(idx))
+            outputs.append(out.logits.float())
+    loss = float(torch.stack(losses).sum()) / len(order)
+    return {"loss": loss, **compute(p.tc.task, torch.cat(outputs).cpu().numpy(), split.labels[order])}
 
 
 def _lr_text(tc: TrialConfig) -> str:
     return f"(lr={value_text(tc.learning_rate)})"
 
 
-def train_epoch(model, data: TrialData, collator, tc: TrialConfig, epoch: int, optimizer, scheduler, device,
-                autocast, saved: SavedTensorMeter, batches: list[np.ndarray] | None = None,
-                ) -> tuple[float, int, list[np.ndarray]]:
-    """One epoch of length-grouped batches (or the `batches` given: `plan --calibrate` times a few): (loss sum,
-    samples seen, batches); TrialDiverged on a NaN/inf loss."""
-    model.train()
-    if batches is None:
-        batches = length_grouped_batches(data.train_lengths, tc.batch_size, seed=tc.seed * 1000 + epoch)
-    loss_sum, seen = 0.0, 0
-    for step, idx in enumerate(batches, start=1):
-        batch = {k: v.to(device) for k, v in data.batch(data.train, idx, collator).items()}
-        with autocast(), saved.step():
-            loss = model(**batch).loss
-        saved.end_step()
-        if not torch.isfinite(loss):
-            raise TrialDiverged(f"train loss {float(loss.detach()):g} at epoch {epoch} step {step} {_lr_text(tc)}")
-        loss.backward()
-        if tc.grad_clip is not None:
-            torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], tc.grad_clip)
-        optimizer.step()
-        scheduler.step()
-        optimizer.zero_grad(set_to_none=True)
-        loss_sum += float(loss.detach()) * len(idx)
-        seen += len(idx)
-    return loss_sum, seen, batches
+def _first_non_finite(losses: torch.Tensor, upto: int, checked: int) -> int | None:
+    """Index of the first non-finite loss among steps [checked, upto) (one device sync); None when all are finite."""
+    bad = ~torch.isfinite(losses[checked:upto])
+    if not bool(bad.any()):
+        return None
+    return checked + int(bad.nonzero()[0, 0])
 
 
-def evaluate_all(model, data: TrialData, collator, tc: TrialConfig, epoch: int, device, autocast) -> dict:
-    """val_* on the dev split and sel_* on the selection split (when there is one); TrialDiverged on a NaN/inf loss."""
-    splits = [(DEV, data.eval, data.eval_lengths)]
-    if data.sel is not None:
-        splits.append((SELECTION, data.sel, data.sel_lengths))
-    out = {}
-    for prefix, split, lengths in splits:
-        metrics = evaluate(model, split, lengths, collator, tc.eval_batch_size, device, autocast, tc.task)
-        if not math.isfinite(metrics["loss"]):
-            raise TrialDiverged(f"{prefix.rstrip('_')} loss {metrics['loss']:g} at epoch {epoch} {_lr_text(tc)}")
-        out.update({f"{prefix}{k}": v for k, v in metrics.items()})
-        out[f"{prefix}examples"] = len(lengths)
-    return out
+def _optimizer_steps(optimizer: torch.optim.Optimizer) -> int:
+    """Steps AdamW has taken (its `step` count of the first parameter); a skipped fp16 step does not count."""
+    for state in optimizer.state.values():
+        if "step" in state:
+            return int(state["step"])
+    return 0
 
 
 @dataclass
-class Prepared:
-    """A trial ready to train on its device: config, data, adapted model, optimizer and schedule."""
+class EpochResult:
+    """One epoch's training: loss sum over samples, samples seen, its batches, optimizer steps the fp16 loss scaler
+    skipped (an overflowing gradient)."""
 
-    tc: TrialConfig
-    device: torch.device
-    model: torch.nn.Module
-    data: TrialData
-    collator: object
-    optimizer: torch.optim.Optimizer
-    scheduler: object
-    use_bf16: bool
-    sizes: dict  # trainable_params, total_params, params_relative_pct
-
-    def autocast(self):
-        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.use_bf16)
+    loss_sum: float
+    seen: int
+    batches: list[np.ndarray]
+    skipped_steps: int
 
 
-def training_device(device: str | None = None) -> torch.device:
-    return torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+def train_epoch(p: Prepared, epoch: int, saved: SavedTensorMeter, batches: list[np.ndarray] | None = None,
+                check_every: int = CHECK_EVERY) -> EpochResult:
+    """One epoch of length-grouped batches (or the `batches` given: `plan --calibrate` times a few); TrialDiverged
+    on a NaN/inf loss, found every `check_every` steps and at the end (so the device is not waited on each step)
+    and reported with its exact step."""
+    tc, model, optimizer, scaler = p.tc, p.model, p.optimizer, p.scaler
+    model.train()
+    split = p.data.padded["train"]
+    if batches is None:
+        batches = length_grouped_batches(split.lengths, tc.batch_size, seed=tc.seed * 1000 + epoch)
+    probes = peak_steps(batches, split.lengths)
+    losses = torch.zeros(len(batches), device=p.device)
+    trainable = [q for q in model.parameters() if q.requires_grad]
+    steps_before, checked = _optimizer_steps(optimizer), 0
+    for step, batch in enumerate(p.host_batches(split, batches)):
+        with p.autocast(), saved.step(step in probes):
+            loss = model(**p.to_device(batch)).loss
+        saved.end_step(step in probes)
+        losses[step] = loss.detach()
+        if scaler is None:
+            loss.backward()
+        else:
+            scaler.scale(loss).backward()
+            scaler.unscale_(optimizer)  # clip (and AdamW) see true gradients
+        if tc.grad_clip is not None:
+            torch.nn.utils.clip_grad_norm_(trainable, tc.grad_clip)
+        if scaler is None:
+            optimizer.step()
+        else:
+            scaler.step(optimizer)  # skipped when the scaled gradients overflowed
+            scaler.update()
+        scheduler_step(p.scheduler)
+        optimizer.zero_grad(set_to_none=True)
+        if (step + 1) % check_every == 0 or step + 1 == len(batches):
+            bad = _first_non_finite(losses, step + 1, checked)
+            if bad is not None:
+                raise TrialDiverged(f"train loss {float(losses[bad]):g} at epoch {epoch} step {bad + 1} "
+                                    f"{_lr_text(tc)}")
+            checked = step + 1
+    sizes = torch.tensor([len(b) for b in batches], dtype=torch.float32, device=p.device)
+    skipped = len(batches) - (_optimizer_steps(optimizer) - steps_before) if scaler is not None else 0
+    return EpochResult(float((losses * sizes).sum()), int(sum(len(b) for b in batches)), batches, skipped)
+
+
+def scheduler_step(scheduler) -> None:
+    """The schedule's step; torch's warning that it ran before an optimizer step is expected when the fp16 loss
+    scaler skipped that step (the schedule still follows the step count, as transformers' Trainer does)."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r"Detected call of `lr_scheduler.step\(\)` before")
+        scheduler.step()
+
+
+def evaluate_all(p: Prepared, epoch: int) -> dict:
+    """val_* on the dev split and sel_* on the selection split (when there is one); TrialDiverged on a NaN/inf loss."""
+    splits = [(DEV, p.data.padded["eval"])]
+    if p.data.sel is not None:
+        splits.append((SELECTION, p.data.padded["sel"]))
+    out = {}
+    for prefix, split in splits:
+        metrics = evaluate(p, split)
+        if not math.isfinite(metrics["loss"]):
+            raise TrialDiverged(f"{prefix.rstrip('_')} loss {metrics['loss']:g} at epoch {epoch} {_lr_text(p.tc)}")
+        out.update({f"{prefix}{k}": v for k, v in metrics.items()})
+        out[f"{prefix}examples"] = len(split.lengths)
+    return out
+
+
+def frozen_linears_to(model: torch.nn.Module, dtype: torch.dtype) -> int:
+    """Store every frozen Linear layer's weight and bias in `dtype` (the autocast dtype); returns bytes saved.
+
+    Autocast caches only the casts of weights that require grad, so a frozen fp32 base is cast again at every call
+    and the copy kept for backward. Autocast would cast these weights to `dtype` for the matmul anyway, so the
+    arithmetic is unchanged; LayerNorms and embeddings (computed in fp32 under autocast) keep fp32.
+    """
+    saved = 0
+    for module in model.modules():
+        own = list(module.parameters(recurse=False))
+        if isinstance(module, torch.nn.Linear) and own and not any(q.requires_grad for q in own) \
+                and own[0].dtype != dtype:
+            saved += sum(q.numel() * (q.element_size() - torch.empty(0, dtype=dtype).element_size()) for q in own)
+            module.to(dtype)
+    return saved
+
+
+def keeps_fp32_base(tc: TrialConfig) -> bool:
+    """Full fine-tuning trains the weights (fp32 master copies); DoRA's forward reads the base weights (its norm)."""
+    return tc.baseline == "full" or (tc.baseline is None and reads_base_weights(tc.method))
 
 
 def prepare(config: dict, device: str | None = None) -> Prepared:
-    """Load, adapt and place one grid point's model with its data, optimizer and schedule (seeded)."""
-    from transformers import DataCollatorWithPadding
-
+    """Load, adapt and place one grid point's model with its data, optimizer, schedule and precision (seeded);
+    DeviceUnavailable before anything loads when it asks for a GPU this node cannot give."""
     tc = TrialConfig.from_dict(config)
-    target = training_device(device)
+    target = choose_device(tc.resources, device)
     seed_everything(tc.seed)
     tokenizer = load_tokenizer(tc)
     data = TrialData.build(tc.data_config(), tokenizer, tc.seed, tc.selection_seed or 0)
+    return prepare_model(tc, target, tokenizer, data)
+
+
+def enable_checkpointing(model: torch.nn.Module) -> None:
+    """Activation (gradient) checkpointing, non-reentrant: it gives adapter gradients even though the frozen inputs
+    need no grad. transformers >= 5.2x names it `activation_checkpointing_enable` (the old name warns)."""
+    kwargs = {"use_reentrant": False}
+    if hasattr(model, "activation_checkpointing_enable"):
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
+    else:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
+
+
+def prepare_model(tc: TrialConfig, target: torch.device, tokenizer, data: TrialData) -> Prepared:
+    """The model, adapted and placed, in its precision, with optimizer and schedule, for data already loaded
+    (bench/gpu.py builds its data without `datasets`)."""
+    compute_dtype = choose_precision(tc.precision, capability_of(target))
     model = load_model(tc, tokenizer, data.label_names)
-    total_params = sum(p.numel() for p in model.parameters())
-    model = apply_placement(model, tc.placement())
+    total_params = sum(q.numel() for q in model.parameters())
+    model = apply_placement(model, tc.placement())  # PiSSA/OLoRA decompose the fp32 base here, before any cast
     if tc.gradient_checkpointing:
-        # Non-reentrant checkpointing gives adapter gradients even though the frozen inputs need no grad.
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        enable_checkpointing(model)
     model.to(target)
+    if compute_dtype != FP32 and not keeps_fp32_base(tc):
+        frozen_linears_to(model, DTYPES[compute_dtype])
     trainable = count_trainable(model)
-    optimizer = build_optimizer(model, tc)
+    optimizer = build_optimizer(model, tc, fused=target.type == "cuda")
     scheduler = build_scheduler(optimizer, tc, math.ceil(len(data.train_lengths) / tc.batch_size))
+    scaler = torch.amp.GradScaler(target.type) if compute_dtype == FP16 else None
     sizes = {"trainable_params": trainable, "total_params": total_params,
              "params_relative_pct": 100.0 * trainable / total_params}
-    return Prepared(tc, target, model, data, DataCollatorWithPadding(tokenizer), optimizer, scheduler,
-                    resolve_precision(tc.precision, target), sizes)
+    return Prepared(tc, target, model, data, optimizer, scheduler, compute_dtype, scaler, sizes)
 
 
 def run_trial(config: dict, on_epoch: OnEpoch | None = None, resume_from: str | Path | None = None,
               device: str | None = None) -> list[dict]:
     """Train one grid point; returns the per-epoch metrics (the last one `diverged` if a loss turned NaN/inf)."""
-    memory = MemoryMeter(training_device(device))
-    p = prepare(config, device)
-    tc, model, data, collator, optimizer, scheduler = p.tc, p.model, p.data, p.collator, p.optimizer, p.scheduler
-    target, autocast, use_bf16, sizes = p.device, p.autocast, p.use_bf16, p.sizes
+    target = choose_device(TrialConfig.from_dict(config).resources, device)  # before anything loads
+    memory = MemoryMeter(target)
+    p = prepare(config, str(target))
     start_epoch, history = 0, []
     if resume_from is not None:
-        start_epoch, history = load_checkpoint(Path(resume_from), model, optimizer, scheduler)
-    saved = SavedTensorMeter(model)
+        start_epoch, history = load_checkpoint(Path(resume_from), p.model, p.optimizer, p.scheduler)
+    saved = SavedTensorMeter(p.model)
 
-    for epoch in range(start_epoch + 1, tc.epochs + 1):
+    for epoch in range(start_epoch + 1, p.tc.epochs + 1):
         t0 = time.perf_counter()
+        memory.start_epoch()
         try:
-            loss_sum, seen, batches = train_epoch(model, data, collator, tc, epoch, optimizer, scheduler, target,
-                                                  autocast, saved)
+            trained = train_epoch(p, epoch, saved)
+            if target.type == "cuda":
+                torch.cuda.synchronize(target)  # the last steps' kernels belong to training time
             train_time = time.perf_counter() - t0
-            evals = evaluate_all(model, data, collator, tc, epoch, target, autocast)
+            evals = evaluate_all(p, epoch)
         except TrialDiverged as err:
             # the task's val_* metrics None: Tune requires the sweep's metric key in every report
             last = {"epoch": epoch, DIVERGED: True, "diverged_reason": str(err),
-                    **{f"{DEV}{m}": None for m in TASK_METRICS[tc.task]}, "peak_memory_mb": memory.peak_mb(),
-                    "memory_kind": memory.kind, **sizes}
+                    **{f"{DEV}{m}": None for m in TASK_METRICS[p.tc.task]}, **memory.read(), **p.sizes}
             history.append(last)
             if on_epoch is not None:
                 on_epoch(last, None)
             break
         metrics = {
-            "epoch": epoch, "train_loss": loss_sum / seen, **evals,
-            "train_samples_per_s": seen / train_time, "epoch_time_s": time.perf_counter() - t0,
-            "peak_memory_mb": memory.peak_mb(), "memory_kind": memory.kind,
-            "compute_dtype": "bf16" if use_bf16 else "fp32",
+            "epoch": epoch, "train_loss": trained.loss_sum / trained.seen, **evals,
+            "train_samples_per_s": trained.seen / train_time, "epoch_time_s": time.perf_counter() - t0,
+            **memory.read(), "compute_dtype": p.compute_dtype,
             "saved_activations_mb": saved.peak_bytes / 2**20,
-            "trainable_state_mb": trainable_state_bytes(model, optimizer) / 2**20, **sizes,
-            "padding_efficiency": padding_efficiency(data.train_lengths, batches),
+            "trainable_state_mb": trainable_state_bytes(p.model, p.optimizer) / 2**20, **p.sizes,
+            "padding_efficiency": padding_efficiency(p.data.train_lengths, trained.batches),
         }
+        if p.scaler is not None:
+            metrics["skipped_steps"] = trained.skipped_steps
         with tempfile.TemporaryDirectory(prefix="lora-sweep-ckpt-") as tmp:
-            metrics["checkpoint_mb"] = save_checkpoint(Path(tmp), model, optimizer, scheduler)
+            metrics["checkpoint_mb"] = save_checkpoint(Path(tmp), p.model, p.optimizer, p.scheduler)
             history.append(metrics)
-            write_state(Path(tmp), epoch, history, tc.to_dict())
+            write_state(Path(tmp), epoch, history, p.tc.to_dict())
             if on_epoch is not None:
                 on_epoch(metrics, tmp)
     return history
@@ -413,13 +444,15 @@ def copy_checkpoint_to(target: Path) -> OnEpoch:
 
 
 def release_memory() -> None:
-    """Give freed heap memory back to the OS after a trial. Ray runs each trial of a reused actor in a new thread, and
+    """Give freed heap memory back to the OS (and cached CUDA blocks back to the device) after a trial. Ray runs each trial of a reused actor in a new thread, and
     glibc keeps what a thread's malloc arena freed: measured +0.5-0.9 GB RSS per MiniLM trial, until Ray's memory
     monitor killed a 27-trial demo sweep on 24 GB. `malloc_trim` returns it (a no-op where libc has none)."""
     import ctypes
     import gc
 
     gc.collect()
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        torch.cuda.empty_cache()  # the allocator's reserve would stay held against the next trials on this GPU
     try:
         ctypes.CDLL("libc.so.6").malloc_trim(0)
     except (OSError, AttributeError):  # not glibc (macOS, musl): nothing to trim
@@ -438,6 +471,7 @@ def _train_under_ray(config: dict) -> None:
     import ray
     from ray import tune
 
+    choose_device(TrialConfig.from_dict(config).resources)  # a node without a usable GPU: before any download
     checkpoint = tune.get_checkpoint()
     node_id = ray.get_runtime_context().get_node_id()  # hostnames repeat on loopback test clusters; node ids don't
 
