@@ -14,7 +14,8 @@ them. Prints samples/s and peak RSS of both for each K, and the exactness check 
 losses and gradients equal the separate trials' to 1e-5.
 
     python bench/packing.py                   # K = 2, 4, 8 on MiniLM on this CPU
-    python bench/packing.py --model roberta-base --device cuda --steps 30 --batch 32   # one GPU
+    python bench/packing.py --model .gpu_bench/model --data .gpu_bench/sst2 --device cuda --steps 30 --batch 32
+        # one GPU, offline: the folder `python bench/gpu.py --prepare .gpu_bench` writes (random RoBERTa-base)
 """
 
 from __future__ import annotations
@@ -54,11 +55,17 @@ def base_model(model: str, device: str):
     from lora_ext import model_location
 
     logging.set_verbosity_error()  # the "newly initialized classifier" report, once per trial
-    config = AutoConfig.from_pretrained(model_location(model), num_labels=2)
+    location = model_location(model)
+    config = AutoConfig.from_pretrained(location, num_labels=2)
     for key in ("hidden_dropout_prob", "attention_probs_dropout_prob", "classifier_dropout"):
         setattr(config, key, 0.0)
     torch.manual_seed(0)
-    return AutoModelForSequenceClassification.from_pretrained(model_location(model), config=config,
+    folder = Path(location)
+    if folder.is_dir() and not any(folder.glob("*.safetensors")) and not any(folder.glob("*.bin")):
+        # a folder with a config and tokenizer only (bench/gpu.py --prepare): random weights, nothing downloaded
+        with torch.device(device):
+            return AutoModelForSequenceClassification.from_config(config, dtype=torch.float32)
+    return AutoModelForSequenceClassification.from_pretrained(location, config=config,
                                                               dtype=torch.float32).to(device)
 
 
@@ -79,9 +86,8 @@ def batches(model: str, k: int, steps: int, size: int, max_length: int) -> list[
     from transformers import AutoTokenizer
 
     from lora_ext import model_location
-    from tests.conftest import SST2_DIR
 
-    lines = (SST2_DIR / "train.tsv").read_text().splitlines()[1:]
+    lines = (Path(os.environ["LORA_SWEEP_BENCH_SST2"]) / "train.tsv").read_text().splitlines()[1:]
     start = 1 + k * steps * size
     rows = [line.split("\t") for line in lines[start:start + steps * size]]
     tok = AutoTokenizer.from_pretrained(model_location(model))
@@ -213,8 +219,11 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--max-length", type=int, default=64)
     parser.add_argument("--device", default="cpu")
+    glue = os.environ.get("GLUE_DIR") or Path(__file__).resolve().parents[2] / "shared" / "data"
+    parser.add_argument("--data", default=str(Path(glue) / "sst2"), help="folder with SST-2's train.tsv")
     args = parser.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ["LORA_SWEEP_BENCH_SST2"] = str(Path(args.data).resolve())  # read by the spawned trial processes
     run(args.model, [int(k) for k in args.k.split(",")], args.steps, args.batch, args.max_length, args.device)
 
 

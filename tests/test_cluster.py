@@ -57,10 +57,10 @@ def test_aws_nodes_boot_an_image_that_fits_the_pins_and_workers_get_only_s3():
     for name, t in cfg["available_node_types"].items():
         image = t["node_config"]["ImageId"]
         assert image != "latest_dlami", name  # Ray 2.60 maps it to an Ubuntu 18.04 / CUDA 11.2 image
-        assert image.startswith("resolve:ssm:/aws/service/deeplearning/ami/x86_64/") and "ubuntu-22.04" in image
+        # the Ubuntu 24.04 image (python3 3.12): its 22.04 variant's Python 3.10 is below what the pins need
+        assert image == AMI, name
         if t["resources"].get("GPU"):
             assert t["node_config"]["IamInstanceProfile"] == {"Name": "lora-sweep-worker"}
-    assert any("sys.version_info >= (3, 10)" in c for c in cfg["setup_commands"])
     policy = json.loads((REPO / "cluster" / "worker-s3-policy.json").read_text())
     actions = {a for st in policy["Statement"] for a in st["Action"]}
     assert actions and all(a.startswith("s3:") for a in actions)
@@ -178,6 +178,182 @@ def test_every_pip_install_on_the_nodes_stays_in_the_tested_set(name):
     broken.setdefault("worker_setup_commands", []).append("cd /tmp && pip3 install -e . -c constraints.txt")
     broken.setdefault("head_setup_commands", []).append("pip install -U ray --constraint /etc/other.txt")
     assert len(unconstrained_pip_installs(broken)) == 3
+
+
+AMI = "resolve:ssm:/aws/service/deeplearning/ami/x86_64/base-oss-nvidia-driver-gpu-ubuntu-24.04/latest/ami-id"
+# The python3 of AWS's "Deep Learning Base OSS Nvidia Driver GPU AMI" by Ubuntu release (python_location in AWS's
+# release notes: /usr/bin/python3.12 on 24.04, /usr/bin/python3.10 on 22.04).
+AMI_PYTHON = {"ubuntu-24.04": "3.12", "ubuntu-22.04": "3.10"}
+VENV = "~/lora-sweep-venv"
+VENV_PATH = "export PATH=$HOME/lora-sweep-venv/bin:$PATH"
+VERSION_FLOOR = re.compile(r"sys\.version_info\s*(?:<|>=)\s*\((\d+),\s*(\d+)\)")
+
+
+def pinned_requires_python() -> dict[str, str]:
+    """Requires-Python of each release constraints.txt pins, from its installed metadata (the tests run in the
+    tested set: `-c constraints.txt`; torch, which the cluster files pin, too). Skips where this environment
+    has other releases: their metadata says nothing about the pins."""
+    from importlib.metadata import PackageNotFoundError, distribution
+
+    from packaging.utils import canonicalize_name
+
+    pins = {}
+    for line in (REPO / "constraints.txt").read_text().splitlines():
+        line = line.split("#", 1)[0].strip()
+        if line:
+            name, _, version = line.partition("==")
+            pins[canonicalize_name(name)] = version
+    pins["torch"] = "2.13.0"
+    found, other = {}, []
+    for name, version in pins.items():
+        try:
+            dist = distribution(name)
+        except PackageNotFoundError:
+            other.append(f"{name} (not installed)")
+            continue
+        if dist.version.split("+")[0] != version:
+            other.append(f"{name} {dist.version} (pinned {version})")
+        else:
+            found[name] = dist.metadata.get("Requires-Python") or ""
+    if other:
+        pytest.skip("this environment is not the tested set: " + ", ".join(other))
+    return found
+
+
+def python_floor(requires: dict[str, str]) -> tuple[int, int]:
+    """The oldest Python 3 minor version every pinned release accepts."""
+    from packaging.specifiers import SpecifierSet
+
+    for minor in range(8, 30):
+        if all(SpecifierSet(spec).contains(f"3.{minor}.0") for spec in requires.values()):
+            return 3, minor
+    raise AssertionError(f"no Python accepts every pin: {requires}")
+
+
+def asserted_floor(cfg: dict) -> tuple[int, int]:
+    """The one Python version the setup commands hold every node to (`sys.version_info >= / < (3, N)`)."""
+    floors = {tuple(map(int, m)) for c in cfg["setup_commands"] for m in VERSION_FLOOR.findall(c)}
+    assert len(floors) == 1, floors
+    return floors.pop()
+
+
+def test_the_pins_need_python_3_11():
+    """What the cluster files and the README say (numpy 2.4, pandas 3, scipy 1.17 ... require >= 3.11)."""
+    requires = pinned_requires_python()
+    assert python_floor(requires) == (3, 11)
+    assert requires["numpy"] == ">=3.11" and requires["pandas"] == ">=3.11"
+
+
+@pytest.mark.parametrize("name", ["cluster.yaml", "cluster-onprem.yaml"])
+def test_the_nodes_python_fits_every_pin_and_the_project(name):
+    import tomllib
+
+    from packaging.specifiers import SpecifierSet
+
+    requires = pinned_requires_python()
+    requires["lora-sweep"] = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["requires-python"]
+    cfg = yaml.safe_load((REPO / name).read_text())
+    floor = asserted_floor(cfg)
+    assert floor >= python_floor(requires), f"{name} lets a node with Python {floor} install pins needing more"
+    nodes = ["%d.%d" % floor]  # the oldest Python the setup lets through
+    for t in cfg.get("available_node_types", {}).values():  # and the python3 of the image each node boots
+        release = re.search(r"ubuntu-\d\d\.\d\d", t["node_config"]["ImageId"]).group()
+        assert tuple(map(int, AMI_PYTHON[release].split("."))) >= floor, f"{release}'s python3 fails the check"
+        nodes.append(AMI_PYTHON[release])
+    for python in nodes:
+        bad = {pkg: spec for pkg, spec in requires.items() if not SpecifierSet(spec).contains(f"{python}.0")}
+        assert not bad, f"{name}: Python {python} does not satisfy {bad}"
+
+
+def venv_pip(segment: str) -> bool:
+    return bool(re.search(r"(^|\s)" + re.escape(VENV) + r"/bin/python -m pip install\b", segment))
+
+
+@pytest.mark.parametrize("name", ["cluster.yaml", "cluster-onprem.yaml"])
+def test_nodes_install_into_the_venv_and_run_ray_from_it(name):
+    cfg = yaml.safe_load((REPO / name).read_text())
+    setup = cfg["setup_commands"]
+    made = next(i for i, c in enumerate(setup) if re.search(r"-m venv --clear " + re.escape(VENV) + r";", c))
+    installs = [i for i, c in enumerate(setup) if PIP_INSTALL.search(c)]
+    assert installs and min(installs) > made
+    for command in shell_commands(cfg):  # every pip install goes into the venv: never the system's python3
+        for segment in re.split(r"&&|\|\||;|\(|\)", command):
+            assert not PIP_INSTALL.search(segment) or venv_pip(segment.strip()), segment
+    assert f"grep -q 'lora-sweep-venv/bin' ~/.bashrc || echo '{VENV_PATH}' >> ~/.bashrc" in setup
+    for key in START_KEYS:  # `ray` and, through the raylet's PATH, a job's `python`
+        assert cfg[key] and all(c.startswith(VENV_PATH + " ") for c in cfg[key]), cfg[key]
+    header = (REPO / name).read_text().split("cluster_name:", 1)[0]
+    assert "python -m tune_jobs.sweep" in header and "lora-sweep-venv" in header
+
+
+def fake_commands(folder: Path, **scripts: str) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    for command, body in scripts.items():
+        (folder / command).write_text("#!/usr/bin/env bash\n" + body + "\n")
+        (folder / command).chmod(0o755)
+    return folder
+
+
+def node_shell(command: str, home: Path, path: str) -> subprocess.CompletedProcess:
+    env = {"HOME": str(home), "PATH": path, "RAY_HEAD_IP": "10.0.0.1", "LANG": "C.UTF-8"}
+    return subprocess.run(["bash", "-c", command], env=env, capture_output=True, text=True, timeout=300)
+
+
+def test_aws_setup_stops_an_old_python_in_one_line(tmp_path):
+    cfg = yaml.safe_load((REPO / "cluster.yaml").read_text())
+    check = next(c for c in cfg["setup_commands"] if VERSION_FLOOR.search(c) and "venv" not in c)
+    bin_ = fake_commands(tmp_path / "bin", python3=f'exec {sys.executable} "$@"')
+    path = f"{bin_}:/usr/bin:/bin"
+    assert node_shell(check, tmp_path, path).returncode == 0  # this Python (the tested one) passes
+    old = node_shell(VERSION_FLOOR.sub("sys.version_info < (3, 99)", check), tmp_path, path)
+    assert old.returncode == 1 and old.stdout == "" and len(old.stderr.strip().splitlines()) == 1, old.stderr
+    assert old.stderr.startswith("lora-sweep needs Python >= 3.11 on every node") and "Ubuntu 24.04" in old.stderr
+
+
+@pytest.mark.parametrize("name", ["cluster.yaml", "cluster-onprem.yaml"])
+def test_the_venv_command_makes_it_once_and_bashrc_and_start_commands_use_it(name, tmp_path):
+    cfg = yaml.safe_load((REPO / name).read_text())
+    make = next(c for c in cfg["setup_commands"] if "-m venv" in c)
+    sudo_log = tmp_path / "sudo.log"
+    bin_ = fake_commands(tmp_path / "bin", python3=f'exec {sys.executable} "$@"',
+                         sudo=f'echo "$@" >> {sudo_log}; exit 1', **{"python3.13": "exit 127", "python3.12": "exit 127",
+                                                                   "python3.11": "exit 127"})
+    home = tmp_path / "home"
+    home.mkdir()
+    path = f"{bin_}:/usr/bin:/bin"
+    for _ in range(2):  # the second run finds it and leaves it alone
+        made = node_shell(make, home, path)
+        assert made.returncode == 0, made.stderr
+    assert not sudo_log.exists()  # this Python has its venv module: no apt-get
+    pip = subprocess.run([str(home / "lora-sweep-venv" / "bin" / "python"), "-m", "pip", "--version"],
+                         capture_output=True, text=True)
+    assert pip.returncode == 0 and "lora-sweep-venv" in pip.stdout
+    bashrc = next(c for c in cfg["setup_commands"] if "lora-sweep-venv/bin' ~/.bashrc" in c)
+    for _ in range(2):
+        assert node_shell(bashrc, home, path).returncode == 0
+    assert (home / ".bashrc").read_text().count("lora-sweep-venv") == 1
+    shell_path = node_shell("source ~/.bashrc; echo $PATH", home, path).stdout
+    assert shell_path.startswith(f"{home}/lora-sweep-venv/bin:")
+    # The start commands run the venv's `ray`, not another one on PATH (pip --user's ~/.local/bin).
+    fake_commands(home / "lora-sweep-venv" / "bin", ray='echo "venv ray $1 auth=$RAY_AUTH_MODE"')
+    fake_commands(home / ".local" / "bin", ray="echo wrong ray; exit 1")
+    for key in START_KEYS:
+        for command in cfg[key]:
+            out = node_shell(command, home, f"{home}/.local/bin:{path}")
+            assert out.returncode == 0 and out.stdout.startswith("venv ray "), (command, out.stdout, out.stderr)
+
+
+def test_onprem_setup_without_a_recent_python_is_one_line_naming_what_to_install(tmp_path):
+    cfg = yaml.safe_load((REPO / "cluster-onprem.yaml").read_text())
+    make = next(c for c in cfg["setup_commands"] if "-m venv" in c)
+    old = "import sys; sys.exit(1)"  # a python3 older than 3.11, or one without its venv module
+    bin_ = fake_commands(tmp_path / "bin", **{p: f"exec {sys.executable} -c '{old}'"
+                                            for p in ("python3", "python3.11", "python3.12", "python3.13")})
+    out = node_shell(make, tmp_path, f"{bin_}:/usr/bin:/bin")
+    lines = out.stderr.strip().splitlines()
+    assert out.returncode == 1 and len(lines) == 1, out.stderr
+    assert lines[0].startswith("lora-sweep needs Python >= 3.11 with its venv module on every machine")
+    assert "install python3.12 and python3.12-venv" in lines[0] and not (tmp_path / "lora-sweep-venv").exists()
 
 
 def test_no_token_is_committed():

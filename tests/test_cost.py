@@ -9,7 +9,7 @@ import pytest
 
 from analysis.cost import cost_sentence, group_costs, resource_of, study_cost
 from tests.conftest import tiny_spec
-from tune_jobs.calibrate import Timing, project, setups, speed_key
+from tune_jobs.calibrate import Timing, format_costs, packed, project, setups, slowest, speed_key
 from tune_jobs.cli import main
 from tune_jobs.grid import cells
 from tune_jobs.spec import load_study
@@ -78,6 +78,9 @@ def test_plan_calibrate_times_each_setup_and_says_what_it_needs_without(tmp_path
     (["--price-per-hour", "2"], "--price-per-hour: only with --calibrate"),
     (["--address", "auto"], "--address: only with --calibrate"),
     (["--calibrate", "--json"], "--json: cannot be combined with --calibrate"),
+    (["--device", "cpu"], "--device: only with --calibrate"),
+    (["--calibrate-alone"], "--calibrate-alone: only with --calibrate"),
+    (["--calibrate", "--device", "gpu0"], "--device: not a torch device"),
 ])
 def test_bad_cost_flags_are_one_line(tmp_path, tiny_bert_dir, capsys, argv, needle):
     assert main(["plan", str(tiny_spec(tmp_path, tiny_bert_dir, SCEN)), *argv]) == 2
@@ -102,3 +105,94 @@ def test_calibration_on_a_cluster_node_times_in_a_task_with_the_trials_resources
     for timing in timings.values():
         assert timing.train_rows == 96 and timing.train_s_per_sample > 0 and timing.eval_s > 0
         assert timing.trial_seconds(2) > timing.startup_s
+
+
+ONE = "scenarios:\n  - {name: vup, layers: all, components: v+up}\n"
+
+
+def test_ray_packs_floor_one_over_the_gpu_share_trials_on_a_gpu():
+    assert [packed({"gpu": g}) for g in (0.25, 0.5, 1 / 3, 0.4, 0.35, 0.6, 1, 2)] == [4, 2, 3, 2, 2, 1, 1, 1]
+    assert packed({"cpu": 4}) == packed({"cpu": 4, "gpu": 0}) == 1
+
+
+def test_copies_timed_at_once_count_as_the_slowest():
+    a = Timing(startup_s=5, train_s_per_sample=0.02, eval_s=3, checkpoint_s=1, train_rows=96, device="cuda:0")
+    b = Timing(startup_s=4, train_s_per_sample=0.025, eval_s=4, checkpoint_s=0.5, train_rows=96, device="cuda:0")
+    both = slowest([a, b])
+    assert (both.startup_s, both.train_s_per_sample, both.eval_s, both.checkpoint_s) == (5, 0.025, 4, 1)
+    assert both.copies == 2 and both.train_spread == pytest.approx(0.2) and both.device == "cuda:0"
+
+
+@pytest.mark.parametrize("copies,needles", [
+    (4, ["timed 4 copies of each setup at once on cuda:0, 2 CPU thread(s) each: at {gpu: 0.25} Ray runs 4 trials "
+         "on one GPU; a trial's time is the slowest copy's (the fastest trained up to 10% faster)"]),
+    (1, ["timed ONE trial alone on cuda:0: at {gpu: 0.25} Ray runs 4 trials on one GPU at once, so a real trial can "
+         "take up to 4x longer than projected here"]),
+])
+def test_the_table_says_how_many_trials_shared_the_gpu_when_timed(tmp_path, tiny_bert_dir, copies, needles):
+    study = load_study(tiny_spec(tmp_path, tiny_bert_dir, ONE, resources={"cpu": 2, "gpu": 0.25}))
+    timing = Timing(10, 0.01, 20, 2, 96, copies=copies, train_spread=0.1 if copies > 1 else 0.0, device="cuda:0")
+    timings = {key: timing for key in setups(study)}
+    text = format_costs(study, timings, project(study, timings), None, "on this machine")
+    for needle in needles:
+        assert needle in text
+    whole = load_study(tiny_spec(tmp_path, tiny_bert_dir, ONE, resources={"cpu": 2, "gpu": 1}))
+    text = format_costs(whole, timings, project(whole, timings), None, "on this machine")
+    assert "at once" not in text and "alone" not in text  # a whole GPU each: one trial per GPU, as timed
+
+
+def test_a_fractional_gpu_is_timed_as_that_many_trials_at_once_or_said_to_be_alone(tmp_path, tiny_bert_dir, capsys):
+    """{gpu: 0.5}: 2 copies in 2 processes at once (here the CPU stands in for the GPU, 1 thread each), or one alone
+    with the warning that a real trial can take up to twice as long."""
+    spec = tiny_spec(tmp_path, tiny_bert_dir, ONE, resources={"cpu": 1, "gpu": 0.5})
+    assert main(["plan", str(spec), "--calibrate", "--steps", "2", "--device", "cpu"]) == 0
+    out = capsys.readouterr().out
+    assert "calibration on this machine: 1 distinct setup(s), each trial at {gpu: 0.5}" in out
+    assert "timed 2 copies of each setup at once on cpu (the CPU standing in for the GPU the trials ask for), 1 CPU " \
+           "thread(s) each: at {gpu: 0.5} Ray runs 2 trials on one GPU; a trial's time is the slowest copy's" in out
+    together = float(next(line for line in out.splitlines() if line.startswith("study  ")).split()[2])
+    assert together > 0
+    assert main(["plan", str(spec), "--calibrate", "--steps", "2", "--device", "cpu", "--calibrate-alone"]) == 0
+    out = capsys.readouterr().out
+    assert "timed ONE trial alone on cpu (the CPU standing in for the GPU the trials ask for): at {gpu: 0.5} Ray " \
+           "runs 2 trials on one GPU at once, so a real trial can take up to 2x longer than projected here" in out
+    assert "copies of each setup at once" not in out
+
+
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="needs a machine without CUDA")
+def test_a_gpu_spec_calibrated_without_a_gpu_is_one_line_not_a_cpu_timing(tmp_path, tiny_bert_dir, capsys):
+    spec = tiny_spec(tmp_path, tiny_bert_dir, ONE, resources={"cpu": 1, "gpu": 0.5})
+    assert main(["plan", str(spec), "--calibrate", "--steps", "2"]) == 2
+    captured = capsys.readouterr()
+    err = captured.err.strip().splitlines()
+    assert len(err) == 1 and "resources.gpu: the trial asks for a GPU but node" in err[0] and "--device cpu" not in \
+        captured.out and "calibration" not in captured.out
+
+
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="needs a machine without CUDA")
+def test_copies_that_fail_raise_their_error_instead_of_waiting(tmp_path, tiny_bert_dir):
+    from tune_jobs.calibrate import measure_together
+    from tune_jobs.device import DeviceUnavailable
+
+    trial = next(iter(setups(load_study(tiny_spec(tmp_path, tiny_bert_dir, ONE))).values()))
+    with pytest.raises(DeviceUnavailable):  # raised in each spawned copy, pickled back, raised here
+        measure_together(trial.to_dict(), 2, steps=1, device="cuda")
+
+
+@pytest.mark.slow
+def test_on_a_cluster_copies_at_a_gpu_share_run_as_tasks_packed_on_one_gpu(tmp_path, tiny_bert_dir):
+    """`plan --calibrate --address` at {gpu: 0.5}: 2 tasks in one bundle of the node's one GPU, timed together (the
+    node declares a GPU; `device` cpu times on its CPU)."""
+    from ray.cluster_utils import Cluster
+
+    from tune_jobs.calibrate import calibrate
+
+    study = load_study(tiny_spec(tmp_path, tiny_bert_dir, ONE, resources={"cpu": 1, "gpu": 0.5}))
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 2, "num_gpus": 1})
+    try:
+        timings = calibrate(study, device="cpu", steps=2, address=cluster.address)
+    finally:
+        cluster.shutdown()
+    (timing,) = timings.values()
+    assert timing.copies == 2 and timing.device == "cpu" and timing.train_rows == 96 and timing.train_s_per_sample > 0
+

@@ -213,3 +213,36 @@ def test_a_non_finite_loss_is_found_at_its_exact_step_whenever_checked(tmp_path,
         train_epoch(first, 1, SavedTensorMeter(first.model), batches=batches, check_every=1)
     assert str(err.value) == str(reference.value)
     assert "at epoch 1 step " in str(err.value)
+
+
+# ---------------------------------------------------------------- the offline GPU check, on this CPU
+
+def test_gpu_bench_smoke_prints_its_three_tables_on_the_cpu(tmp_path):
+    out = tmp_path / "gpu.json"
+    done = subprocess.run([sys.executable, str(REPO / "bench" / "gpu.py"), "--smoke", "--json-out", str(out)],
+                          capture_output=True, text=True, cwd=REPO, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    for heading in ("## 1. Training step", "## 2. K trial processes", "## 3. Memory by adapted layer"):
+        assert heading in done.stdout
+    results = json.loads(out.read_text())
+    assert "torch " in results["environment"] and "peft " in results["environment"]
+    steps = {(r["scenario"], r["batch"]): r for r in results["steps"]}
+    assert set(steps) == {(s, b) for s in ("lora_all_r8", "full_ft", "classifier_only") for b in (8, 32)}
+    assert all(r["samples_per_s"] > 0 and r["compute_dtype"] in (FP32, BF16) for r in steps.values())
+    # the exact figures: full fine-tuning trains every weight, classifier-only saves (almost) nothing for backward
+    assert steps["full_ft", 32]["trainable_params"] > steps["lora_all_r8", 32]["trainable_params"] \
+        > steps["classifier_only", 32]["trainable_params"]
+    assert [r["k"] for r in results["concurrent"]] == [1, 2]
+    layers = {(r["layer"], r["gradient_checkpointing"]): r["saved_activations_mb"] for r in results["layers"]}
+    assert layers[0, False] > layers[3, False] and layers[0, True] < layers[0, False]
+
+
+def test_plan_accepts_fp16_and_refuses_an_unknown_precision(tmp_path, tiny_bert_dir):
+    from tune_jobs.cli import main
+
+    good = tiny_spec(tmp_path, tiny_bert_dir, SCEN, train={"precision": "fp16"})
+    assert main(["plan", str(good)]) == 0
+    bad = tiny_spec(tmp_path, tiny_bert_dir, SCEN, train={"precision": "fp8"})
+    done = subprocess.run([sys.executable, "-m", "tune_jobs.cli", "plan", str(bad)], capture_output=True, text=True,
+                          cwd=REPO)
+    assert done.returncode == EXIT_INPUT and "train.precision" in done.stderr and "fp16" in done.stderr

@@ -44,14 +44,23 @@ def cmd_plan(args: argparse.Namespace) -> int:
     if args.price_per_hour is not None and not args.price_per_hour > 0:
         raise InputError("--price-per-hour", "must be a number > 0", got=args.price_per_hour,
                          allowed="e.g. 1.2 (per GPU-hour, or per CPU-hour for a spec without GPUs)")
-    extra = [flag for flag, value in (("--price-per-hour", args.price_per_hour), ("--address", args.address))
+    extra = [flag for flag, value in (("--price-per-hour", args.price_per_hour), ("--address", args.address),
+                                      ("--device", args.device), ("--calibrate-alone", args.calibrate_alone or None))
              if value is not None and not args.calibrate]
     if extra or (args.calibrate and args.json):
         raise InputError(extra[0] if extra else "--json", "only with --calibrate (and not with --json)" if extra else
                          "cannot be combined with --calibrate", allowed="plan --calibrate [--price-per-hour P] "
-                         "[--address RAY] for the bill, --json for the trials")
+                         "[--address RAY] [--device D] [--calibrate-alone] for the bill, --json for the trials")
     if args.steps < 1:
         raise InputError("--steps", "must be >= 1", got=args.steps, allowed="e.g. 6")
+    if args.device is not None:
+        import torch
+
+        try:
+            torch.device(args.device)
+        except (RuntimeError, ValueError):
+            raise InputError("--device", "not a torch device", got=args.device, allowed="e.g. cpu, cuda, cuda:1") \
+                from None
     study = checked_study(load_study(args.spec, args.profile))  # columns, rows and labels, before anything runs
     planned = plan(study)
     print(format_json(planned) if args.json else format_table(study, planned))
@@ -64,7 +73,8 @@ def cmd_plan(args: argparse.Namespace) -> int:
               "on a cluster node with --address) and projects trial-hours, resource-hours and, with "
               "--price-per-hour, money; without it no cost is estimated")
         return 0
-    timings = calibrate(study, steps=args.steps, address=args.address)
+    timings = calibrate(study, device=args.device, steps=args.steps, address=args.address,
+                        alone=args.calibrate_alone)
     where = f"on the cluster at {args.address}" if args.address else "on this machine"
     print(format_costs(study, timings, project(study, timings), args.price_per_hour, where))
     return 0
@@ -80,12 +90,20 @@ def register(sub) -> None:
     p.add_argument("--calibrate", action="store_true",
                    help="time a few training steps, an evaluation and a checkpoint of each distinct setup (model, "
                         "placement, method, data, batch size, precision) and project the study's trial-hours and "
-                        "GPU- or CPU-hours at its resources (a range with adaptive repeats); loads the weights")
+                        "GPU- or CPU-hours at its resources (a range with adaptive repeats); loads the weights. At "
+                        "a fractional GPU ({gpu: 0.25}: Ray runs 4 trials on one GPU) it times that many copies at "
+                        "once, each with the trial's CPU threads, and projects the slowest copy's time")
     p.add_argument("--steps", type=int, default=10, help="timed training steps per setup (default 10, after 2 warm-up)")
     p.add_argument("--price-per-hour", type=float, metavar="P",
                    help="with --calibrate: money per GPU-hour (CPU-hour for a spec without GPUs)")
     p.add_argument("--address", help="with --calibrate: time on a node of this Ray cluster, each setup in a task "
                                      "with the spec's resources (default: this machine)")
+    p.add_argument("--device", help="with --calibrate: torch device to time on, e.g. cpu (default: cuda when the "
+                                    "spec's resources ask for a GPU, an error where there is none; else cpu)")
+    p.add_argument("--calibrate-alone", action="store_true",
+                   help="with --calibrate at a fractional GPU: time one trial alone instead of as many at once as "
+                        "share a GPU (faster; the table then says a real trial can take up to that many times "
+                        "longer)")
     p.set_defaults(func=cmd_plan)
 
 

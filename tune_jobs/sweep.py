@@ -128,7 +128,7 @@ def trainable_for(study: Study):
     return tune.with_resources(ray_trainable, resources)
 
 
-_NOT_RETRIED: set[str] = set()  # ids of trials whose latest failure a retry cannot fix (this driver process)
+UNFIXABLE = "lora_sweep_unfixable"  # set on a Trial whose latest failure a retry cannot fix
 
 
 def retry_cannot_fix(error: BaseException | None) -> bool:
@@ -159,11 +159,11 @@ def never_retry_what_a_retry_cannot_fix() -> None:
     handle_error, should_recover = Trial.handle_error, Trial.should_recover
 
     def handle_error_noting_unfixable(self, exc=None):
-        (_NOT_RETRIED.add if retry_cannot_fix(exc) else _NOT_RETRIED.discard)(self.trial_id)
+        setattr(self, UNFIXABLE, retry_cannot_fix(exc))  # on the trial itself: no state beside it
         return handle_error(self, exc)
 
     def should_recover_unless_unfixable(self):
-        return self.trial_id not in _NOT_RETRIED and should_recover(self)
+        return not getattr(self, UNFIXABLE, False) and should_recover(self)
 
     handle_error_noting_unfixable._lora_sweep = should_recover_unless_unfixable._lora_sweep = True
     Trial.handle_error, Trial.should_recover = handle_error_noting_unfixable, should_recover_unless_unfixable

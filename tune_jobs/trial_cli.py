@@ -81,7 +81,9 @@ def register(sub) -> None:
     p.add_argument("--train-limit", type=int, help="override the number of training rows (seeded subset)")
     p.add_argument("--data", help="override data.dataset (glue/<task>, hub id or local directory); the columns "
                                   "and task come from its preset or the spec")
-    p.add_argument("--device", help="torch device (default: cuda if available, else cpu)")
+    p.add_argument("--device", help="torch device; `cpu` runs a GPU spec's trial on the CPU on purpose (default: CUDA "
+                                    "when the spec's resources ask for a GPU, and then it must be usable; the CPU "
+                                    "for gpu: 0; else CUDA if available)")
     p.add_argument("--checkpoint-dir", help="keep the latest epoch checkpoint here (adapters, head, optimizer)")
     p.add_argument("--resume-from", help="continue from a checkpoint directory written by --checkpoint-dir")
     p.set_defaults(func=cmd_trial)
