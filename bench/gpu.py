@@ -199,6 +199,56 @@ def print_profile(p, saved, batches: list) -> None:
         print(events.table(sort_by="self_device_time_total", row_limit=8, max_name_column_width=40))
 
 
+def verify(assets: str, device: str) -> list[tuple[str, bool, str]]:
+    """Correctness on this device, each check (name, passed, detail): `auto` precision, frozen weights in the compute
+    dtype bit-identical to autocast's casts (logits and gradients of one step), fp16 + GradScaler training."""
+    import copy
+
+    from transformers import AutoTokenizer
+
+    from tune_jobs.device import capability_of, choose_precision
+    from tune_jobs.spec import TrialConfig
+    from tune_jobs.trial import frozen_linears_to, prepare_model, seed_everything, train_epoch
+    from tune_jobs.meters import SavedTensorMeter
+
+    root, target, checks = Path(assets), torch.device(device), []
+    tokenizer = AutoTokenizer.from_pretrained(root / "model")
+    data = bench_data(root, tokenizer, 32 * 40)
+    capability = capability_of(target)
+    checks.append(("precision auto", True, f"{capability} -> {choose_precision('auto', capability)}"))
+
+    def prepared(precision: str):
+        seed_everything(0)
+        tc = TrialConfig.from_dict(trial_config(root, SCENARIOS["lora_all_r8"], 32, precision))
+        with torch.device(target):
+            return prepare_model(tc, target, tokenizer, data)
+
+    p = prepared("fp32")  # nothing cast: the reference path, autocast casting every frozen weight at each call
+    batch = p.to_device(data.padded["train"].batch(np.arange(32)))
+    for dtype in (torch.bfloat16, torch.float16):
+        results, cast = [], copy.deepcopy(p.model)
+        frozen_linears_to(cast, dtype)
+        for model in (p.model, cast):
+            model.eval().zero_grad(set_to_none=True)
+            with torch.autocast(target.type, dtype=dtype):
+                out = model(**batch)
+            out.loss.backward()
+            results.append((out.logits.detach(), {n: q.grad for n, q in model.named_parameters() if q.grad is not None}))
+        (a, ga), (b, gb) = results
+        same = torch.equal(a, b) and ga.keys() == gb.keys() and all(torch.equal(ga[n], gb[n]) for n in ga)
+        checks.append((f"frozen weights in {dtype} change nothing", same, f"max |logit diff| "
+                       f"{float((a.float() - b.float()).abs().max()):.3g}, {len(ga)} gradients compared"))
+    del p, cast
+    free_device_memory()
+    p = prepared("fp16")
+    batches = [np.arange(i, i + 32) for i in range(0, 32 * 40, 32)]
+    result = train_epoch(p, 1, SavedTensorMeter(p.model), batches=batches)
+    trained = result.skipped_steps < len(batches) and np.isfinite(result.loss_sum)
+    checks.append(("fp16 + GradScaler trains", trained, f"{len(batches)} steps, {result.skipped_steps} skipped by the "
+                   f"scaler, mean loss {result.loss_sum / result.seen:.4f}, scale {p.scaler.get_scale():g}"))
+    return checks
+
+
 def _child(args: tuple, barrier, out) -> None:
     assets, scenario, batch, steps, warmup, device, precision, threads = args
     torch.set_num_threads(threads)
@@ -296,6 +346,8 @@ def main() -> None:
                                                           "do this machine's packages run the trial's step?")
     ap.add_argument("--profile", action="store_true", help="also print torch.profiler's top operators of a few "
                                                             "LoRA steps at each batch size")
+    ap.add_argument("--verify", action="store_true", help="correctness checks on the device (precision choice, "
+                                                           "frozen weights in the compute dtype, fp16), then exit")
     ap.add_argument("--json-out", help="also write every figure as JSON here")
     args = ap.parse_args()
     if args.prepare:
@@ -310,6 +362,13 @@ def main() -> None:
         tmp = tempfile.mkdtemp(prefix="gpu-bench-smoke-")
         assets = prepare_assets(Path(tmp), smoke=True)
     results: dict = {"environment": environment(device), "date": time.strftime("%Y-%m-%d")}
+    if args.verify:
+        checks = verify(str(assets), device)
+        for name, passed, detail in checks:
+            print(f"{'PASS' if passed else 'FAIL'}  {name}: {detail}", flush=True)
+        if not all(passed for _, passed, _ in checks):
+            sys.exit(1)
+        return
     if args.check:
         for name, scenario in SCENARIOS.items():
             run_one(str(assets), scenario, 8, 1, 1, device, args.precision)

@@ -334,3 +334,21 @@ def test_every_view_of_the_trial_record_derives_from_its_one_declaration():
     assert set(LABEL_AXES) <= set(CONFIGURATION)
     shorts = [record.short(n) for n in record.NAMES]
     assert len(shorts) == len(set(shorts))  # trial names and group labels stay unambiguous
+
+
+def test_summary_shows_reserved_gpu_memory_only_where_trials_report_it(experiment, tmp_path):
+    """GPU trials report allocated and reserved peaks (the report names both); a CPU-only study has no reserved
+    column rather than an empty one."""
+    import numpy as np
+
+    from analysis.report import prepare, summarize, usable
+
+    analyze(experiment, "--out", tmp_path / "pq")
+    trials = pq.read_table(tmp_path / "pq" / "trials.parquet").to_pandas()
+    epochs = pq.read_table(tmp_path / "pq" / "epochs.parquet").to_pandas()
+    assert trials["peak_reserved_mb"].isna().all()  # this fixture's trials report CPU memory
+    good = usable(prepare(trials, epochs, "val_accuracy")[0])
+    assert "peak_reserved_mb" not in summarize(good, "val_accuracy")
+    on_gpu = good.assign(peak_reserved_mb=np.where(good["scenario"] == "good", 900.0, 700.0))
+    summary = summarize(on_gpu, "val_accuracy").set_index("group")
+    assert summary.loc["good r=8", "peak_reserved_mb"] == 900.0 and summary.loc["plain r=8", "peak_reserved_mb"] == 700

@@ -246,3 +246,11 @@ def test_plan_accepts_fp16_and_refuses_an_unknown_precision(tmp_path, tiny_bert_
     done = subprocess.run([sys.executable, "-m", "tune_jobs.cli", "plan", str(bad)], capture_output=True, text=True,
                           cwd=REPO)
     assert done.returncode == EXIT_INPUT and "train.precision" in done.stderr and "fp16" in done.stderr
+
+
+def test_gpu_bench_verify_passes_on_the_cpu():
+    done = subprocess.run([sys.executable, str(REPO / "bench" / "gpu.py"), "--smoke", "--verify"],
+                          capture_output=True, text=True, cwd=REPO, timeout=600)
+    assert done.returncode == 0, done.stdout + done.stderr[-2000:]
+    lines = [line for line in done.stdout.splitlines() if line.startswith(("PASS", "FAIL"))]
+    assert len(lines) == 4 and all(line.startswith("PASS") for line in lines)
