@@ -165,8 +165,8 @@ def test_a_gpu_spec_calibrated_without_a_gpu_is_one_line_not_a_cpu_timing(tmp_pa
     assert main(["plan", str(spec), "--calibrate", "--steps", "2"]) == 2
     captured = capsys.readouterr()
     err = captured.err.strip().splitlines()
-    assert len(err) == 1 and "resources.gpu: the trial asks for a GPU but node" in err[0] and "--device cpu" not in \
-        captured.out and "calibration" not in captured.out
+    assert len(err) == 1 and "resources.gpu: the trial asks for a GPU but node" in err[0]
+    assert "calibration" not in captured.out  # nothing was timed on the CPU in its place
 
 
 @pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="needs a machine without CUDA")
