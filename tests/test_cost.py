@@ -141,6 +141,7 @@ def test_the_table_says_how_many_trials_shared_the_gpu_when_timed(tmp_path, tiny
     assert "at once" not in text and "alone" not in text  # a whole GPU each: one trial per GPU, as timed
 
 
+@pytest.mark.slow
 def test_a_fractional_gpu_is_timed_as_that_many_trials_at_once_or_said_to_be_alone(tmp_path, tiny_bert_dir, capsys):
     """{gpu: 0.5}: 2 copies in 2 processes at once (here the CPU stands in for the GPU, 1 thread each), or one alone
     with the warning that a real trial can take up to twice as long."""

@@ -217,6 +217,7 @@ def test_a_non_finite_loss_is_found_at_its_exact_step_whenever_checked(tmp_path,
 
 # ---------------------------------------------------------------- the offline GPU check, on this CPU
 
+@pytest.mark.slow
 def test_gpu_bench_smoke_prints_its_three_tables_on_the_cpu(tmp_path):
     out = tmp_path / "gpu.json"
     done = subprocess.run([sys.executable, str(REPO / "bench" / "gpu.py"), "--smoke", "--json-out", str(out)],
@@ -248,6 +249,7 @@ def test_plan_accepts_fp16_and_refuses_an_unknown_precision(tmp_path, tiny_bert_
     assert done.returncode == EXIT_INPUT and "train.precision" in done.stderr and "fp16" in done.stderr
 
 
+@pytest.mark.slow
 def test_gpu_bench_verify_passes_on_the_cpu():
     done = subprocess.run([sys.executable, str(REPO / "bench" / "gpu.py"), "--smoke", "--verify"],
                           capture_output=True, text=True, cwd=REPO, timeout=600)
