@@ -213,7 +213,7 @@ def evaluate(p: Prepared, split: PaddedSplit, rows: np.ndarray | None = None) ->
         for idx, batch in zip(chunks, p.host_batches(split, chunks)):
             with p.autocast():
                 out = p.model(**p.to_device(batch))
-            losses.append(out.loss.float() * len(idx))
+            losses.append(out.loss.double() * len(idx))
             outputs.append(out.logits.float())
     loss = float(torch.stack(losses).sum()) / len(order)
     return {"loss": loss, **compute(p.tc.task, torch.cat(outputs).cpu().numpy(), split.labels[order])}
@@ -261,7 +261,7 @@ def train_epoch(p: Prepared, epoch: int, saved: SavedTensorMeter, batches: list[
     if batches is None:
         batches = length_grouped_batches(split.lengths, tc.batch_size, seed=tc.seed * 1000 + epoch)
     probes = peak_steps(batches, split.lengths)
-    losses = torch.zeros(len(batches), device=p.device)
+    losses = torch.zeros(len(batches), dtype=torch.float64, device=p.device)  # summed as Python floats were
     trainable = [q for q in model.parameters() if q.requires_grad]
     steps_before, checked = _optimizer_steps(optimizer), 0
     for step, batch in enumerate(p.host_batches(split, batches)):
@@ -289,7 +289,7 @@ def train_epoch(p: Prepared, epoch: int, saved: SavedTensorMeter, batches: list[
                 raise TrialDiverged(f"train loss {float(losses[bad]):g} at epoch {epoch} step {bad + 1} "
                                     f"{_lr_text(tc)}")
             checked = step + 1
-    sizes = torch.tensor([len(b) for b in batches], dtype=torch.float32, device=p.device)
+    sizes = torch.tensor([len(b) for b in batches], dtype=torch.float64, device=p.device)
     skipped = len(batches) - (_optimizer_steps(optimizer) - steps_before) if scaler is not None else 0
     return EpochResult(float((losses * sizes).sum()), int(sum(len(b) for b in batches)), batches, skipped)
 
