@@ -28,7 +28,10 @@ from . import stats
 
 VERDICTS = ("better", "better, within margin", "equivalent", "worse, within margin", "worse", "inconclusive",
             "undetermined")
-TESTS = ("paired", "blocked")
+TESTS = ("auto", "paired", "moderated", "blocked")
+DEFAULT_TEST = "auto"  # moderated where a pair shares MODERATED_MIN_SEEDS seeds, else the paired t
+PRIOR_WEIGHT = 0.5  # share of the fitted prior df a moderated test uses (calibrated in bench/evidence.py)
+MODERATED_MIN_SEEDS = 4  # below this, moderation does not keep the family's error rate (bench/evidence.py)
 DEFAULT_MARGIN = 0.005  # half an accuracy point: a difference smaller than this is negligible (the report's default)
 SETTLE_LIMIT = 1000  # seeds per group beyond which a plan is not worth printing
 
@@ -37,16 +40,19 @@ SETTLE_LIMIT = 1000  # seeds per group beyond which a plan is not worth printing
 class Family:
     """How the pairs were tested: the test asked for, the level of every interval, and the blocked fits used."""
 
-    test: str  # paired | blocked
+    test: str  # auto | paired | moderated | blocked
     alpha: float
     pairs: int  # m: the comparisons in the family
     fits: dict = field(default_factory=dict)  # (model, data) -> stats.BlockFit, with test = blocked
     not_compared: int = 0  # pairs on different data sets or tasks, never compared
+    priors: dict = field(default_factory=dict)  # (model, data) -> StratumPrior, for moderated pairs
+    looks: int = 1  # a sequential design's planned looks (`until: decided`): alpha is split over them too
 
     @property
     def level(self) -> float:
-        """Confidence level of each interval: 1 - alpha/m (Bonferroni), so that all m hold together."""
-        return 1 - self.alpha / max(self.pairs, 1)
+        """Confidence level of each interval: 1 - alpha/(m looks) (Bonferroni), so that all m hold together at
+        every look of the design."""
+        return 1 - self.alpha / max(self.pairs, 1) / self.looks
 
 
 def pairs_to_test(groups: list[str], reference: str | None) -> list[tuple[str, str]]:
@@ -77,20 +83,63 @@ def _fits(values: pd.DataFrame, by_group: dict[str, pd.Series], step: dict[str, 
     return fits
 
 
+def shared_values(sa: pd.Series, sb: pd.Series) -> tuple[np.ndarray, np.ndarray]:
+    """The two groups' values on the seeds they share, seed-matched (by_group's series are sorted by seed)."""
+    _, i, j = np.intersect1d(sa.index.to_numpy(), sb.index.to_numpy(), assume_unique=True, return_indices=True)
+    return sa.to_numpy(float)[i], sb.to_numpy(float)[j]
+
+
+@dataclass(frozen=True)
+class StratumPrior:
+    """The variance prior of one (model, data) stratum, fitted to all its seed-matched pairs, and the df cap of a
+    moderated pair there (the additive group + seed fit's residual df)."""
+
+    prior: stats.VariancePrior
+    cap: int
+
+
+def _priors(values: pd.DataFrame, by_group: dict[str, pd.Series], step: dict[str, float | None],
+            weight: float) -> dict:
+    """(model, data) stratum -> StratumPrior: what `moderated` shrinks each pair's difference variance toward.
+    Strata with fewer than 3 such pairs have none: their pairs keep the paired t."""
+    priors = {}
+    for stratum, d in values.groupby(["model_key", "data_key"], sort=True):
+        names = [g for g in sorted(d["group"].unique()) if len(by_group[g]) >= 2]
+        variances, dfs = [], []
+        for a, b in itertools.combinations(names, 2):
+            x, y = shared_values(by_group[a], by_group[b])
+            if len(x) >= 2:
+                est = stats.paired(x, y, _step([step[a], step[b]]))
+                variances.append(est.sd_per_seed ** 2)
+                dfs.append(est.df)
+        prior = stats.fit_variance_prior(np.array(variances), np.array(dfs), weight)
+        if prior is None:
+            continue
+        cap = stats.fit_blocks(np.concatenate([by_group[g].to_numpy(float) for g in names]),
+                               [g for g in names for _ in by_group[g]], [s for g in names for s in by_group[g].index],
+                               _step([step[g] for g in names])).df
+        priors[stratum] = StratumPrior(prior, cap)
+    return priors
+
+
 def estimate(a: str, b: str, by_group: dict[str, pd.Series], same_model: bool, fit: stats.BlockFit | None,
-             resolution: float | None) -> tuple[stats.Estimate, str]:
-    """(a - b, how it was paired): a blocked contrast, else the paired t on shared seeds, else Welch."""
+             resolution: float | None, prior: StratumPrior | None = None,
+             min_seeds: int = 2) -> tuple[stats.Estimate, str]:
+    """(a - b, how it was paired): a blocked contrast, else the paired t on shared seeds (moderated toward the
+    stratum's prior, given one, from `min_seeds` shared seeds on), else Welch."""
     if fit is not None and a in fit.groups and b in fit.groups:
         est = fit.contrast(a, b)
         if est is not None:
             return est, "seeds as blocks, pooled over the model's groups"
     sa, sb = by_group[a], by_group[b]
-    shared = sa.index.intersection(sb.index)
     if not same_model:
         return stats.welch(sa.to_numpy(float), sb.to_numpy(float), resolution), "unpaired: different models"
-    if len(shared) >= 2:
-        return stats.paired(sa.loc[shared].to_numpy(float), sb.loc[shared].to_numpy(float), resolution), \
-            f"paired on {len(shared)} shared seeds"
+    x, y = shared_values(sa, sb)
+    if len(x) >= 2:
+        if prior is not None and len(x) >= min_seeds:
+            return stats.moderated(x, y, prior.prior, prior.cap, resolution), \
+                f"paired on {len(x)} shared seeds, variance moderated over {prior.prior.pairs} pairs"
+        return stats.paired(x, y, resolution), f"paired on {len(x)} shared seeds"
     return stats.welch(sa.to_numpy(float), sb.to_numpy(float), resolution), \
         "unpaired: fewer than 2 shared seeds"
 
@@ -116,48 +165,65 @@ def verdict(low: float, high: float, margin: float, delta: float, up: bool) -> s
 
 
 def compare(values: pd.DataFrame, metric: str, reference: str | None = None, margin: float = DEFAULT_MARGIN,
-            alpha: float = 0.05, test: str = "paired") -> tuple[pd.DataFrame, Family]:
-    """One row per comparison: estimate, simultaneous interval, verdict, seeds to settle, sentence.
+            alpha: float = 0.05, test: str = DEFAULT_TEST, prior_weight: float = PRIOR_WEIGHT,
+            plans: bool = True, looks: int = 1) -> tuple[pd.DataFrame, Family]:
+    """One row per comparison: estimate, simultaneous interval, verdict, seeds to settle, sentence (`plans`:
+    False leaves out the seed plans and sentences, for simulations that read only the verdicts).
 
     `values` has columns group, seed, value (one row per run, duplicates already dropped) and optionally
     model_key and data_key (the strata) and resolution (the metric's step, 1/examples for accuracy; nan: unknown).
+    `looks`: the planned looks of a sequential design (analysis.sequential), over which alpha is split.
     """
     values = values.assign(**{c: values[c] if c in values else default for c, default in
                               (("model_key", ""), ("data_key", ""), ("resolution", np.nan))})
-    by_group = {g: d.set_index("seed")["value"].sort_index() for g, d in values.groupby("group", sort=True)}
-    stratum = values.drop_duplicates("group").set_index("group")[["model_key", "data_key"]]
+    ordered = values.sort_values(["group", "seed"], kind="stable")
+    by_group = {g: pd.Series(d["value"].to_numpy(float), index=d["seed"].to_numpy())
+                for g, d in ordered.groupby("group", sort=True)}
+    firsts = values.drop_duplicates("group")
+    stratum = dict(zip(firsts["group"], zip(firsts["model_key"], firsts["data_key"])))  # group -> (model, data)
     step = values.groupby("group")["resolution"].max().to_dict()
     fits = _fits(values, by_group, step) if test == "blocked" else {}
+    priors = _priors(values, by_group, step, prior_weight) if test in ("moderated", "auto") else {}
+    min_seeds = MODERATED_MIN_SEEDS if test == "auto" else 2
     up = higher_is_better(metric)
     sign = 1 if up else -1
-    ranked = sorted(by_group, key=lambda g: (-sign * by_group[g].mean(), g))  # best first: Δ mostly >= 0
+    means = {g: float(v.to_numpy().mean()) for g, v in by_group.items()}
+    ranked = sorted(by_group, key=lambda g: (-sign * means[g], g))  # best first: Δ mostly >= 0
     candidates = pairs_to_test(ranked, reference)
-    tested = [(a, b) for a, b in candidates if stratum.at[a, "data_key"] == stratum.at[b, "data_key"]]
-    family = Family(test, alpha, len(tested), fits, len(candidates) - len(tested))
+    tested = [(a, b) for a, b in candidates if stratum[a][1] == stratum[b][1]]
+    family = Family(test, alpha, len(tested), fits, len(candidates) - len(tested), priors, looks)
     rows = []
     for a, b in tested:
-        same_model = stratum.at[a, "model_key"] == stratum.at[b, "model_key"]
-        est, pairing = estimate(a, b, by_group, same_model, fits.get(tuple(stratum.loc[a])) if same_model else None,
-                                _step([step[a], step[b]]))
+        same_model = stratum[a][0] == stratum[b][0]
+        here = stratum[a]
+        prior = priors.get(here) if same_model else None
+        est, pairing = estimate(a, b, by_group, same_model, fits.get(here) if same_model else None,
+                                _step([step[a], step[b]]), prior, min_seeds)
         low, high = est.interval(family.level)
+        shadow, plan = None, (est, 2)  # plan: the estimate seed plans start from, and the fewest seeds they assume
+        if prior is not None and est.test == "paired-t":  # too few seeds for moderation: say what it would decide
+            alt, _ = estimate(a, b, by_group, same_model, None, _step([step[a], step[b]]), prior)
+            shadow, plan = verdict(*alt.interval(family.level), margin, alt.delta, up), (alt, min_seeds)
         rows.append({"a": a, "b": b, "metric": metric, "test": est.test, "pairing": pairing, "n_seeds": est.n,
-                     "df": est.df, "mean_a": by_group[a].mean(), "mean_b": by_group[b].mean(), "delta": est.delta,
+                     "df": est.df, "mean_a": means[a], "mean_b": means[b], "delta": est.delta,
                      "se": est.se, "ci_level": family.level, "ci_low": low, "ci_high": high, "p": est.p_value(),
-                     "p_adj": _adjusted(est.p_value(), family.pairs), "margin": margin,
-                     "p_equiv_adj": _adjusted(est.tost_p(margin), 2 * family.pairs),
-                     "verdict": verdict(low, high, margin, est.delta, up), "_est": est})
+                     "p_adj": _adjusted(est.p_value(), family.pairs * looks), "margin": margin,
+                     "p_equiv_adj": _adjusted(est.tost_p(margin), 2 * family.pairs * looks),
+                     "verdict": verdict(low, high, margin, est.delta, up), "moderated_verdict": shadow, "_plan": plan})
     if not rows:
         return pd.DataFrame(columns=["a", "b", "test", "delta", "ci_low", "ci_high", "verdict", "seeds_to_settle",
                                      "sentence"]), family
     df = pd.DataFrame(rows)
-    df["seeds_to_settle"] = [stats.seeds_to_settle(e, family.level, margin, limit=SETTLE_LIMIT) if v == "inconclusive"
-                             else None
-                             for e, v in zip(df["_est"], df["verdict"])]
-    df["seeds_to_detect"] = [stats.seeds_to_detect(e, family.level, limit=SETTLE_LIMIT) if v == "inconclusive"
-                             else None for e, v in zip(df["_est"], df["verdict"])]
+    if not plans:
+        return df.drop(columns="_plan"), family
+    open_ = df["verdict"] == "inconclusive"
+    df["seeds_to_settle"] = [stats.seeds_to_settle(e, family.level, margin, limit=SETTLE_LIMIT, at_least=k) if o
+                             else None for (e, k), o in zip(df["_plan"], open_)]
+    df["seeds_to_detect"] = [stats.seeds_to_detect(e, family.level, limit=SETTLE_LIMIT, at_least=k) if o else None
+                             for (e, k), o in zip(df["_plan"], open_)]
     df = df.astype({"seeds_to_settle": "Int64", "seeds_to_detect": "Int64"})
     df["sentence"] = [_sentence(r, family) for _, r in df.iterrows()]
-    return df.drop(columns="_est"), family
+    return df.drop(columns="_plan"), family
 
 
 def _adjusted(p: float, times: int) -> float:
@@ -171,7 +237,8 @@ def _pct(level: float) -> str:
 
 def _sentence(row, family: Family) -> str:
     """Δ, the interval the verdict is read off, how it was tested, and the verdict in words."""
-    test = {"blocked": f"blocked, {row['df']:.0f} df", "paired-t": "paired t", "welch": "Welch"}[row["test"]]
+    test = {"blocked": f"blocked, {row['df']:.0f} df", "paired-t": "paired t", "welch": "Welch",
+            "moderated": f"moderated paired t, {row['df']:.0f} df"}[row["test"]]
     head = f"{row['a']} vs {row['b']}: Δ = {row['delta']:+.4f}"
     how = f"({test}, {row['pairing']})"
     if row["verdict"] == "undetermined":
@@ -193,5 +260,9 @@ def _sentence(row, family: Family) -> str:
     detect = row.get("seeds_to_detect")
     if pd.notna(detect) and (pd.isna(settle) or detect < settle):
         more += f", about {detect} to detect a difference as large as this one if it is real"
+    shadow = row.get("moderated_verdict")
+    if isinstance(shadow, str) and shadow not in ("inconclusive", "undetermined"):
+        more += (f"; the moderated test would call it {shadow} on these seeds (not a claim: it keeps its error rate "
+                 f"from {MODERATED_MIN_SEEDS} shared seeds on)")
     return (f"{head}: inconclusive, the data cannot tell: {ci} includes 0 and is not within {margin} {how}"
             f"{more} (this is not evidence of no effect)")

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from .compare import SETTLE_LIMIT, reversed_verdict
+from .compare import MODERATED_MIN_SEEDS, SETTLE_LIMIT, reversed_verdict
 
 
 def _relative(comparisons: pd.DataFrame, focal: str) -> dict[str, pd.Series]:
@@ -18,7 +18,19 @@ def _relative(comparisons: pd.DataFrame, focal: str) -> dict[str, pd.Series]:
         out[other] = row.copy()
         out[other]["verdict"] = v
         out[other]["delta"] = row["delta"] if row["a"] == other else -row["delta"]
+        out[other]["turned"] = row["a"] == focal
     return out
+
+
+def _shadowed(row: pd.Series) -> bool:
+    """Whether the moderated test, not used at these seeds, would have decided this open comparison."""
+    shadow = row.get("moderated_verdict")
+    return isinstance(shadow, str) and shadow not in ("inconclusive", "undetermined")
+
+
+def _relative_verdict(row: pd.Series) -> str:
+    """The moderated test's verdict of a row that `_relative` turned round (other vs focal)."""
+    return reversed_verdict(row["moderated_verdict"]) if row["turned"] else row["moderated_verdict"]
 
 
 def _names(rows: dict[str, pd.Series], verdicts: tuple[str, ...], with_delta: bool = True) -> str:
@@ -47,10 +59,75 @@ def _price(by_group: pd.DataFrame, focal: str, others: list[str]) -> str:
     return "; ".join(parts)
 
 
+FAR = 5.0  # a gap this many times the larger group's seed spread is never "merely not distinguishable"
+
+
+def _gap(row: pd.Series, by_group: pd.DataFrame, focal: str) -> float:
+    """|Δ| in units of the larger of the two groups' seed spreads (nan where a spread is unknown)."""
+    spread = max(by_group.at[row["a"], "std"], by_group.at[row["b"], "std"])
+    return abs(row["delta"]) / spread if spread > 0 else float("nan")
+
+
+def _round(seeds: int, groups: list[str], by_group: pd.DataFrame, costs: pd.DataFrame | None) -> str:
+    """"adding 7 trials, about 1.2 trial-hours (3.40 at the price given)": what bringing `groups` to `seeds` seeds
+    each costs, from each group's measured hours per trial."""
+    adds = {g: max(seeds - int(by_group.at[g, "n"]), 0) for g in groups}
+    trials = sum(adds.values())
+    text = f"{trials} more trial(s)"
+    if costs is None or costs.empty or not trials:
+        return text
+    per = costs.set_index("group")
+    hours = sum(k * per.at[g, "trial_hours"] / per.at[g, "trials"] for g, k in adds.items() if g in per.index)
+    money = sum(k * per.at[g, "cost"] / per.at[g, "trials"] for g, k in adds.items() if g in per.index)
+    if hours > 0:
+        text += f", about {hours:.2g} trial-hours"
+    return text + (f" ({money:,.2f} at the price given)" if money == money and money > 0 else "")
+
+
+def _plan(open_: dict[str, pd.Series], by_group: pd.DataFrame, focal: str, costs: pd.DataFrame | None) -> str:
+    """Which seeds to add to settle the open comparisons, and what they cost; or why no number of seeds will."""
+    settle = [r["seeds_to_settle"] for r in open_.values()]
+    detect = [r["seeds_to_detect"] for r in open_.values()]
+    it = "it" if len(open_) == 1 else "them"
+    groups = [focal, *open_]
+    if all(pd.notna(x) for x in settle):
+        k = int(max(settle))
+        text = (f"Bringing {', '.join(groups)} to {k} seeds each ({_round(k, groups, by_group, costs)}) would settle "
+                f"{it} either way (80 % chance of a verdict)")
+        if all(pd.notna(x) for x in detect) and max(detect) < k:
+            text += f"; {int(max(detect))} would detect differences as large as these, if they are real"
+        return text + "."
+    if all(pd.notna(x) for x in detect):
+        k = int(max(detect))
+        return (f"Settling {it} either way would take more than {SETTLE_LIMIT} seeds per group, but {k} each "
+                f"({_round(k, groups, by_group, costs)}) would detect differences as large as these, if they are "
+                "real.")
+    return (f"Settling {it} either way would take more than {SETTLE_LIMIT} seeds per group: the differences are far "
+            f"smaller than the seed-to-seed spread, so for practical purposes {it} tie with {focal} (a wider --margin "
+            "would let the report say equivalent).")
+
+
+def _far_sentence(g: str, row: pd.Series, by_group: pd.DataFrame, focal: str, costs: pd.DataFrame | None) -> str:
+    """A gap far larger than both groups' spreads that the test still cannot call: why, and what settles it."""
+    n = int(row["n_seeds"])
+    text = (f"{g} is {abs(row['delta']):.4f} {'below' if row['delta'] < 0 else 'above'} {focal}, "
+            f"{_gap(row, by_group, focal):.0f}x the larger of their seed spreads, yet {n} seed(s) cannot bound this "
+            f"pair's own spread: its {100 * row['ci_level']:.3g} % interval rests on {row['df']:.0f} df")
+    if _shadowed(row):
+        text += f" (the moderated test, valid from more seeds, already calls it {_relative_verdict(row)}: not a claim)"
+    k = row["seeds_to_detect"] if pd.notna(row["seeds_to_detect"]) else row["seeds_to_settle"]
+    if pd.notna(k):
+        k = int(k)
+        text += (f". {k} seeds each for {focal} and {g} ({_round(k, [focal, g], by_group, costs)}) would very likely "
+                 "settle it")
+    return text + "."
+
+
 def headline(summary: pd.DataFrame, comparisons: pd.DataFrame, metric: str, margin: float,
-             reference: str | None) -> list[str]:
+             reference: str | None, costs: pd.DataFrame | None = None) -> list[str]:
     """Plain sentences per comparison stratum (data set, task, eval split): the focal group (the reference, else the
-    best mean) and every other group's verdict against it, grouped; empty when there is nothing to say."""
+    best mean) and every other group's verdict against it, grouped, with what more seeds would settle and cost
+    (`costs`: analysis.cost.group_costs); empty when there is nothing to say."""
     lines: list[str] = []
     if summary.empty:
         return lines
@@ -85,17 +162,20 @@ def headline(summary: pd.DataFrame, comparisons: pd.DataFrame, metric: str, marg
         price = _price(by_group, focal, priced)
         if price:
             lines.append(f"What they cost against {focal} (median per trial): {price}.")
-        open_ = [(g, r) for g, r in rows.items() if r["verdict"] == "inconclusive"]
-        if open_:
-            settle = [int(r["seeds_to_settle"]) for _, r in open_ if pd.notna(r.get("seeds_to_settle"))]
-            detect = [int(r["seeds_to_detect"]) for _, r in open_ if pd.notna(r.get("seeds_to_detect"))]
-            it = "it" if len(open_) == 1 else "them"
-            more = (f" About {max(settle)} seeds per group would settle {it} (80 % chance of a verdict either way)"
-                    if len(settle) == len(open_) else f" Settling {it} either way would take more than {SETTLE_LIMIT} seeds")
-            if detect and len(detect) == len(open_) and (len(settle) < len(open_) or max(detect) < max(settle)):
-                more += (f"; about {max(detect)} would detect differences as large as these, if they are real")
-            more += "."
-            lines.append(f"Not distinguishable from {focal} yet: {_names(rows, ('inconclusive',))}.{more}")
+        open_ = {g: r for g, r in rows.items() if r["verdict"] == "inconclusive"}
+        far = {g: r for g, r in open_.items() if _gap(r, by_group, focal) >= FAR}
+        near = {g: r for g, r in open_.items() if g not in far}
+        if near:
+            lines.append(f"Not distinguishable from {focal} yet: {_names(near, ('inconclusive',))}. "
+                         + _plan(near, by_group, focal, costs))
+        for g, r in far.items():
+            lines.append(_far_sentence(g, r, by_group, focal, costs))
+        shadow = [(g, r) for g, r in near.items() if _shadowed(r)]
+        if shadow:
+            lines.append(f"Of the open comparisons with {focal}, the moderated test would decide on these seeds: "
+                         + ", ".join(f"{g} ({_relative_verdict(r)})" for g, r in shadow)
+                         + f". Not claims: below {MODERATED_MIN_SEEDS} shared seeds it does not keep the error rate;"
+                           " from there on it is the report's test.")
         undetermined = _names(rows, ("undetermined",), with_delta=False)
         if undetermined:
             lines.append(f"Cannot be tested against {focal} (no estimable spread: one run, or tied values of a metric "

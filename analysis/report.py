@@ -17,12 +17,24 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 
 from record import metrics
 from record.errors import EXIT_INPUT, InputError
+from record.predictions import PREDICTIONS_FILE
 
 from . import cost, stats
-from .compare import DEFAULT_MARGIN, TESTS, VERDICTS, Family, compare
+from .compare import (
+    DEFAULT_MARGIN,
+    DEFAULT_TEST,
+    MODERATED_MIN_SEEDS,
+    PRIOR_WEIGHT,
+    TESTS,
+    VERDICTS,
+    Family,
+    compare,
+)
+from .dev_error import note as dev_error_note, with_dev_error
 from .document import Block, Column, to_html, to_markdown
 from .groups import CONFIGURATION, drop_duplicate_runs, group_labels, strata_keys, usable_mask
 from .headline import headline, verdict_matrix
@@ -40,7 +52,7 @@ class ReportOptions:
     margin: float = DEFAULT_MARGIN  # equivalence margin, in the metric's units
     alpha: float = 0.05
     select: tuple[str, ...] = ()  # settings chosen per placement on the selection split (e.g. learning_rate)
-    test: str = "paired"  # paired (per-pair paired t / Welch) | blocked (pooled group + seed fit per stratum)
+    test: str = DEFAULT_TEST  # auto | paired | moderated | blocked (analysis.compare.TESTS)
     price: float | None = None  # money per resource-hour (GPU-hour, or CPU-hour for trials without GPUs)
 
 
@@ -54,6 +66,16 @@ def load(dir_: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
     if trials.empty:
         raise InputError(str(trials_path), "has no trials")
     return trials, epochs
+
+
+def load_predictions(dir_: Path) -> pa.Table | None:
+    """predictions.parquet from `analyze` as an Arrow table (millions of rows, read column-wise), or None where
+    there is none (an output of a lora-sweep before predictions)."""
+    import pyarrow.parquet as pq
+
+    path = dir_ / PREDICTIONS_FILE
+    return pq.read_table(path, columns=["experiment", "trial_id", "example", "label", "prediction"]) \
+        if path.is_file() else None  # score is not needed here, and the costliest column to read
 
 
 def final_epoch(trials: pd.DataFrame, epochs: pd.DataFrame, column: str) -> pd.Series:
@@ -194,9 +216,11 @@ class Readout:
     read: tuple[int, int]  # (trials, experiments) as read, before duplicates were dropped
     costs: pd.DataFrame  # per group: trials, trial-hours, resource-hours, money, metric per resource-hour
     bill: dict  # the whole study's (analysis.cost.study_cost)
+    data_note: str = ""  # what the seed-only and the data + seeds intervals answer, and where the latter is missing
 
 
-def read_out(trials: pd.DataFrame, epochs: pd.DataFrame, opts: ReportOptions) -> Readout:
+def read_out(trials: pd.DataFrame, epochs: pd.DataFrame, opts: ReportOptions, predictions: pa.Table | None = None
+             ) -> Readout:
     """Prepare, (select,) summarize and compare; raises InputError for a bad metric, setting or reference."""
     metric = check_metric(opts.metric or primary_metric(trials), epochs)
     opts = ReportOptions(metric, opts.reference, opts.margin, opts.alpha, opts.select, opts.test, opts.price)
@@ -217,10 +241,18 @@ def read_out(trials: pd.DataFrame, epochs: pd.DataFrame, opts: ReportOptions) ->
     reference = resolve_reference(opts.reference, good)
     summary = summarize(good, metric)
     comparisons, family = compare(good[["group", "seed", "value", "model_key", "data_key", "resolution"]], metric,
-                                  reference, opts.margin, opts.alpha, opts.test)
+                                  reference, opts.margin, opts.alpha, opts.test, looks=planned_looks(good))
+    summary, comparisons = with_dev_error(summary, comparisons, good, predictions, metric)  # dev data + seeds
     return Readout(opts, prepared, good, summary, comparisons, family, dropped, reference, selection,
                    (len(trials), trials["experiment"].nunique()), cost.group_costs(good, summary, opts.price, metrics.higher_is_better(metric)),
-                   cost.study_cost(trials, good, opts.price))  # every trial read: duplicates cost too
+                   cost.study_cost(trials, good, opts.price),  # every trial read: duplicates cost too
+                   dev_error_note(summary, comparisons, predictions, metric))
+
+
+def planned_looks(good: pd.DataFrame) -> int:
+    """The most looks any compared trial's design planned (`repeats: {until: decided}`); 1 for fixed designs."""
+    looks = good["looks"].dropna() if "looks" in good else pd.Series(dtype=float)
+    return int(looks.max()) if len(looks) else 1
 
 
 def _select(good: pd.DataFrame, trials: pd.DataFrame, epochs: pd.DataFrame, opts: ReportOptions):
@@ -239,15 +271,19 @@ def _select(good: pd.DataFrame, trials: pd.DataFrame, epochs: pd.DataFrame, opts
 SUMMARY_COLUMNS = (
     Column("group", "group"), Column("n", "seeds"), Column("mean", "mean", "{:.4f}"), Column("std", "SD", "{:.4f}"),
     Column("ci95_low", "95 % CI low", "{:.4f}"), Column("ci95_high", "95 % CI high", "{:.4f}"),
-    Column("noise_floor_se", "dev-set SE", "{:.4f}"), Column("params_relative_pct", "trainable %", "{:.3g}"),
+    Column("noise_floor_se", "dev-set SE", "{:.4f}"), Column("seed_se", "SE over seeds", "{:.4f}"),
+    Column("data_se", "SE over data + seeds", "{:.4f}"), Column("params_relative_pct", "trainable %", "{:.3g}"),
     Column("peak_memory_mb", "peak memory MB (GPU: allocated)", "{:,.0f}"),
     Column("peak_reserved_mb", "GPU reserved MB", "{:,.0f}"), Column("saved_activations_mb", "activations MB", "{:,.0f}"),
     Column("trainable_state_mb", "trainable state MB", "{:,.1f}"),
     Column("train_samples_per_s", "samples/s", "{:,.0f}"),
 )
 COMPARISON_COLUMNS = (
-    Column("a", "a"), Column("b", "b"), Column("verdict", "verdict"), Column("delta", "Δ = a − b", "{:+.4f}"),
+    Column("a", "a"), Column("b", "b"), Column("verdict", "verdict"),
+    Column("moderated_verdict", "moderated test would say (not a claim)"), Column("delta", "Δ = a − b", "{:+.4f}"),
     Column("ci_low", "interval low", "{:+.4f}"), Column("ci_high", "interval high", "{:+.4f}"),
+    Column("se", "SE over seeds", "{:.4f}"), Column("data_se", "SE over data + seeds", "{:.4f}"),
+    Column("data_ci_low", "data + seeds low", "{:+.4f}"), Column("data_ci_high", "data + seeds high", "{:+.4f}"),
     Column("test", "test"), Column("n_seeds", "seeds"), Column("p_adj", "p (×m)", "{:.3g}"),
     Column("seeds_to_settle", "seeds to settle"), Column("seeds_to_detect", "seeds to detect Δ"),
 )
@@ -269,7 +305,7 @@ def _blocks(ro: Readout, figures: dict[str, bytes]) -> list[Block]:
     verdicts = ro.comparisons["verdict"].value_counts().to_dict() if not ro.comparisons.empty else {}
     kinds = bad["why"].str.split(":").str[0].value_counts().to_dict() if not bad.empty else {}
     matrix = verdict_matrix(list(ro.summary["group"]), ro.comparisons)
-    lines = headline(ro.summary, ro.comparisons, o.metric, o.margin, ro.reference)
+    lines = headline(ro.summary, ro.comparisons, o.metric, o.margin, ro.reference, ro.costs)
     if ro.bill["trials"]:
         lines.append(cost.cost_sentence(ro.bill))
     blocks = [
@@ -303,6 +339,7 @@ def _blocks(ro: Readout, figures: dict[str, bytes]) -> list[Block]:
               if verdicts else "Fewer than two comparable groups: nothing to compare."),
         Block("list", items=tuple(ro.comparisons.get("sentence", []))),
         Block("table", "comparisons", table=ro.comparisons, columns=COMPARISON_COLUMNS),
+        *([Block("p", ro.data_note)] if ro.data_note and not ro.comparisons.empty else []),
         Block("h2", "What it cost"),
         Block("p", "Measured per trial (Ray's time_total_s: set-up, training, evaluation, checkpoints) × the resources "
                    "Ray reserved for it (`resources` of the spec); the study's total counts every trial read, those "
@@ -353,7 +390,16 @@ def _reading_text(ro: Readout) -> tuple[str, ...]:
                "same seed-to-seed spread).")
     else:
         how = ("Each comparison is a paired t on the seeds both groups share (repeat k uses the same seed "
-               "everywhere), so a group with a larger spread affects only its own comparisons.")
+               "everywhere), so a group with a larger spread affects mainly its own comparisons.")
+        if o.test in ("moderated", "auto"):
+            from_ = "" if o.test == "moderated" else f" from {MODERATED_MIN_SEEDS} shared seeds on"
+            how += (f" Its variance is moderated{from_} (empirical Bayes, Smyth 2004): shrunk toward a prior fitted "
+                    f"to every seed-matched pair of the model and data set (prior df at {PRIOR_WEIGHT:g} of the "
+                    "fitted, df capped at the additive fit's), which keeps the family's error rate within "
+                    "simulation error even when one or two groups are several times noisier (bench/evidence.py).")
+        if o.test == "auto":
+            how += (f" Below {MODERATED_MIN_SEEDS} shared seeds moderation does not keep that rate, so the plain "
+                    "paired t decides; the moderated test's verdict is shown beside it, labelled: not a claim.")
     step = ro.summary["resolution"].dropna() if "resolution" in ro.summary else pd.Series(dtype=float)
     ties = (f"{o.metric} moves in steps of 1/{1 / step.max():.0f} rows here: tied values are not read as certainty; "
             "a spread is at least the step's own rounding error (step/√12 for a value, step/√6 for a difference)."
@@ -366,7 +412,9 @@ def _reading_text(ro: Readout) -> tuple[str, ...]:
         f"{how} Welch where seeds are not shared, and across models, whose seeds are not the same blocks (labelled "
         f"unpaired). Groups on different data sets or tasks are never compared ({fam.not_compared} pair(s) skipped).",
         f"One family: the {fam.pairs} comparison(s) tested ({scope}) each get a {100 * fam.level:.3g} % interval "
-        f"(Bonferroni, α = {o.alpha:g} over {fam.pairs}), so all of them hold together with probability ≥ "
+        f"(Bonferroni, α = {o.alpha:g} over {fam.pairs}"
+        + (f" and over the {fam.looks} looks of the sequential design (repeats until decided)" if fam.looks > 1
+           else "") + "), so all of them hold together with probability ≥ "
         f"{100 * (1 - o.alpha):.3g} %: they are simultaneous, and the chance of any false claim in the table is at "
         f"most {o.alpha:g}. Fewer comparisons (--reference) give narrower intervals.",
         f"Verdicts are read off that interval: better/worse when it excludes 0; equivalent when it lies within "
@@ -395,11 +443,11 @@ def figures_png(ro: Readout, epochs: pd.DataFrame) -> dict[str, bytes]:
     return out
 
 
-def write_report(trials: pd.DataFrame, epochs: pd.DataFrame, out: Path, opts: ReportOptions = ReportOptions()
-                 ) -> list[Path]:
+def write_report(trials: pd.DataFrame, epochs: pd.DataFrame, out: Path, opts: ReportOptions = ReportOptions(),
+                 predictions: pa.Table | None = None) -> list[Path]:
     """report.md, report.html, summary.csv, comparisons.csv, costs.csv (selection.csv where settings were chosen)
     and PNG figures into `out`; returns the files."""
-    ro = read_out(trials, epochs, opts)
+    ro = read_out(trials, epochs, opts, predictions)
     figures = figures_png(ro, epochs)
     out.mkdir(parents=True, exist_ok=True)
     ro.summary.to_csv(out / "summary.csv", index=False)
@@ -429,7 +477,7 @@ def cmd_report(args: argparse.Namespace) -> int:
         if opts.price is not None and not opts.price > 0:
             raise InputError("--price-per-hour", f"must be > 0 (got {opts.price:g}); e.g. 1.2 per GPU-hour")
         trials, epochs = load(Path(args.dir))
-        files = write_report(trials, epochs, Path(args.out), opts)
+        files = write_report(trials, epochs, Path(args.out), opts, load_predictions(Path(args.dir)))
     except (InputError, OSError) as err:
         print(f"error: {err}", file=sys.stderr)
         return EXIT_INPUT
@@ -452,10 +500,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="equivalence margin in the metric's units (default %(default)g = 0.5 accuracy points)")
     p.add_argument("--price-per-hour", type=float, metavar="P",
                    help="money per resource-hour (GPU-hour; CPU-hour for trials without GPUs) for the cost table")
-    p.add_argument("--test", choices=TESTS, default="paired",
-                   help="paired (default): paired t per pair on shared seeds, valid when groups differ in spread; "
-                        "blocked: one additive group + seed fit per model and data set, more power when every group "
-                        "has the same spread")
+    p.add_argument("--test", choices=TESTS, default=DEFAULT_TEST,
+                   help="auto (default): moderated where a pair shares at least "
+                        f"{MODERATED_MIN_SEEDS} seeds, else paired; paired: paired t per pair on shared seeds, each "
+                        "pair's spread its own; moderated: paired t with each pair's spread shrunk toward one fitted "
+                        "to all pairs of the model and data set (empirical Bayes), far more decisions at 4-5 seeds; "
+                        "blocked: one additive group + seed fit per model and data set, assumes every group has the "
+                        "same spread (its error rate rises when one does not)")
 
 
 def register(sub) -> None:

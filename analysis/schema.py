@@ -1,4 +1,5 @@
-"""Explicit Arrow schemas of trials.parquet and epochs.parquet (bump SCHEMA_VERSION on any change)."""
+"""Explicit Arrow schemas of trials.parquet, epochs.parquet and predictions.parquet (bump SCHEMA_VERSION on any
+change)."""
 
 from __future__ import annotations
 
@@ -6,13 +7,15 @@ import pyarrow as pa
 
 from record.fields import ARROW, NAMES
 from record.metrics import EPOCH_COLUMNS
+from record.predictions import SCHEMA as TRIAL_PREDICTIONS
 
-SCHEMA_VERSION = "7"  # 2: selection split (sel_* metrics, selection_* config), divergence columns;
+SCHEMA_VERSION = "8"  # 2: selection split (sel_* metrics, selection_* config), divergence columns;
 # 3: val_examples/sel_examples, saved_activations_mb and trainable_state_mb (device-independent memory),
 #    compute_dtype; 4: tasks: column mapping, task, label names and primary_metric config;
 #    f1/mcc/mse/pearson/spearman epoch metrics; 5: LoRA method and loraplus_lr_ratio,
 #    the trial's resources; 6: stage and selected (tune, then confirm), status STOPPED and stopped_at_epoch;
-#    7: GPU memory per epoch (peak_reserved_mb, process_device_mb), fp16's skipped_steps
+#    7: GPU memory per epoch (peak_reserved_mb, process_device_mb), fp16's skipped_steps;
+#    8: looks (the sequential design's planned looks, `repeats: {until: decided}`); predictions.parquet
 
 # Config keys of a lora-sweep grid point and their Arrow types: the trial record's declaration (record.fields),
 # from which training's TrialConfig is derived too.
@@ -45,3 +48,10 @@ EPOCHS_SCHEMA = pa.schema([
     ("experiment", pa.string()), ("trial_id", pa.string()), ("scenario", pa.string()), ("r", pa.int32()),
     ("repeat", pa.int32()), ("seed", pa.int64()), *EPOCH_METRICS,
 ])
+
+# One row per trial and example of its eval split: the trial's last finished epoch's predictions (record.predictions:
+# label and prediction are class ids, or a regression's target and value; score the probability of class 1 with two
+# classes, of the predicted class with more, a regression's value). experiment and trial_id are dictionary-encoded:
+# millions of rows share a few thousand values (pandas reads them as categoricals).
+KEY = pa.dictionary(pa.int32(), pa.string())
+PREDICTIONS_SCHEMA = pa.schema([("experiment", KEY), ("trial_id", KEY), *TRIAL_PREDICTIONS])

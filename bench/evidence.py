@@ -46,19 +46,76 @@ def noise(rng: np.random.Generator, size: int, kind: str) -> np.ndarray:
 
 
 def study(rng: np.random.Generator, effects: list[float], seeds: int, scales: list[float] | None = None,
-          kind: str = "normal", examples: int | None = None, models: list[str] | None = None) -> pd.DataFrame:
-    """One synthetic study: value = base + effect + seed block (per model) + scaled noise, rounded to 1/examples."""
+          kind: str = "normal", examples: int | None = None, models: list[str] | None = None,
+          counts: list[int] | None = None) -> pd.DataFrame:
+    """One synthetic study: value = base + effect + seed block (per model) + scaled noise, rounded to 1/examples;
+    group g runs its first counts[g] seeds (default: all `seeds`)."""
     scales = scales or [1.0] * len(effects)
     models = models or ["m"] * len(effects)
-    blocks = {m: rng.normal(0, SEED_SD, seeds) for m in sorted(set(models))}
-    rows = []
-    for g, (eff, scale, model) in enumerate(zip(effects, scales, models)):
-        v = BASE + eff + blocks[model] + NOISE_SD * scale * noise(rng, seeds, kind)
+    counts = counts or [seeds] * len(effects)
+    blocks = {m: rng.normal(0, SEED_SD, max(counts)) for m in sorted(set(models))}
+    parts = []
+    for g, (eff, scale, model, n) in enumerate(zip(effects, scales, models, counts)):
+        v = BASE + eff + blocks[model][:n] + NOISE_SD * scale * noise(rng, n, kind)
         if examples:
             v = np.round(v * examples) / examples
-        rows += [{"group": f"g{g}", "seed": 42 + s, "value": v[s], "model_key": model, "data_key": "d",
-                  "resolution": 1 / examples if examples else np.nan} for s in range(seeds)]
-    return pd.DataFrame(rows)
+        parts.append(pd.DataFrame({"group": f"g{g}", "seed": 42 + np.arange(n), "value": v, "model_key": model,
+                                   "data_key": "d", "resolution": 1 / examples if examples else np.nan}))
+    return pd.concat(parts, ignore_index=True)
+
+
+# Study shapes for the family-wise error (all groups equal) of the moderated test, 8 groups (28 pairs) as in the
+# article's components study: name -> study() keywords, given the seeds per group.
+G = 8
+SHAPES = {
+    "equal spreads": lambda n: {},
+    "one group 2x": lambda n: {"scales": [2.0] + [1.0] * (G - 1)},
+    "one group 3x": lambda n: {"scales": [3.0] + [1.0] * (G - 1)},
+    "one group 5x": lambda n: {"scales": [5.0] + [1.0] * (G - 1)},
+    "two groups 3x": lambda n: {"scales": [3.0, 3.0] + [1.0] * (G - 2)},
+    "two groups 5x": lambda n: {"scales": [5.0, 5.0] + [1.0] * (G - 2)},
+    "spreads 1x..3x": lambda n: {"scales": list(np.linspace(1, 3, G))},
+    "spreads 1x..5x": lambda n: {"scales": list(np.linspace(1, 5, G))},
+    "t3 noise": lambda n: {"kind": "t3"},
+    "collapsed runs": lambda n: {"kind": "collapse", "examples": 872},
+    "unbalanced seeds": lambda n: {"counts": [n + 3 * (g % 2) for g in range(G)]},
+    "cross-model pairs": lambda n: {"models": ["A"] * (G // 2) + ["B"] * (G // 2)},
+}
+# The article's components study (all, up, down, o, v, k, q, classifier only): its means and run spreads.
+COMPONENTS = [0.833, 0.821, 0.820, 0.809, 0.805, 0.794, 0.790, 0.715]
+COMPONENT_SCALES = [1.0] * 7 + [2.0]
+PROCEDURES = {"paired t": {"test": "paired"}, "moderated": {"test": "moderated"}, "pooled fit": {"test": "blocked"}}
+
+
+def family_error(reps: int, seeds: int, shape: str, procedures: dict[str, dict], seed: int = 0) -> dict[str, float]:
+    """Chance of >= 1 false better/worse claim over the 28 pairs of 8 equal groups of `shape`, per procedure
+    (name -> compare() keywords), all on the same simulated studies."""
+    rng = np.random.default_rng(seed)
+    effects = {f"g{g}": 0.0 for g in range(G)}
+    any_false = dict.fromkeys(procedures, 0)
+    for _ in range(reps):
+        df = study(rng, [0.0] * G, seeds, **SHAPES[shape](seeds))
+        for name, kw in procedures.items():
+            res, _ = compare(df, "val_accuracy", plans=False, **kw)
+            any_false[name] += _false_sign(res, effects) > 0
+    return {m: k / reps for m, k in any_false.items()}
+
+
+def decided(reps: int, seeds: int, procedures: dict[str, dict], seed: int = 0) -> dict[str, float]:
+    """Mean pairs (of 28) called better/worse with the right sign, and the chance of any wrong sign, on the shape
+    of the article's components study (every pair truly different), per procedure."""
+    rng = np.random.default_rng(seed)
+    effects = {f"g{g}": m - COMPONENTS[0] for g, m in enumerate(COMPONENTS)}
+    right, wrong = dict.fromkeys(procedures, 0), dict.fromkeys(procedures, 0)
+    for _ in range(reps):
+        df = study(rng, list(effects.values()), seeds, COMPONENT_SCALES)
+        for name, kw in procedures.items():
+            res, _ = compare(df, "val_accuracy", plans=False, **kw)
+            bad = _false_sign(res, effects)
+            right[name] += int(res["verdict"].isin(SIGN_CLAIMS).sum()) - bad
+            wrong[name] += bad > 0
+    return {**{f"{m} decided": k / reps for m, k in right.items()}, **{f"{m} any wrong sign": k / reps
+                                                                       for m, k in wrong.items()}}
 
 
 def coverage(reps: int, n: int, examples: int, sd: float, seed: int = 0) -> tuple[float, float]:
@@ -101,7 +158,7 @@ def fwer(reps: int, seeds: int, scale: float = 1.0, kind: str = "normal", groups
     for _ in range(reps):
         df = study(rng, [0.0] * groups, seeds, [scale] + [1.0] * (groups - 1), kind)
         if "paired" in methods or "holm" in methods:
-            res, _ = compare(df, "val_accuracy")
+            res, _ = compare(df, "val_accuracy", test="paired")
             if "paired" in methods:
                 any_false["paired"] += _false_sign(res, effects) > 0
             if "holm" in methods:
@@ -119,7 +176,7 @@ def power(reps: int, seeds: int, effect: float = 0.012, groups: int = 5, seed: i
     found = {"paired": 0, "holm": 0, "blocked": 0}
     for _ in range(reps):
         df = study(rng, effs, seeds)
-        res, _ = compare(df, "val_accuracy")
+        res, _ = compare(df, "val_accuracy", test="paired")
         true = (res["a"] == "g0") | (res["b"] == "g0")
         found["paired"] += int((res["verdict"][true].isin(SIGN_CLAIMS)).sum())
         found["holm"] += int((_holm_claims(res)[true] != "inconclusive").sum())

@@ -64,6 +64,8 @@ FIELDS: tuple[Field, ...] = (
     Field("lora_dropout", F, PLACEMENT, short="dropout", label_order=4, hparam=True),
     Field("repeat", I32, IDENTITY, hparam=True),
     Field("seed", I64, IDENTITY, hparam=True),
+    # looks of a sequential design (`repeats: {until: decided}`): the report spends alpha over them; 1 otherwise
+    Field("looks", I32, IDENTITY, default=1),
     # under a spec's `select:`: tune (a candidate value, judged on the selection split) or confirm (compared on dev);
     # None: a study without stages. `selected`: the settings its placement chooses (e.g. [learning_rate])
     Field("stage", S, IDENTITY, nullable=True, hparam=True, default=None),

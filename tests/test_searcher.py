@@ -196,6 +196,58 @@ def test_restored_search_generator_may_hand_out_trials_again(tmp_path):
     assert not gen.is_finished() and gen.get_state()["counter"] == 2
 
 
+# ---------------------------------------------------------------- until: decided (seeds to a verdict)
+
+THREE_CELLS = TWO_CELLS + "  - {name: c, layers: [0], components: v}\n"
+DECIDED = {"min": 3, "max": 6, "until": "decided"}
+NOISE = [0.001, -0.002, 0.0015, 0.0, -0.001, 0.002]
+# a best; b far below (decided at the first look); c within noise of a (open at every look, so it runs to max)
+DECIDED_VALUES = {**{f"a-r8-rep{k}": 0.90 + e for k, e in enumerate(NOISE)},
+                  **{f"b-rep{k}": 0.70 + e / 2 for k, e in enumerate(NOISE)},
+                  **{f"c-r8-rep{k}": 0.90 + 0.006 * (-1) ** k for k in range(6)}}
+
+
+def test_until_decided_adds_seeds_only_where_the_comparison_with_the_best_is_open(tmp_path):
+    cells_ = grid(tmp_path, DECIDED, THREE_CELLS)
+    assert {t.looks for c in cells_ for t in c.trials} == {4}  # the report spends alpha over the 4 planned looks
+    ran = Driver(searcher(cells_)).run(DECIDED_VALUES)
+    assert sorted(n for n in ran if n.startswith("b-")) == ["b-rep0", "b-rep1", "b-rep2"]
+    assert len([n for n in ran if n.startswith(("a-", "c-"))]) == 12  # both to max: a vs c never settles
+
+
+@pytest.mark.parametrize("order", [lambda n: n[::-1], lambda n: sorted(n, key=lambda x: x[-1])])
+@pytest.mark.parametrize("limit", [None, 2])
+def test_until_decided_is_the_same_design_under_any_order_and_concurrency(tmp_path, order, limit):
+    cells_ = grid(tmp_path, DECIDED, THREE_CELLS)
+    reference = sorted(Driver(searcher(cells_)).run(DECIDED_VALUES))
+    assert sorted(Driver(searcher(cells_, max_concurrent=limit)).run(DECIDED_VALUES, order)) == reference
+
+
+def test_until_decided_waits_for_the_whole_round_and_resumes_from_the_record(tmp_path):
+    cells_ = grid(tmp_path, DECIDED, THREE_CELLS)
+    s = searcher(cells_)
+    d = Driver(s)
+    first = d.ask()
+    assert len(first) == 9
+    for name in first[:-1]:
+        d.finish(name, DECIDED_VALUES[name])
+    assert d.ask() == []  # one run of the round is out: no look yet
+    d.finish(first[-1], DECIDED_VALUES[first[-1]])
+    assert sorted(d.ask()) == ["a-r8-rep3", "c-r8-rep3"]
+    recorded = [RecordedTrial(i, n, n in s.results, s.results.get(n)) for n, i in d.ids.items()]
+    again = Driver(searcher(cells_, recorded=recorded), "u")
+    assert again.ask() == []  # the same round is live, nothing new handed out
+    for name in ("a-r8-rep3", "c-r8-rep3"):
+        again.s.on_trial_complete(d.ids[name], result={"val_accuracy": DECIDED_VALUES[name]})
+    assert sorted(again.ask()) == ["a-r8-rep4", "c-r8-rep4"]
+
+
+def test_until_decided_stops_everyone_once_every_comparison_is_decided(tmp_path):
+    values = dict(DECIDED_VALUES, **{f"c-r8-rep{k}": 0.80 + e for k, e in enumerate(NOISE[::-1])})
+    ran = Driver(searcher(grid(tmp_path, DECIDED, THREE_CELLS))).run(values)
+    assert len(ran) == 9  # a > c and a > b at the first look: nobody needs a fourth seed
+
+
 # ---------------------------------------------------------------- the spec: repeats mapping, precedence, plan
 
 
@@ -217,7 +269,10 @@ def test_repeats_mapping_and_precedence(tmp_path):
     ("{min: 1, max: 3, until_halfwidth: 0}", "repeats.until_halfwidth", "> 0"),
     ("{min: 1, max: 3, until_halfwidth: -1}", "repeats.until_halfwidth", "> 0"),
     ("{min: 1, max: 3, until_halfwith: 0.1}", "repeats.until_halfwith", "did you mean 'until_halfwidth'"),
-    ("{min: 1, max: 3}", "repeats.until_halfwidth", "missing"),
+    ("{min: 1, max: 3}", "repeats.until", "missing"),
+    ("{min: 3, max: 6, until: settled}", "repeats.until", "unknown rule"),
+    ("{min: 1, max: 6, until: decided}", "repeats.min", "must be >= 2 with until: decided"),
+    ("{min: 3, max: 6, until: decided, until_halfwidth: 0.01}", "repeats.until", "not both"),
     ("many", "repeats", "integer >= 1 or a mapping"),
 ])
 def test_bad_repeats_is_one_line_exit_2(tmp_path, capsys, value, field, message):

@@ -7,6 +7,8 @@ Layout of one checkpoint directory (never the frozen base model):
     config.json, model.safetensors                   full fine-tuning: transformers' `save_pretrained`
     train_state.pt                                   optimizer, scheduler, RNG states (torch, CUDA, numpy, random)
     trial_state.json                                 last finished epoch, metrics so far, the trial config
+    predictions.parquet                              the epoch's predictions on the dev split (record.predictions;
+                                                     written by the trial, not needed to resume)
 """
 
 from __future__ import annotations

@@ -105,14 +105,14 @@ def cells(study: Study) -> list[Cell]:
 
 
 def _trial(study: Study, sc: Scenario, label: str, rank, method: str | None, train, chosen: tuple[str, ...],
-           repeat: int, stage: str | None) -> TrialConfig:
-    """One grid point: a cell's trial with seed base_seed + repeat."""
+           repeat: int, stage: str | None, looks: int = 1) -> TrialConfig:
+    """One grid point: a cell's trial with seed base_seed + repeat (`looks`: its cell's sequential design)."""
     r, pattern = _rank_parts(rank) if rank is not None else (None, {})
     ratio = (sc.loraplus_lr_ratio or DEFAULT_LORAPLUS_LR_RATIO) if method and uses_loraplus(method) else None
     return TrialConfig(
         study=study.name, trial_name=f"{label}-rep{repeat}", scenario=sc.name, baseline=sc.baseline,
         layers=list(sc.layers), components=list(sc.components), r=r, method=method, loraplus_lr_ratio=ratio,
-        rank_pattern=pattern, alpha=sc.alpha, lora_dropout=sc.lora_dropout, repeat=repeat,
+        rank_pattern=pattern, alpha=sc.alpha, lora_dropout=sc.lora_dropout, repeat=repeat, looks=looks,
         seed=study.base_seed + repeat, stage=stage, selected=list(chosen) or None,
         model=study.model, model_init=study.model_init, resources=dict(study.resources),
         **study.data.trial_fields(study.base_seed),
@@ -123,13 +123,14 @@ def _trial(study: Study, sc: Scenario, label: str, rank, method: str | None, tra
 def _stage_cells(study: Study, sc: Scenario, placement: str, candidates: list) -> list[Cell]:
     """One placement's cells: each candidate's repeats (no `select:`), or its tune cells then its confirm cells."""
     if study.select is None:
-        return [Cell(label, sc.repeats, tuple(make(k, None) for k in range(sc.repeats.max))) for label, make in candidates]
+        return [Cell(label, sc.repeats, tuple(make(k, None, sc.repeats.looks) for k in range(sc.repeats.max)))
+                for label, make in candidates]
     tune, confirm = study.select.tune_repeats, study.select.confirm_repeats or sc.repeats
     choice = placement if len(candidates) > 1 else None  # one candidate: nothing to tune, confirm it directly
     tuned = [Cell(label, Repeats(tune, tune), tuple(make(k, TUNE) for k in range(tune)), TUNE, choice)
              for label, make in candidates] if choice else []
-    return tuned + [Cell(label, confirm, tuple(make(tune + k, CONFIRM) for k in range(confirm.max)), CONFIRM, choice)
-                    for label, make in candidates]
+    return tuned + [Cell(label, confirm, tuple(make(tune + k, CONFIRM, confirm.looks) for k in range(confirm.max)),
+                         CONFIRM, choice) for label, make in candidates]
 
 
 def counted(grid: list[Cell]) -> list[Cell]:

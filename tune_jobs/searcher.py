@@ -4,7 +4,12 @@ A cell is a grid point without its repeat. The searcher hands out every cell's r
 then adds repeat k to a cell only once repeats 0..k-1 have all finished and the 95 % t half-width of their final
 metric is still above the cell's target (k < max). Each decision therefore sees exactly the results of seeds
 base_seed + 0..k-1, never whichever trials happened to finish first: the design is the same under any
-concurrency or completion order. It stops on precision, never on significance.
+concurrency or completion order. That rule stops on precision, never on significance.
+
+`repeats: {until: decided}` stops on significance, with its error rate kept: the cells of one model on one data set
+(the report's comparison stratum; under `select:` the confirm stage's chosen candidates) take their rounds together,
+and after each round only the cells whose comparison with the best one is open get a seed
+(`analysis.sequential.rounds`: the report's own test, alpha split over the planned looks).
 
 Resuming or growing: the driver builds a fresh searcher from the current spec with Ray's recorded trials; Tune
 then restores the searcher's checkpoint into it, and the recorded trials win where the two differ (Ray resumes
@@ -28,8 +33,9 @@ from pathlib import Path
 from ray.tune.search import SearchGenerator, Searcher
 from scipy import stats
 
+from analysis.sequential import PENDING, Arm, rounds
 from record.fields import CONFIRM, TUNE
-from record.metrics import is_diverged, stopped_early
+from record.metrics import DEV, is_diverged, resolution, stopped_early
 
 from .grid import Cell
 
@@ -44,6 +50,7 @@ class RecordedTrial:
     value: float | None = None
     selection: float | None = None  # its final selection-split metric (tune-then-confirm chooses on it)
     stopped: bool = False  # ended early by the tuning stage's scheduler (ASHA)
+    examples: float | None = None  # rows of its dev split (the step of an accuracy)
 
 
 def halfwidth(values: Sequence[float], level: float = 0.95) -> float:
@@ -63,6 +70,15 @@ def final_value(result: dict | None, metric: str) -> float | None:
     value = result.get(metric)
     ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
     return float(value) if ok else None
+
+
+ALPHA = 0.05  # the report's default family-wise error rate, which `until: decided` spends over its looks
+
+
+def stratum_of(cell: Cell) -> tuple:
+    """What a cell's seeds are shared blocks within (the report's comparison stratum): its model and its data."""
+    t = cell.trials[0]
+    return (t.model, t.model_init, t.dataset, t.task, t.eval_split, tuple(t.text_columns or ()), t.label_column)
 
 
 Tuned = tuple[str, Sequence[tuple[float | None, bool]]]  # a candidate: its cell label, (selection value, stopped) per seed
@@ -108,6 +124,12 @@ class StudySearcher(Searcher):
         self.errored: set[str] = set()  # trial names whose trial errored; `lora-sweep run` resumes them
         self.selection: dict[str, float | None] = {}  # trial name -> final selection-split metric (tune stage)
         self.stopped: set[str] = set()  # trial names their scheduler stopped early
+        self.examples: dict[str, float | None] = {}  # trial name -> rows of its dev split (the metric's step)
+        self._strata: dict[tuple, list[Cell]] = {}  # the cells that compete under `until: decided`, per stratum
+        for c in self.cells:
+            if c.stage != TUNE:
+                self._strata.setdefault(stratum_of(c), []).append(c)
+        self._version, self._memo = 0, {}  # decisions are cached until a result arrives
         self._take_recorded()
 
     def _take_recorded(self) -> None:
@@ -116,7 +138,9 @@ class StudySearcher(Searcher):
             self.results = {r.name: r.value for r in self._recorded if r.finished}
             self.selection = {r.name: r.selection for r in self._recorded if r.finished}
             self.stopped = {r.name for r in self._recorded if r.finished and r.stopped}
+            self.examples = {r.name: r.examples for r in self._recorded if r.finished}
             self.errored = set()
+        self._version += 1
 
     def live(self) -> set[str]:
         """Trial names handed out and still running or waiting (neither finished nor errored)."""
@@ -137,10 +161,38 @@ class StudySearcher(Searcher):
         candidate's confirm cell: none until it is chosen)."""
         if cell.stage == CONFIRM and cell.choice is not None and self.chosen(cell.choice) != cell.label:
             return 0
+        if cell.repeats.until_decided and cell.repeats.adaptive:
+            return self._decided(stratum_of(cell)).get(cell.label, cell.repeats.min)
         n = cell.repeats.min
         while n < cell.repeats.max and self._unsettled(cell, n):
             n += 1
         return n
+
+    def _decided(self, key: tuple) -> dict[str, int]:
+        """Seeds per cell of one stratum under `until: decided` (see the module doc); every cell at its min while a
+        candidate of the stratum is still being chosen."""
+        memo = self._memo.get(key)
+        if memo is not None and memo[0] == self._version:
+            return memo[1]
+        cells = self._strata[key]
+        if any(c.choice is not None and self.chosen(c.choice) is None for c in cells):
+            counts = {}
+        else:
+            live = [c for c in cells if c.choice is None or self.chosen(c.choice) == c.label]
+            names = {(c.label, t.seed): t.trial_name for c in live for t in c.trials}
+
+            def value_of(label: str, seed: int):
+                name = names[(label, seed)]
+                return self.results[name] if name in self.results else PENDING
+
+            steps = [resolution(self.metric, self.examples.get(n)) for n in names.values()]
+            counts = rounds([Arm(c.label, tuple(t.seed for t in c.trials),
+                                 c.repeats.min if c.repeats.until_decided else self.wanted(c),
+                                 c.repeats.until_decided) for c in live],
+                            value_of, self.metric, ALPHA, max(c.repeats.looks for c in live),
+                            resolution=max((x for x in steps if x), default=None))
+        self._memo[key] = (self._version, counts)
+        return counts
 
     def _unsettled(self, cell: Cell, n: int) -> bool:
         """Whether repeats 0..n-1, all finished, leave the cell above its half-width target."""
@@ -171,11 +223,13 @@ class StudySearcher(Searcher):
         name = self.assigned.get(trial_id)
         if name is None:
             return
+        self._version += 1
         if error:
             self.errored.add(name)
         else:
             self.errored.discard(name)
             self.results[name] = final_value(result, self.metric)
+            self.examples[name] = (result or {}).get(f"{DEV}examples")
             if self.selection_metric:
                 self.selection[name] = final_value(result, self.selection_metric)
             if stopped_early(result, self._points[name].epochs):
@@ -183,7 +237,7 @@ class StudySearcher(Searcher):
 
     def save(self, checkpoint_path: str) -> None:
         state = {"assigned": self.assigned, "results": self.results, "errored": sorted(self.errored),
-                 "selection": self.selection, "stopped": sorted(self.stopped)}
+                 "selection": self.selection, "stopped": sorted(self.stopped), "examples": self.examples}
         Path(checkpoint_path).write_text(json.dumps(state))
 
     def restore(self, checkpoint_path: str) -> None:
@@ -193,6 +247,7 @@ class StudySearcher(Searcher):
         self.errored = set(state["errored"]) & set(self._points)
         self.selection = {n: v for n, v in state.get("selection", {}).items() if n in self._points}
         self.stopped = set(state.get("stopped", ())) & set(self._points)
+        self.examples = {n: v for n, v in state.get("examples", {}).items() if n in self._points}
         self._take_recorded()
 
 

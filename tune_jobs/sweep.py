@@ -95,7 +95,7 @@ def recorded_trials(path: str, grid: list[dict], metric: str, selection_metric: 
 
     from record.ray_files import open_experiment, trial_states
 
-    from record.metrics import stopped_early
+    from record.metrics import DEV, stopped_early
 
     from .searcher import RecordedTrial, final_value
 
@@ -113,7 +113,8 @@ def recorded_trials(path: str, grid: list[dict], metric: str, selection_metric: 
                           final_value(st["last_result"], metric),
                           final_value(st["last_result"], selection_metric) if selection_metric else None,
                           st["status"] == "TERMINATED" and stopped_early(st["last_result"],
-                                                                         epochs[st["config"]["trial_name"]]))
+                                                                         epochs[st["config"]["trial_name"]]),
+                          (st["last_result"] or {}).get(f"{DEV}examples"))
             for st in states.values() if isinstance(st["config"].get("trial_name"), str)]
 
 

@@ -3,9 +3,9 @@
 `run_trial(config)` takes one plain dict (a grid point of the spec, `TrialConfig.to_dict()`), needs no Ray, and
 calls `on_epoch(metrics, checkpoint_dir)` after every epoch; `ray_trainable` wraps it for Ray Tune.
 Checkpoints hold only what trains (adapters + head, or everything for full fine-tuning), optimizer, scheduler,
-RNG state and the metrics so far; never the frozen base model. A NaN/inf loss is a result, not an error: the
-trial stops with one last report `{diverged: True, diverged_reason: ...}` (no checkpoint) and returns normally,
-so Ray neither retries nor resumes it.
+RNG state, the metrics so far and the epoch's predictions on the dev split (`predictions.parquet`); never the
+frozen base model. A NaN/inf loss is a result, not an error: the trial stops with one last report
+`{diverged: True, diverged_reason: ...}` (no checkpoint) and returns normally, so Ray neither retries nor resumes it.
 """
 
 from __future__ import annotations
@@ -36,6 +36,7 @@ from .grid import value_text
 from record.metrics import DEV, DIVERGED, REGRESSION, SELECTION, TASK_METRICS
 
 from .metrics import compute
+from .predictions import predictions_table, write_predictions
 from .spec import TrialConfig
 
 OnEpoch = Callable[[dict, "str | None"], None]  # (metrics, checkpoint dir; None for the diverged report)
@@ -201,9 +202,18 @@ class Prepared:
         return out
 
 
-def evaluate(p: Prepared, split: PaddedSplit, rows: np.ndarray | None = None) -> dict:
-    """Loss and the task's metrics (`tune_jobs.metrics`) on a split (or the given rows of it), longest rows first,
-    in eval mode (no dropout, LoRA's included); one transfer from the device at the end."""
+@dataclass
+class SplitOutputs:
+    """One pass over a split in eval mode: the mean loss, the model's outputs (logits) and the rows they are of."""
+
+    loss: float
+    outputs: np.ndarray  # rows x classes (rows x 1 for regression), float32, in the order of `rows`
+    rows: np.ndarray
+
+
+def forward(p: Prepared, split: PaddedSplit, rows: np.ndarray | None = None) -> SplitOutputs:
+    """The model's outputs on a split (or the given rows of it), longest rows first, in eval mode (no dropout,
+    LoRA's included); one transfer from the device at the end."""
     p.model.eval()
     order = np.argsort(-split.lengths, kind="stable") if rows is None else rows
     size = p.tc.eval_batch_size
@@ -216,7 +226,17 @@ def evaluate(p: Prepared, split: PaddedSplit, rows: np.ndarray | None = None) ->
             losses.append(out.loss.double() * len(idx))
             outputs.append(out.logits.float())
     loss = float(torch.stack(losses).sum()) / len(order)
-    return {"loss": loss, **compute(p.tc.task, torch.cat(outputs).cpu().numpy(), split.labels[order])}
+    return SplitOutputs(loss, torch.cat(outputs).cpu().numpy(), order)
+
+
+def evaluate(p: Prepared, split: PaddedSplit, rows: np.ndarray | None = None) -> dict:
+    """Loss and the task's metrics (`tune_jobs.metrics`) on a split (or the given rows of it)."""
+    return scored(p, split, forward(p, split, rows))
+
+
+def scored(p: Prepared, split: PaddedSplit, out: SplitOutputs) -> dict:
+    """Loss and the task's metrics of one pass's outputs."""
+    return {"loss": out.loss, **compute(p.tc.task, out.outputs, split.labels[out.rows])}
 
 
 def _lr_text(tc: TrialConfig) -> str:
@@ -302,19 +322,22 @@ def scheduler_step(scheduler) -> None:
         scheduler.step()
 
 
-def evaluate_all(p: Prepared, epoch: int) -> dict:
-    """val_* on the dev split and sel_* on the selection split (when there is one); TrialDiverged on a NaN/inf loss."""
+def evaluate_all(p: Prepared, epoch: int) -> tuple[dict, SplitOutputs]:
+    """val_* on the dev split and sel_* on the selection split (when there is one), and the dev split's outputs
+    (its predictions, from the same pass); TrialDiverged on a NaN/inf loss."""
     splits = [(DEV, p.data.padded["eval"])]
     if p.data.sel is not None:
         splits.append((SELECTION, p.data.padded["sel"]))
-    out = {}
+    out, dev = {}, None
     for prefix, split in splits:
-        metrics = evaluate(p, split)
+        outputs = forward(p, split)
+        metrics = scored(p, split, outputs)
         if not math.isfinite(metrics["loss"]):
             raise TrialDiverged(f"{prefix.rstrip('_')} loss {metrics['loss']:g} at epoch {epoch} {_lr_text(p.tc)}")
         out.update({f"{prefix}{k}": v for k, v in metrics.items()})
         out[f"{prefix}examples"] = len(split.lengths)
-    return out
+        dev = outputs if prefix == DEV else dev
+    return out, dev
 
 
 def frozen_linears_to(model: torch.nn.Module, dtype: torch.dtype) -> int:
@@ -400,7 +423,7 @@ def run_trial(config: dict, on_epoch: OnEpoch | None = None, resume_from: str | 
             if target.type == "cuda":
                 torch.cuda.synchronize(target)  # the last steps' kernels belong to training time
             train_time = time.perf_counter() - t0
-            evals = evaluate_all(p, epoch)
+            evals, dev = evaluate_all(p, epoch)
         except TrialDiverged as err:
             # the task's val_* metrics None: Tune requires the sweep's metric key in every report
             last = {"epoch": epoch, DIVERGED: True, "diverged_reason": str(err),
@@ -421,6 +444,14 @@ def run_trial(config: dict, on_epoch: OnEpoch | None = None, resume_from: str | 
             metrics["skipped_steps"] = trained.skipped_steps
         with tempfile.TemporaryDirectory(prefix="lora-sweep-ckpt-") as tmp:
             metrics["checkpoint_mb"] = save_checkpoint(Path(tmp), p.model, p.optimizer, p.scheduler)
+            # The dev split's predictions of this epoch go into its checkpoint: Ray Tune persists a reported
+            # checkpoint to storage_path (local, NFS or s3://) always, also for a trial resumed on another node,
+            # while files written to the trial's own folder (tune.get_context().get_trial_dir(), a staging folder
+            # on the worker) reach storage only with SyncConfig(sync_artifacts=True), off by default, every
+            # sync_period. With CheckpointConfig(num_to_keep=1) the newest checkpoint, hence the last finished
+            # epoch's predictions, is what stays; a diverged epoch reports no checkpoint and so writes none.
+            write_predictions(predictions_table(p.tc.task, dev.outputs, p.data.padded["eval"].labels[dev.rows],
+                                                dev.rows, epoch), Path(tmp))
             history.append(metrics)
             write_state(Path(tmp), epoch, history, p.tc.to_dict())
             if on_epoch is not None:

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import shutil
 import sys
 from pathlib import Path
 
 from record.errors import InputError
 from record.metrics import is_diverged
+from record.predictions import PREDICTIONS_FILE
 
 from .cli_args import add_spec_args
 
@@ -28,10 +31,13 @@ def cmd_trial(args: argparse.Namespace) -> int:
     if args.resume_from and not (Path(args.resume_from) / "trial_state.json").is_file():
         raise InputError("--resume-from", "not a trial checkpoint directory (no trial_state.json)", got=args.resume_from)
     keep = copy_checkpoint_to(Path(args.checkpoint_dir)) if args.checkpoint_dir else None
+    predictions = Path(args.predictions) if args.predictions else None
 
     def on_epoch(metrics: dict, checkpoint_dir: str | None) -> None:
         if keep:
             keep(metrics, checkpoint_dir)
+        if predictions and checkpoint_dir:  # the epoch's dev predictions, from its checkpoint (latest epoch wins)
+            keep_predictions(Path(checkpoint_dir), predictions)
         print(json.dumps({"trial": trial.trial_name, **metrics}), flush=True)
 
     print(f"# trial {trial.trial_name}: model {trial.model}, data {trial.dataset} (train_limit {trial.train_limit}), "
@@ -41,7 +47,18 @@ def cmd_trial(args: argparse.Namespace) -> int:
         print(f"error: trial {trial.trial_name} diverged: {history[-1]['diverged_reason']}; lower learning_rate or "
               "set grad_clip", file=sys.stderr)
         return EXIT_DIVERGED
+    where = [str(f) for f in (predictions, Path(args.checkpoint_dir or "") / PREDICTIONS_FILE) if f and f.is_file()]
+    if where:
+        print(f"# dev-split predictions of epoch {history[-1]['epoch']}: {', '.join(where)}", file=sys.stderr)
     return 0
+
+
+def keep_predictions(checkpoint_dir: Path, target: Path) -> None:
+    """Copy a checkpoint's predictions file to `target` (replaced atomically; its folder made if missing)."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f".{target.name}.tmp")
+    shutil.copyfile(checkpoint_dir / PREDICTIONS_FILE, tmp)
+    os.replace(tmp, target)
 
 
 def _axis_values(pairs: list[str] | None) -> dict[str, str]:
@@ -86,4 +103,7 @@ def register(sub) -> None:
                                     "for gpu: 0; else CUDA if available)")
     p.add_argument("--checkpoint-dir", help="keep the latest epoch checkpoint here (adapters, head, optimizer)")
     p.add_argument("--resume-from", help="continue from a checkpoint directory written by --checkpoint-dir")
+    p.add_argument("--predictions", metavar="FILE",
+                   help="write the last epoch's predictions on the dev split here (Parquet: example, label, "
+                        "prediction, score); with --checkpoint-dir they are also in it, as predictions.parquet")
     p.set_defaults(func=cmd_trial)
