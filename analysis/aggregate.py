@@ -99,9 +99,10 @@ def prediction_rows(records: list[TrialRecord]) -> pa.Table:
             (np.array([], dtype=str), np.array([], dtype=np.int64))
         keys[name] = pa.DictionaryArray.from_arrays(pa.array(np.repeat(codes, lengths).astype(np.int32)),
                                                     pa.array(uniques.tolist(), pa.string()))
-    columns = {f.name: pa.concat_arrays([c for r in having for c in r.predictions.column(f.name).chunks])
-               if having else pa.array([], f.type) for f in PREDICTIONS_SCHEMA if f.name not in keys}
-    return pa.table({**keys, **columns}, schema=PREDICTIONS_SCHEMA)
+    rows = pa.concat_tables([r.predictions.replace_schema_metadata(None) for r in having]).combine_chunks() \
+        if having else PREDICTIONS_SCHEMA.empty_table()
+    return pa.table({**keys, **{f.name: rows.column(f.name) for f in PREDICTIONS_SCHEMA if f.name not in keys}},
+                    schema=PREDICTIONS_SCHEMA)
 
 
 def _versions() -> dict[str, str]:

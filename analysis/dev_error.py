@@ -158,8 +158,10 @@ def note(summary: pd.DataFrame, comparisons: pd.DataFrame, predictions: pa.Table
             "Verdicts are read off the seed-only interval.")
     name = metrics.metric_of(metric).name if metrics.metric_of(metric) else metric
     if predictions is None:
-        return what + " Not available here: no predictions.parquet beside trials.parquet (rerun `lora-sweep " \
-                      "analyze` on experiments made by a lora-sweep that writes predictions)."
+        return ("The intervals above vary the seeds only: they answer how a difference would vary on this dev set "
+                "over new seeds. An interval over new data from the same distribution as well needs the trials' "
+                "predictions: no predictions.parquet beside trials.parquet (made by a lora-sweep before trials "
+                "wrote them; rerun `lora-sweep analyze` on experiments that have them).")
     if not metric.startswith(metrics.DEV) or name not in bootstrap.METRICS:
         return what + f" Not available for {metric}: predictions are of the dev split, and the bootstrap " \
                       "computes accuracy, and F1 and MCC of two classes, only."

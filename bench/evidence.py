@@ -12,6 +12,12 @@ Claims (issue 18) and their targets:
 - claims: groups at 0,0,0,M,M,M: chance of any false claim (sign or equivalence) <= 0.05; joint coverage of
   the simultaneous intervals >= 0.95
 - settle: at the seeds `seeds_to_settle` recommends from a 3-seed pilot, chance of a verdict >= 0.8
+- moderated (issue 30): family-wise error of the paired t, the moderated t and the pooled fit over 28 pairs of 8
+  equal groups in every shape of SHAPES (unequal spreads, two noisy groups, gradual spreads, t3 noise, collapsed
+  runs, unbalanced seeds, cross-model pairs) at 3, 4, 5, 7 seeds: <= 0.05 where the moderated test is the default
+- decided: pairs (of 28) decided on the article's components shape, per procedure; >= 20 at 5 seeds
+- sequential: `repeats: {min: 3, max: 10, until: decided}` against 7 fixed seeds: trials used, pairs decided,
+  family-wise error over all looks under the null
 tests/test_evidence.py runs each claim with fewer replications.
 """
 
@@ -30,6 +36,7 @@ sys.path.insert(0, str(REPO))
 
 from analysis import stats  # noqa: E402
 from analysis.compare import compare  # noqa: E402
+from analysis.sequential import Arm, rounds  # noqa: E402
 
 SIGN_CLAIMS = ("better", "worse", "better, within margin", "worse, within margin")
 SEED_SD, NOISE_SD, BASE = 0.01, 0.004, 0.85
@@ -116,6 +123,34 @@ def decided(reps: int, seeds: int, procedures: dict[str, dict], seed: int = 0) -
             wrong[name] += bad > 0
     return {**{f"{m} decided": k / reps for m, k in right.items()}, **{f"{m} any wrong sign": k / reps
                                                                        for m, k in wrong.items()}}
+
+
+def sequential(reps: int, effects: list[float], low: int = 3, high: int = 10, scales: list[float] | None = None,
+               fixed: int = 7, seed: int = 0) -> dict[str, float]:
+    """`repeats: {min: low, max: high, until: decided}` through the searcher's own rule (analysis.sequential.rounds)
+    against a fixed design of `fixed` seeds, on the same simulated runs: mean trials, pairs called with the right
+    sign (all, and against g0: the rule's target when g0 is best), and the chance of any wrong claim (under
+    all-equal effects: the family-wise error over all looks)."""
+    rng = np.random.default_rng(seed)
+    truth = {f"g{g}": e for g, e in enumerate(effects)}
+    looks = high - low + 1
+    out = {f"{d} {k}": 0 for d in ("decided", "fixed") for k in ("trials", "pairs", "vs g0", "any false")}
+    for _ in range(reps):
+        full = study(rng, effects, max(high, fixed), scales).set_index(["group", "seed"])["value"]
+        arms = [Arm(g, tuple(42 + np.arange(high)), low) for g in truth]
+        counts = rounds(arms, lambda g, s: full[(g, s)], "val_accuracy", 0.05, looks)
+        seq = pd.DataFrame([(g, 42 + k, full[(g, 42 + k)]) for g, n in counts.items() for k in range(n)],
+                           columns=["group", "seed", "value"])
+        fix = full.reset_index()[lambda d: d["seed"] < 42 + fixed]
+        for name, values, kw in (("decided", seq, {"looks": looks}), ("fixed", fix, {})):
+            res, _ = compare(values, "val_accuracy", plans=False, **kw)
+            bad = _false_sign(res, truth)
+            out[f"{name} trials"] += len(values)
+            called = res["verdict"].isin(SIGN_CLAIMS)
+            out[f"{name} pairs"] += int(called.sum()) - bad
+            out[f"{name} vs g0"] += int((called & ((res["a"] == "g0") | (res["b"] == "g0"))).sum())
+            out[f"{name} any false"] += bad > 0
+    return {k: v / reps for k, v in out.items()}
 
 
 def coverage(reps: int, n: int, examples: int, sd: float, seed: int = 0) -> tuple[float, float]:
@@ -246,7 +281,8 @@ def settle(reps: int, effect: float = 0.0, groups: int = 2, pilot: int = 3, marg
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--reps", type=int, default=2000)
-    p.add_argument("--only", default="coverage,fwer,power,models,claims,settle")
+    p.add_argument("--only", default="coverage,fwer,power,models,claims,settle,moderated,decided,sequential")
+    p.add_argument("--seeds", default="3,4,5,7", help="seeds per group for the moderated, decided tables")
     args = p.parse_args(argv)
     only, reps = set(args.only.split(",")), args.reps
     start = time.time()
@@ -280,6 +316,23 @@ def main(argv: list[str] | None = None) -> int:
             print(f"settle    true Δ={effect}: a verdict at seeds_to_settle {out['settled']:.3f} (median "
                   f"{out['settle_seeds']:.0f} seeds)" + (f"; found at seeds_to_detect {out['detected']:.3f} (median "
                                                          f"{out['detect_seeds']:.0f})" if effect else ""))
+    seeds_list = [int(x) for x in args.seeds.split(",")]
+    if "moderated" in only:
+        print("family-wise error, 8 equal groups, all 28 pairs: " + " | ".join(PROCEDURES))
+        for seeds in seeds_list:
+            for shape in SHAPES:
+                rates = family_error(reps, seeds, shape, PROCEDURES)
+                print(f"moderated seeds={seeds} {shape}: " + ", ".join(f"{m} {r:.3f}" for m, r in rates.items()))
+    if "decided" in only:
+        for seeds in seeds_list:
+            out = decided(reps, seeds, PROCEDURES)
+            print(f"decided   components shape, seeds={seeds}: " + ", ".join(f"{k} {v:.3f}" for k, v in out.items()))
+    if "sequential" in only:
+        shape = [m - COMPONENTS[0] for m in COMPONENTS]
+        for name, effects, scales in (("components", shape, COMPONENT_SCALES), ("null", [0.0] * G, None)):
+            out = sequential(max(reps // 4, 50), effects, scales=scales)
+            print(f"sequential {name} (min 3, max 10, until decided vs 7 fixed seeds): "
+                  + ", ".join(f"{k} {v:.3f}" for k, v in out.items()))
     print(f"({reps} replications, {time.time() - start:.0f} s)")
     return 0
 

@@ -14,7 +14,7 @@ from analysis.schema import EPOCHS_SCHEMA, TRIALS_SCHEMA
 def write_study(out: Path, groups: list[dict], seeds: int = 3, examples: int = 277, seed: int = 0,
                 seed_sd: float = 0.004, noise_sd: float = 0.004) -> Path:
     """trials.parquet + epochs.parquet; each group dict: scenario, mean, and optionally model, scale (noise x),
-    params_pct, components, diverged_seeds. Accuracies are whole rows of `examples`, so ties happen as on RTE."""
+    params_pct, components, diverged_seeds, looks (a sequential design's), seconds (per trial). Accuracies are whole rows of `examples`, so ties happen as on RTE."""
     rng = np.random.default_rng(seed)
     blocks = {}
     trials, epochs = [], []
@@ -34,6 +34,7 @@ def write_study(out: Path, groups: list[dict], seeds: int = 3, examples: int = 2
                            "dataset": g.get("dataset", "glue/rte"), "task": "classification",
                            "learning_rate": 1e-3, "params_relative_pct": g.get("params_pct", 1.0),
                            "trainable_params": 10_000, "peak_memory_mb": 777.1719, "memory_kind": "cpu_rss",
+                           "looks": g.get("looks", 1), "total_time_s": g.get("seconds"),
                            "mean_train_samples_per_s": 123.456, "diverged": diverged,
                            "diverged_reason": "train loss nan at epoch 1" if diverged else None,
                            "final_val_accuracy": None if diverged else acc})

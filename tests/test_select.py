@@ -237,3 +237,32 @@ def test_the_eta_counts_trials_not_handed_out_yet_and_says_when_it_is_a_range():
     assert trials_left(count, (12, 20)) == (4, 12)  # the study's min and max, less what ended
     assert trials_left(count, (8, 8)) == (2, 2)  # never fewer than those running
     assert eta_text(60.0, (4, 12), 2) == "2.0-6.0 min" and eta_text(60.0, (4, 4), 2) == "2.0 min"
+
+
+def test_confirm_stage_until_decided_compares_the_chosen_candidates_only_and_resumes_alike(tmp_path):
+    text = RANK_STUDY.replace("tune_repeats: 1,", "tune_repeats: 1, confirm_repeats: {min: 3, max: 6, "
+                                                  "until: decided},")
+    grid = cells(study(tmp_path, text))
+    confirm = [c for c in grid if c.stage == "confirm"]
+    assert {t.looks for c in confirm for t in c.trials} == {4} and {t.looks for c in grid if c.stage == "tune"
+                                                                    for t in c.trials} == {1}
+
+    def value(name: str) -> float:  # the two chosen candidates within noise of each other; head far below
+        k = int(name.rsplit("-rep", 1)[1])
+        wiggle = [0.004, -0.003, 0.002, -0.004, 0.003, -0.002, 0.001][k]
+        return 0.60 + wiggle / 3 if name.startswith("head") else 0.85 + (wiggle if "r4" in name else -wiggle)
+
+    runs = []
+    for order in (lambda n: n, lambda n: list(reversed(n))):
+        s, ran = StudySearcher(grid, "val_accuracy", selection_metric="sel_accuracy"), []
+        d = Driver(s)
+        while names := d.ask():
+            ran += names
+            for name in order(names):
+                d.finish(name, value(name), sel_accuracy=SEL.get(name, 0.5), epoch=3)
+        runs.append(sorted(ran))
+    assert runs[0] == runs[1]
+    confirmed = [n for n in runs[0] if not n.endswith("rep0")]
+    assert sorted(n for n in confirmed if n.startswith("head")) == [f"head-rep{k}" for k in (1, 2, 3)]  # decided
+    assert sorted(n for n in confirmed if n.startswith("a-r4-lr2e-3")) == [f"a-r4-lr2e-3-rep{k}" for k in range(1, 7)]
+    assert not any(n.startswith(("a-r4-lr1e-3", "a-r8-lr1e-3")) for n in confirmed)  # never chosen: never confirmed

@@ -5,10 +5,12 @@ import numpy as np
 import pandas as pd
 import pytest
 from scipy import stats as sps
+from synthetic import write_study
 
 from analysis import stats
 from analysis.compare import compare
 from analysis.groups import drop_duplicate_runs, group_labels
+from analysis.report import main as report
 
 
 @pytest.mark.parametrize("n", [3, 5])
@@ -324,3 +326,94 @@ def test_a_verdict_read_the_other_way_round():
 
     assert [reversed_verdict(v) for v in ("better", "worse, within margin", "equivalent", "inconclusive")] == \
         ["worse", "better, within margin", "equivalent", "inconclusive"]
+
+
+# ---------------------------------------------------------------- moderated variances (issue 30)
+
+
+@pytest.mark.parametrize("x", [1e-4, 0.05, 0.5, 2.0, 40.0, 1e8])
+def test_trigamma_inverse_inverts_scipys_trigamma(x):
+    from scipy import special
+
+    assert special.polygamma(1, stats.trigamma_inverse(x)) == pytest.approx(x, rel=1e-6)
+
+
+def test_variance_prior_recovers_a_known_scaled_inverse_chi_square_prior():
+    rng = np.random.default_rng(3)
+    d0, s0, df, pairs = 8.0, 2e-5, 4, 4000
+    true_var = d0 * s0 / rng.chisquare(d0, pairs)  # sigma^2 ~ s0 d0 / chi2(d0), independent as Smyth assumes
+    observed = true_var * rng.chisquare(df, pairs) / df
+    prior = stats.fit_variance_prior(observed, np.full(pairs, df))
+    assert prior.df == pytest.approx(d0, rel=0.2) and prior.var == pytest.approx(s0, rel=0.1)
+    assert stats.fit_variance_prior(observed, np.full(pairs, df), weight=0.5).df == pytest.approx(prior.df / 2)
+    same = stats.fit_variance_prior(np.full(10, s0) * rng.chisquare(df, 10) / df, np.full(10, df))
+    assert same is not None and same.var > 0  # equal variances: a finite or infinite df, never an error
+    assert stats.fit_variance_prior(observed[:2], np.full(2, df)) is None  # fewer than 3 pairs: no prior
+
+
+def test_moderated_estimate_is_the_posterior_variance_with_its_df_capped():
+    rng = np.random.default_rng(4)
+    a, b = rng.normal(0.80, 0.01, 5), rng.normal(0.79, 0.01, 5)
+    prior = stats.VariancePrior(6.0, 1e-4, 28)
+    plain = stats.paired(a, b)
+    est = stats.moderated(a, b, prior, df_cap=100)
+    expected = (6 * 1e-4 + 4 * plain.sd_per_seed ** 2) / 10
+    assert est.se == pytest.approx(np.sqrt(expected / 5)) and est.df == 10 and est.prior_df == 6
+    assert stats.moderated(a, b, prior, df_cap=7).df == 7  # never more df than the pooled additive fit has
+
+
+def _components(seeds: int, rng) -> pd.DataFrame:
+    means = [0.833, 0.821, 0.820, 0.809, 0.805, 0.794, 0.790, 0.715]
+    block = rng.normal(0, 0.01, seeds)
+    return pd.DataFrame([{"group": f"g{g}", "seed": 42 + s, "value": m + block[s] + rng.normal(0, 0.004 * (1 + (g == 7)))}
+                         for g, m in enumerate(means) for s in range(seeds)])
+
+
+def test_auto_moderates_from_four_shared_seeds_and_shows_what_it_would_say_below():
+    from analysis.compare import MODERATED_MIN_SEEDS
+
+    rng = np.random.default_rng(5)
+    res, family = compare(_components(3, rng), "val_accuracy")
+    assert family.test == "auto" and set(res["test"]) == {"paired-t"} and res["moderated_verdict"].notna().all()
+    assert (res["moderated_verdict"].isin(("better", "worse")).sum() > res["verdict"].isin(("better", "worse")).sum())
+    assert res["sentence"].str.contains("the moderated test would call it").any()
+    res, family = compare(_components(MODERATED_MIN_SEEDS, rng), "val_accuracy")
+    assert set(res["test"]) == {"moderated"} and res["moderated_verdict"].isna().all()
+    assert res["pairing"].str.contains("variance moderated over 28 pairs").all()
+    assert (res["df"] <= family.priors[("", "")].cap).all()
+
+
+def test_a_sequential_design_spends_alpha_over_its_looks():
+    rng = np.random.default_rng(6)
+    df = _components(5, rng)
+    one, f1 = compare(df, "val_accuracy")
+    four, f4 = compare(df, "val_accuracy", looks=4)
+    assert f4.level == pytest.approx(1 - 0.05 / 28 / 4) and f1.level == pytest.approx(1 - 0.05 / 28)
+    assert ((four["ci_high"] - four["ci_low"]) > (one["ci_high"] - one["ci_low"])).all()
+
+
+COMPONENT_GROUPS = [{"scenario": s, "mean": m, "scale": 2.0 if s == "classifier_only" else 1.0, "seconds": 360.0}
+                    for s, m in zip(("all", "up", "down", "o", "v", "k", "q", "classifier_only"),
+                                    (0.833, 0.821, 0.820, 0.809, 0.805, 0.794, 0.790, 0.715))]
+
+
+def test_headline_never_calls_a_gap_far_beyond_the_spreads_merely_not_distinguishable(tmp_path):
+    pq_dir = write_study(tmp_path / "pq", COMPONENT_GROUPS, seeds=3, examples=872)
+    assert report([str(pq_dir), "--out", str(tmp_path / "r")]) == 0
+    text = (tmp_path / "r" / "report.md").read_text()
+    head = text[:text.index("## Verdicts")]
+    assert "classifier_only is 0.1" in head and "x the larger of their seed spreads, yet 3 seed(s) cannot bound" in head
+    assert "Not distinguishable from all r=8 yet:" not in head or "classifier_only (" not in \
+        head.split("Not distinguishable from all r=8 yet:")[1].split("\n")[0]
+    assert "more trial(s), about" in head and "trial-hours" in head  # what the next round costs, measured
+    assert "moderated test would say (not a claim)" in text  # the table's labelled column
+
+
+def test_report_of_a_sequential_study_spends_alpha_over_its_looks(tmp_path):
+    groups = [dict(g, looks=8) for g in COMPONENT_GROUPS]
+    pq_dir = write_study(tmp_path / "pq", groups, seeds=5, examples=872)
+    assert report([str(pq_dir), "--out", str(tmp_path / "r")]) == 0
+    text = (tmp_path / "r" / "report.md").read_text()
+    assert "over the 8 looks of the sequential design" in text
+    comparisons = pd.read_csv(tmp_path / "r" / "comparisons.csv")
+    assert comparisons["ci_level"].iloc[0] == pytest.approx(1 - 0.05 / 28 / 8)

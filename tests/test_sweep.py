@@ -305,3 +305,26 @@ def test_adaptive_run_killed_and_resumed_finishes_the_same_design(tmp_path, tiny
     after = _finished_trials(exp, 2)
     assert {n: after[n] for n in finished_before} == finished_before  # not rerun
     assert _recorded_names(exp) == sorted(after)
+
+
+def test_until_decided_sweep_runs_the_rules_design_and_the_report_spends_alpha_over_its_looks(tmp_path,
+                                                                                                tiny_bert_dir):
+    from analysis.sequential import PENDING, Arm, rounds
+    from tune_jobs.cli import main
+
+    spec = tiny_spec(tmp_path, tiny_bert_dir, NOISY + "  - {name: head, baseline: classifier_only}\n",
+                     repeats={"min": 2, "max": 4, "until": "decided"}, data={"train_limit": 512},
+                     train={"epochs": 2})
+    out = sweep(spec, "--storage", tmp_path / "store", "--name", "dec", "--max-concurrent", "2")
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    exp = tmp_path / "store" / "dec"
+    design = _design(exp)
+    examples = {json.loads((d / "result.json").read_text().splitlines()[-1]).get("val_examples")
+                for d in exp.iterdir() if (d / "result.json").is_file()}
+    counts = rounds([Arm(label, tuple(range(4)), 2) for label in design],
+                    lambda label, k: design[label][k] if k < len(design[label]) else PENDING, "val_accuracy", 0.05, 3,
+                    resolution=1 / examples.pop())
+    assert {label: len(v) for label, v in design.items()} == counts  # the searcher ran exactly the rule's design
+    assert main(["analyze", str(exp), "--out", str(tmp_path / "pq")]) == 0
+    assert main(["report", str(tmp_path / "pq"), "--out", str(tmp_path / "rep")]) == 0
+    assert "over the 3 looks of the sequential design" in (tmp_path / "rep" / "report.md").read_text()

@@ -111,10 +111,13 @@ def format_table(study: Study, planned: list[PlannedTrial]) -> str:
     count = f"{len(planned)} trials" if fewest == len(planned) else f"{fewest} to {len(planned)} trials"
     lines.append(f"{count}, {distinct} distinct configurations; full model {total:,} parameters")
     if fewest < len(planned):
-        rules = sorted({sc.repeats.describe() for sc in study.scenarios if sc.repeats.adaptive})
-        lines.append(f"+ adaptive repeats ({'; '.join(rules)}): run only while the cell's 95 % t half-width of "
-                     f"final {study.metric} is above until_halfwidth, or (until decided) while its comparison with "
-                     f"the best group is open (alpha spent over the planned looks)")
+        adaptive = [sc.repeats for sc in study.scenarios if sc.repeats.adaptive]
+        rules = sorted({r.describe() for r in adaptive})
+        when = [*(["while the cell's 95 % t half-width of final " + study.metric + " is above until_halfwidth"]
+                  if any(not r.until_decided for r in adaptive) else []),
+                *(["while the cell's comparison with the best group is still open (until decided; alpha spent over "
+                   "the planned looks)"] if any(r.until_decided for r in adaptive) else [])]
+        lines.append(f"+ adaptive repeats ({'; '.join(rules)}): run only {', or '.join(when)}")
     if staged:
         sel = study.select
         tuned = sum(p.trial.stage == TUNE for p in planned)
