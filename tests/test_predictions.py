@@ -271,7 +271,7 @@ def _simulate(rng, seeds: int, examples: int, effects: tuple[float, float], seed
 
 def test_multibootstrap_covers_at_its_level():
     """New seeds and new examples each replication; the truth is the population accuracy (closed form)."""
-    effects, level, reps = (0.9, 0.75), 0.9, 150
+    effects, level, reps = (0.9, 0.75), 0.9, 300
     tau = np.sqrt(1 + 0.3 ** 2 + 0.15 ** 2 + 1.0)
     true_a = norm.cdf(effects[0] / tau)
     true_delta = true_a - norm.cdf(effects[1] / tau)
@@ -284,21 +284,23 @@ def test_multibootstrap_covers_at_its_level():
         covered_mean += lo <= true_a <= hi
         lo, hi = bootstrap.difference("accuracy", labels, a, b, replicates=200, seed=i).interval(level)
         covered_diff += lo <= true_delta <= hi
-    # MC error of a coverage over 150 replications: about 0.025. The paired difference is conservative (the
-    # seed x example noise is in both draws), measured 0.95-0.97 at 0.90 in this model.
-    assert level - 0.07 <= covered_mean / reps <= level + 0.06
-    assert level - 0.05 <= covered_diff / reps <= 0.995
+    # MC error of a coverage over 300 replications: about 0.017. Measured (400 replications): 0.905 for the mean;
+    # 0.958 for the paired difference, conservative: its seed x example noise is in both draws, as in Sellam et al.
+    assert level - 0.05 <= covered_mean / reps <= level + 0.05
+    assert level - 0.04 <= covered_diff / reps <= 0.995
 
 
 def test_identical_correlated_groups_have_a_far_smaller_difference_se_than_one_accuracy():
     rng = np.random.default_rng(5)
     examples = 872
-    a, b = _simulate(rng, seeds=5, examples=examples, effects=(1.2, 1.2), example_sd=2.5)
+    a, b = _simulate(rng, seeds=5, examples=examples, effects=(1.2, 1.2), seed_sd=0.05, group_seed_sd=0.02,
+                     example_sd=6.0)
+    assert (a == b).mean() > 0.9  # two seeds agree on most examples, as two fine-tuned models do
     labels = np.ones(examples, int)
     diff = bootstrap.difference("accuracy", labels, a, b, seed=0)
     accuracy = a.mean()
     binomial = np.sqrt(accuracy * (1 - accuracy) / examples)
-    assert diff.se < binomial / 2.5  # the dev set's difficulty cancels in a paired difference
+    assert diff.se < binomial / 2  # the dev set's difficulty cancels in a paired difference
     one = bootstrap.group_mean("accuracy", labels, a, seed=0)
     assert one.se > binomial * 0.9  # one group's mean over new data carries the binomial error and more
 

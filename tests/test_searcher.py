@@ -317,3 +317,23 @@ def test_an_experiment_without_searcher_state_is_refused_before_ray_starts(tmp_p
     captured = capsys.readouterr()
     assert captured.out == "" and not ray.is_initialized()
     assert captured.err.startswith(f"error: --name: the experiment at {exp} has no lora-sweep searcher state")
+
+
+def test_until_decided_against_a_reference_scenario(tmp_path):
+    ref = {**DECIDED, "reference": "b"}
+    # against b (far below both): a and c are decided at the first look, though a vs c is open
+    ran = Driver(searcher(grid(tmp_path, ref, THREE_CELLS))).run(DECIDED_VALUES)
+    assert len(ran) == 9
+    assert "until decided against b" in Repeats(3, 6, until_decided=True, reference="b").describe()
+
+
+@pytest.mark.parametrize("repeats,message", [
+    ({**DECIDED, "reference": "zz"}, "repeats.reference: not a scenario of this study (got 'zz')"),
+    ({**DECIDED, "reference": "a"}, "scenario 'a' is 2 groups"),
+    ({"min": 3, "max": 6, "until_halfwidth": 0.01, "reference": "b"}, "only with until: decided"),
+])
+def test_bad_reference_is_one_line_exit_2(tmp_path, capsys, repeats, message):
+    text = THREE_CELLS.replace("components: all}", "components: all, ranks: [4, 8]}")
+    assert main(["plan", str(spec_file(tmp_path, text + f"repeats: {json.dumps(repeats)}\n"))]) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0], lines

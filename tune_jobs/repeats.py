@@ -20,6 +20,7 @@ class Repeats:
     max: int = 1
     until_halfwidth: float | None = None
     until_decided: bool = False
+    reference: str | None = None  # until decided: the scenario every cell is compared with (None: the best)
 
     @property
     def adaptive(self) -> bool:
@@ -33,16 +34,18 @@ class Repeats:
     def describe(self) -> str:
         """`min 3, max 10, until decided` as a plan or a log line says it."""
         until = "until decided" if self.until_decided else f"until_halfwidth {self.until_halfwidth:g}"
+        until += f" against {self.reference}" if self.reference else ""
         return f"min {self.min}, max {self.max}, {until}"
 
 
-REPEATS_KEYS = ("min", "max", "until_halfwidth", "until")
+REPEATS_KEYS = ("min", "max", "until_halfwidth", "until", "reference")
 UNTIL = ("decided",)
 
 
 def check_repeats(value: Any, path: str) -> Repeats:
     """`repeats`: an integer (fixed seeds per cell), `{min, max, until_halfwidth}` (adaptive to a precision) or
-    `{min, max, until: decided}` (adaptive to a verdict against the best group)."""
+    `{min, max, until: decided[, reference: SCENARIO]}` (adaptive to a verdict against the best group, or the
+    reference scenario's)."""
     adaptive = "{min: 3, max: 10, until_halfwidth: 0.004} or {min: 3, max: 10, until: decided}"
     if not isinstance(value, dict):
         if isinstance(value, int) and not isinstance(value, bool) and value >= 1:
@@ -51,6 +54,9 @@ def check_repeats(value: Any, path: str) -> Repeats:
     for key in value:
         if key not in REPEATS_KEYS:
             raise f.unknown_key_error(key, REPEATS_KEYS, path)
+    if "reference" in value and value.get("until") != "decided":
+        raise InputError(f"{path}.reference", "only with until: decided (the group comparisons are made against)",
+                        got=value["reference"], allowed="add until: decided, or drop reference")
     if "until" in value and "until_halfwidth" in value:
         raise InputError(f"{path}.until", "give either until or until_halfwidth, not both", allowed=adaptive)
     missing = [k for k in ("min", "max") if k not in value] or \
@@ -69,7 +75,10 @@ def check_repeats(value: Any, path: str) -> Repeats:
         if low < 2:
             raise InputError(f"{path}.min", "must be >= 2 with until: decided (a comparison needs a spread)",
                             got=low, allowed="e.g. min: 3")
-        return Repeats(low, high, until_decided=True)
+        reference = value.get("reference")
+        if reference is not None and (not isinstance(reference, str) or not reference.strip()):
+            raise InputError(f"{path}.reference", "must be a scenario name", got=reference)
+        return Repeats(low, high, until_decided=True, reference=reference)
     return Repeats(low, high, f.number(0, None, low_open=True)(value["until_halfwidth"], f"{path}.until_halfwidth"))
 
 

@@ -9,7 +9,8 @@ concurrency or completion order. That rule stops on precision, never on signific
 `repeats: {until: decided}` stops on significance, with its error rate kept: the cells of one model on one data set
 (the report's comparison stratum; under `select:` the confirm stage's chosen candidates) take their rounds together,
 and after each round only the cells whose comparison with the best one is open get a seed
-(`analysis.sequential.rounds`: the report's own test, alpha split over the planned looks).
+(`analysis.sequential.rounds`: the report's own test, alpha split over the planned looks); with `reference:` the
+comparisons with that scenario's cell instead.
 
 Resuming or growing: the driver builds a fresh searcher from the current spec with Ray's recorded trials; Tune
 then restores the searcher's checkpoint into it, and the recorded trials win where the two differ (Ray resumes
@@ -186,10 +187,12 @@ class StudySearcher(Searcher):
                 return self.results[name] if name in self.results else PENDING
 
             steps = [resolution(self.metric, self.examples.get(n)) for n in names.values()]
+            wanted_ref = next((c.repeats.reference for c in live if c.repeats.reference), None)
+            reference = next((c.label for c in live if c.trials[0].scenario == wanted_ref), None)
             counts = rounds([Arm(c.label, tuple(t.seed for t in c.trials),
                                  c.repeats.min if c.repeats.until_decided else self.wanted(c),
                                  c.repeats.until_decided) for c in live],
-                            value_of, self.metric, ALPHA, max(c.repeats.looks for c in live),
+                            value_of, self.metric, ALPHA, max(c.repeats.looks for c in live), reference,
                             resolution=max((x for x in steps if x), default=None))
         self._memo[key] = (self._version, counts)
         return counts

@@ -9,6 +9,7 @@ per-scenario learning rates survive `--profile demo`. A list-valued training set
 from __future__ import annotations
 
 import itertools
+import math
 from dataclasses import MISSING, asdict, dataclass, field, fields, make_dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -161,6 +162,11 @@ class Scenario:
         keys = [k for k, _ in self.axes]
         combos = itertools.product(*(values for _, values in self.axes))
         return [(dict(zip(keys, c)), replace(self.train, **dict(zip(keys, c)))) for c in combos]
+
+    def cells_count(self) -> int:
+        """Groups (grid cells) the scenario makes: ranks x methods (LoRA) x training-setting points."""
+        points = math.prod(len(values) for _, values in self.axes)
+        return points if self.baseline is not None else points * len(self.ranks) * max(len(self.methods), 1)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -317,11 +323,28 @@ def parse_study(raw: dict, profile: str | None = None, data_override: dict | Non
         errors.append(InputError("lora.loraplus_lr_ratio", "set, but no scenario's method uses loraplus",
                                  got=ratio_set[0].loraplus_lr_ratio, allowed="add loraplus to `method`, or remove it"))
     errors += _check_select(top.get("select"), data, scenarios, "select" if "select" in raw else f"{pp}.select")
+    errors += _check_references(scenarios)
     if errors:
         raise InputErrors(_unique(errors))
     settings = {k: v for k, v in top.items() if k in STUDY_SETTINGS}
     return Study(model=model, data=data, scenarios=tuple(scenarios), num_layers=n_layers, model_type=model_type,
                  profile=profile, **settings)
+
+
+def _check_references(scenarios: list[Scenario]) -> list[InputError]:
+    """`repeats: {until: decided, reference: R}` names a scenario of the study that is one group (one grid cell)."""
+    errors, by_name = [], {sc.name: sc for sc in scenarios}
+    for ref in sorted({sc.repeats.reference for sc in scenarios if sc.repeats.reference is not None}):
+        target = by_name.get(ref)
+        field = "repeats.reference"
+        if target is None:
+            errors.append(InputError(field, "not a scenario of this study", got=ref,
+                                     allowed=", ".join(sorted(by_name))))
+        elif target.cells_count() != 1:
+            errors.append(InputError(field, f"scenario {ref!r} is {target.cells_count()} groups (ranks, methods or "
+                                            "training-setting axes); the reference must be one", got=ref,
+                                     allowed="a scenario with one rank and no axes, e.g. a baseline"))
+    return errors
 
 
 def _check_select(select: Selecting | None, data: DataConfig, scenarios: list[Scenario], path: str) -> list[InputError]:
