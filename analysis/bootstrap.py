@@ -16,6 +16,9 @@ examples, close to normal. Two small-sample corrections keep it honest at 2-5 se
 one: the plug-in bootstrap shrinks a mean's seed variance by (n-1)/n (added back), and q is Student's t with the
 Welch-Satterthwaite df of the seed part (n - 1 where the seeds dominate, z where the examples do). With fewer than
 2 seeds (in a group, or shared by a pair) nothing over new seeds can be said: nan, as for the seed-only interval.
+The joint draw counts the seed x example noise twice (in the seed draw and in the example draw), so the interval of
+a paired difference, whose example effects cancel and leave mostly that noise, is conservative: measured coverage
+0.96 at a nominal 0.90 (a group's mean: 0.905) in the simulation of tests/test_predictions.py.
 """
 
 from __future__ import annotations

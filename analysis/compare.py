@@ -2,10 +2,13 @@
 verdict per pair read off its interval (pure pandas over `prepare`d trials).
 
 Why this design (each choice measured in bench/evidence.py, figures in BENCHMARKS.md):
-- Default test: the paired t on seed-matched differences (Welch where seeds are not shared). Each pair's variance
-  is its own, so a group with a larger seed-to-seed spread cannot make the others' comparisons anti-conservative,
-  as it does in a pooled fit; a variance screen to exclude such groups itself inflated the error rate.
-  `test="blocked"` keeps the pooled group + seed fit (more power when spreads are equal), one fit per stratum.
+- Default test (`auto`): the paired t on seed-matched differences (Welch where seeds are not shared), its variance
+  moderated (empirical Bayes, Smyth 2004) where a pair shares MODERATED_MIN_SEEDS seeds: shrunk toward a prior
+  fitted to every pair of the stratum, but never below either group's typical pair variance, so a group with a
+  larger seed-to-seed spread cannot make the others' comparisons anti-conservative, as it does in a pooled fit
+  (a variance screen to exclude such groups itself inflated the error rate). Below that many seeds the plain
+  paired t decides and the moderated verdict is shown beside it, not as a claim. `test="paired"` and
+  `test="moderated"` force one; `test="blocked"` keeps the pooled group + seed fit, one fit per stratum.
 - Strata: seeds are blocks only within one model on one data set; across models a comparison is Welch, labelled
   unpaired; across data sets (or tasks) nothing is compared.
 - One family: every interval is at level 1 - alpha/m for the m pairs tested, so all hold together with

@@ -6,7 +6,7 @@ trials are compared on the dev set.
     select:
       axes: [learning_rate]
       tune_repeats: 1
-      confirm_repeats: 5                          # or {min, max, until_halfwidth}; default: the study's repeats
+      confirm_repeats: 5                          # or {min, max, until_halfwidth | until: decided}; default: the study's repeats
       early_stop: {grace_epochs: 1, reduction: 3} # Ray Tune's ASHA within each placement's candidates (optional)
 """
 

@@ -323,7 +323,8 @@ def parse_study(raw: dict, profile: str | None = None, data_override: dict | Non
         errors.append(InputError("lora.loraplus_lr_ratio", "set, but no scenario's method uses loraplus",
                                  got=ratio_set[0].loraplus_lr_ratio, allowed="add loraplus to `method`, or remove it"))
     errors += _check_select(top.get("select"), data, scenarios, "select" if "select" in raw else f"{pp}.select")
-    errors += _check_references(scenarios)
+    select = top.get("select")
+    errors += _check_references(scenarios, select.confirm_repeats if select is not None else None)
     if errors:
         raise InputErrors(_unique(errors))
     settings = {k: v for k, v in top.items() if k in STUDY_SETTINGS}
@@ -331,12 +332,15 @@ def parse_study(raw: dict, profile: str | None = None, data_override: dict | Non
                  profile=profile, **settings)
 
 
-def _check_references(scenarios: list[Scenario]) -> list[InputError]:
-    """`repeats: {until: decided, reference: R}` names a scenario of the study that is one group (one grid cell)."""
+def _check_references(scenarios: list[Scenario], confirm: Repeats | None) -> list[InputError]:
+    """`repeats: {until: decided, reference: R}` (or select's confirm_repeats) names a scenario of the study that is
+    one group (one grid cell)."""
     errors, by_name = [], {sc.name: sc for sc in scenarios}
-    for ref in sorted({sc.repeats.reference for sc in scenarios if sc.repeats.reference is not None}):
+    named = [sc.repeats.reference for sc in scenarios] + [confirm.reference if confirm is not None else None]
+    for ref in sorted({r for r in named if r is not None}):
         target = by_name.get(ref)
-        field = "repeats.reference"
+        field = "repeats.reference" if ref != (confirm.reference if confirm else None) else \
+            "select.confirm_repeats.reference"
         if target is None:
             errors.append(InputError(field, "not a scenario of this study", got=ref,
                                      allowed=", ".join(sorted(by_name))))
