@@ -48,3 +48,26 @@ def test_seeds_to_settle_reaches_a_verdict(effect):
 def test_seeds_to_detect_finds_a_real_difference():
     out = evidence.settle(60, 0.02)  # 4x the margin, yet often inconclusive at 3 seeds
     assert out["detect_seeds"] > 3 and out["detected"] >= 0.8 - 0.1
+
+
+# ---------------------------------------------------------------- issue 30: moderated variances, seeds to a decision
+
+
+@pytest.mark.parametrize("shape, seeds", [("one group 5x", 4), ("two groups 3x", 5), ("spreads 1x..5x", 4),
+                                          ("unbalanced seeds", 4), ("cross-model pairs", 5)])
+def test_the_default_test_keeps_the_family_error_rate_in_hard_shapes(shape, seeds):
+    rates = evidence.family_error(150, seeds, shape, {"default": {}})
+    assert rates["default"] <= 0.05 + 0.045  # 2.5 SE at 150 replications; full tables at 2,000 in BENCHMARKS
+
+
+def test_the_default_test_decides_most_of_the_components_study_at_five_seeds():
+    out = evidence.decided(40, 5, {"default": {}, "paired t": {"test": "paired"}})
+    assert out["default decided"] >= 20 - 1.5 and out["default any wrong sign"] <= 0.1
+    assert out["default decided"] > out["paired t decided"] + 2  # the paired t alone: about 17 of 28
+
+
+def test_until_decided_spends_fewer_trials_than_seven_fixed_seeds_on_the_components_shape():
+    shape = [m - evidence.COMPONENTS[0] for m in evidence.COMPONENTS]
+    out = evidence.sequential(16, shape, scales=evidence.COMPONENT_SCALES)
+    assert out["decided trials"] < out["fixed trials"] == 56
+    assert out["decided vs g0"] >= 5 and out["decided any false"] <= 0.15
