@@ -9,16 +9,18 @@ The metric comes from weighted confusion counts (one matrix product per count, f
 once), so accuracy (any number of classes), F1 of class 1 and MCC (two classes) need no loop over replicates; any
 other metric (regression, multi-class F1 or MCC) gives nan: not available.
 
-The interval is estimate +- q * SE, not bootstrap percentiles: the report reads Bonferroni levels such as
-1 - 0.05/28, whose 0.09 % tails a percentile interval would place from the few most extreme of tens of thousands of
-replicates, while the SE settles within a few per cent from a thousand; the statistic is a mean over seeds and
-examples, close to normal. Two small-sample corrections keep it honest at 2-5 seeds, where the seed part is the weak
-one: the plug-in bootstrap shrinks a mean's seed variance by (n-1)/n (added back), and q is Student's t with the
-Welch-Satterthwaite df of the seed part (n - 1 where the seeds dominate, z where the examples do). With fewer than
-2 seeds (in a group, or shared by a pair) nothing over new seeds can be said: nan, as for the seed-only interval.
-The joint draw counts the seed x example noise twice (in the seed draw and in the example draw), so the interval of
-a paired difference, whose example effects cancel and leave mostly that noise, is conservative: measured coverage
-0.96 at a nominal 0.90 (a group's mean: 0.905) in the simulation of tests/test_predictions.py.
+The interval is estimate +- a multiple of the SE, not bootstrap percentiles: the report reads Bonferroni levels such
+as 1 - 0.05/28, whose 0.09 % tails a percentile interval would place from the few most extreme of tens of thousands
+of replicates, while the SE settles within a few per cent from a thousand; the statistic is a mean over seeds and
+examples, close to normal. At 2-5 seeds the seed part is the weak one, so it is not read at z: the plug-in bootstrap
+shrinks a mean's seed variance by (n-1)/n (added back into the SE), and the half-width is the root-sum-of-squares of
+the seed part's own half-width (Student's t, n - 1 df: the seed-only interval's) and the examples' part's (z). The
+interval over new data and new seeds is never narrower than the paired t over the same seeds, as the wider question
+requires (a Welch-Satterthwaite t, tried first, was: at 2 seeds it read a 1-df seed variance as nearly known and
+covered 0.975 at a nominal 0.99). It tends to z * SE as seeds grow. With fewer than 2 seeds (in a group, or shared
+by a pair) nothing over new seeds can be said: nan, as for the seed-only interval. The joint draw also counts the
+seed x example noise twice (in the seed draw and in the example draw), so a paired difference, whose example
+effects cancel and leave mostly that noise, is conservative. Measured coverage: tests/test_predictions.py.
 """
 
 from __future__ import annotations
@@ -59,23 +61,17 @@ class Bootstrap:
             return float("nan")
         return math.sqrt(self.boot_se ** 2 + sum(v / n for v, n in self.seed_parts))
 
-    @property
-    def df(self) -> float:
-        """Welch-Satterthwaite df, the seed parts having n - 1 each and the examples' part many (inf: no seed part)."""
-        se, seeds = self.se, sum(v * v / (n - 1) for v, n in self.seed_parts if n >= 2)
-        if not se == se:
-            return float("nan")
-        if seeds <= 0:
-            return math.inf
-        return max(se ** 4 / seeds, min(n - 1 for _, n in self.seed_parts))
-
     def interval(self, level: float) -> tuple[float, float]:
-        """Two-sided `level` interval estimate +- q * se (q: Student's t at `df`); nan where se is not known."""
-        se, df = self.se, self.df
+        """Two-sided `level` interval: estimate +- the root-sum-of-squares of each part's own half-width, each seed
+        part at Student's t with its n - 1 df, the examples' part (the rest of se^2) at z; nan where se is unknown."""
+        se = self.se
         if not (se == se and self.estimate == self.estimate):
             return float("nan"), float("nan")
-        q = stats.norm.ppf(0.5 + level / 2) if math.isinf(df) else stats.t.ppf(0.5 + level / 2, df)
-        return self.estimate - q * se, self.estimate + q * se
+        tail = 0.5 + level / 2
+        seeds = sum(stats.t.ppf(tail, n - 1) ** 2 * v for v, n in self.seed_parts)
+        examples = max(se ** 2 - sum(v for v, _ in self.seed_parts), 0.0)
+        half = math.sqrt(seeds + stats.norm.ppf(tail) ** 2 * examples)
+        return self.estimate - half, self.estimate + half
 
 
 NOT_AVAILABLE = Bootstrap(float("nan"), float("nan"), (), 0)

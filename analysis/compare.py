@@ -34,7 +34,7 @@ VERDICTS = ("better", "better, within margin", "equivalent", "worse, within marg
 TESTS = ("auto", "paired", "moderated", "blocked")
 DEFAULT_TEST = "auto"  # moderated where a pair shares MODERATED_MIN_SEEDS seeds, else the paired t
 PRIOR_WEIGHT = 0.5  # share of the fitted prior df a moderated test uses (calibrated in bench/evidence.py)
-MODERATED_MIN_SEEDS = 4  # below this, moderation does not keep the family's error rate (bench/evidence.py)
+MODERATED_MIN_SEEDS = 3  # from 3 shared seeds on it keeps the family-wise error rate (bench/evidence.py, BENCHMARKS)
 DEFAULT_MARGIN = 0.005  # half an accuracy point: a difference smaller than this is negligible (the report's default)
 SETTLE_LIMIT = 1000  # seeds per group beyond which a plan is not worth printing
 

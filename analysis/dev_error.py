@@ -153,7 +153,8 @@ def note(summary: pd.DataFrame, comparisons: pd.DataFrame, predictions: pa.Table
     what = ("Two intervals per comparison, at the same level: 'interval low/high' varies the seeds only (on this "
             "dev set, over new seeds); 'data + seeds low/high' is the multi-bootstrap of Sellam et al. (2022), "
             "resampling the dev examples and the seeds together (on new data from the same distribution and new "
-            "seeds; estimate ± t × SE). Per group, 'SE over seeds' and 'SE over data + seeds' answer the same two "
+            "seeds; its seed part read at Student's t, as the seed-only interval, its examples' part at z, so it is "
+            "never narrower than the paired t on the same seeds). Per group, 'SE over seeds' and 'SE over data + seeds' answer the same two "
             "questions for its mean, and 'dev-set SE' is the binomial SE of one accuracy on this many examples. "
             "Verdicts are read off the seed-only interval.")
     name = metrics.metric_of(metric).name if metrics.metric_of(metric) else metric

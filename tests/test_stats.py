@@ -369,11 +369,12 @@ def _components(seeds: int, rng) -> pd.DataFrame:
                          for g, m in enumerate(means) for s in range(seeds)])
 
 
-def test_auto_moderates_from_four_shared_seeds_and_shows_what_it_would_say_below():
+def test_auto_moderates_from_three_shared_seeds_and_shows_what_it_would_say_below():
     from analysis.compare import MODERATED_MIN_SEEDS
 
     rng = np.random.default_rng(5)
-    res, family = compare(_components(3, rng), "val_accuracy")
+    assert MODERATED_MIN_SEEDS == 3
+    res, family = compare(_components(2, rng), "val_accuracy")
     assert family.test == "auto" and set(res["test"]) == {"paired-t"} and res["moderated_verdict"].notna().all()
     assert (res["moderated_verdict"].isin(("better", "worse")).sum() > res["verdict"].isin(("better", "worse")).sum())
     assert res["sentence"].str.contains("the moderated test would call it").any()
@@ -398,11 +399,11 @@ COMPONENT_GROUPS = [{"scenario": s, "mean": m, "scale": 2.0 if s == "classifier_
 
 
 def test_headline_never_calls_a_gap_far_beyond_the_spreads_merely_not_distinguishable(tmp_path):
-    pq_dir = write_study(tmp_path / "pq", COMPONENT_GROUPS, seeds=3, examples=872)
+    pq_dir = write_study(tmp_path / "pq", COMPONENT_GROUPS, seeds=2, examples=872)
     assert report([str(pq_dir), "--out", str(tmp_path / "r")]) == 0
     text = (tmp_path / "r" / "report.md").read_text()
     head = text[:text.index("## Verdicts")]
-    assert "classifier_only is 0.1" in head and "x the larger of their seed spreads, yet 3 seed(s) cannot bound" in head
+    assert "classifier_only is 0.1" in head and "x the larger of their seed spreads, yet 2 seed(s) cannot bound" in head
     assert "Not distinguishable from all r=8 yet:" not in head or "classifier_only (" not in \
         head.split("Not distinguishable from all r=8 yet:")[1].split("\n")[0]
     assert "more trial(s), about" in head and "trial-hours" in head  # what the next round costs, measured

@@ -47,7 +47,8 @@ def cmd_trial(args: argparse.Namespace) -> int:
         print(f"error: trial {trial.trial_name} diverged: {history[-1]['diverged_reason']}; lower learning_rate or "
               "set grad_clip", file=sys.stderr)
         return EXIT_DIVERGED
-    where = [str(f) for f in (predictions, Path(args.checkpoint_dir or "") / PREDICTIONS_FILE) if f and f.is_file()]
+    kept = Path(args.checkpoint_dir) / PREDICTIONS_FILE if args.checkpoint_dir else None
+    where = [str(f) for f in (predictions, kept) if f is not None and f.is_file()]
     if where:
         print(f"# dev-split predictions of epoch {history[-1]['epoch']}: {', '.join(where)}", file=sys.stderr)
     return 0
