@@ -18,7 +18,9 @@ the seed part's own half-width (Student's t, n - 1 df: the seed-only interval's)
 interval over new data and new seeds is never narrower than the paired t over the same seeds, as the wider question
 requires (a Welch-Satterthwaite t, tried first, was: at 2 seeds it read a 1-df seed variance as nearly known and
 covered 0.975 at a nominal 0.99). It tends to z * SE as seeds grow. With fewer than 2 seeds (in a group, or shared
-by a pair) nothing over new seeds can be said: nan, as for the seed-only interval. The joint draw also counts the
+by a pair) nothing over new seeds can be said: nan, as for the seed-only interval; tied seeds are not certainty
+either: the seed part is floored at the metric's rounding error as the seed-only tests floor it (accuracy: step 1/E),
+and is undetermined (nan) for tied F1 or MCC, whose step is not known. The joint draw also counts the
 seed x example noise twice (in the seed draw and in the example draw), so a paired difference, whose example
 effects cancel and leave mostly that noise, is conservative. Measured coverage: tests/test_predictions.py.
 """
@@ -116,36 +118,51 @@ def observed(metric: str, labels: np.ndarray, predictions: np.ndarray) -> np.nda
     return metric_by_seed(metric, labels, predictions, np.ones((1, len(labels)), np.float32))[0]
 
 
-def _seed_part(values: np.ndarray) -> tuple[float, int]:
-    """(variance of the mean over these seeds, seeds)."""
+def step_of(metric: str, n_examples: int) -> float | None:
+    """The step a metric moves in on `n_examples` rows: 1/n for accuracy; None (unknown) for F1 and MCC."""
+    return 1.0 / n_examples if metric == "accuracy" and n_examples else None
+
+
+def _seed_part(values: np.ndarray, step: float | None, ties: float) -> tuple[float, int]:
+    """(variance of the mean over these seeds, seeds), as the seed-only tests read it (`analysis.stats.spread`):
+    round-off is 0; tied values are not certainty: at least the rounding error of the metric's step (step^2/12 for
+    a value, step^2/6 for a difference), and nan (undetermined) where the step is not known."""
     n = len(values)
-    return (float(np.var(values, ddof=1)) / n if n >= 2 else float("nan")), n
+    if n < 2:
+        return float("nan"), n
+    var = float(np.var(values, ddof=1))
+    var = 0.0 if math.sqrt(var) <= 1e-9 * max(1.0, float(np.max(np.abs(values)))) else var
+    var = max(var, step * step / ties) if step else var
+    return (var / n if var > 0 else float("nan")), n
 
 
 def _drawn_mean(by_seed: np.ndarray, draws: np.ndarray) -> np.ndarray:
     return np.take_along_axis(by_seed, draws, axis=1).mean(axis=1)
 
 
-def mean_from(by_seed: np.ndarray, seen: np.ndarray, seed: Seed = 0) -> Bootstrap:
-    """One group's mean over seeds and examples: `by_seed` (R x S, from `metric_by_seed`) and `seen` (S observed)."""
+def mean_from(by_seed: np.ndarray, seen: np.ndarray, seed: Seed = 0, step: float | None = None) -> Bootstrap:
+    """One group's mean over seeds and examples: `by_seed` (R x S, from `metric_by_seed`), `seen` (S observed) and
+    the metric's `step` (`step_of`)."""
+    part = _seed_part(seen, step, 12.0)
     if by_seed.shape[1] < 2:
-        return Bootstrap(float(np.mean(seen)), float("nan"), (_seed_part(seen),), len(by_seed))
+        return Bootstrap(float(np.mean(seen)), float("nan"), (part,), len(by_seed))
     stat = _drawn_mean(by_seed, seed_draws(by_seed.shape[1], len(by_seed), seed))
-    return Bootstrap(float(np.mean(seen)), float(stat.std(ddof=1)), (_seed_part(seen),), len(by_seed))
+    return Bootstrap(float(np.mean(seen)), float(stat.std(ddof=1)), (part,), len(by_seed))
 
 
 def difference_from(by_a: np.ndarray, by_b: np.ndarray, seen_a: np.ndarray, seen_b: np.ndarray, paired: bool,
-                    seed: Seed = 0) -> Bootstrap:
+                    seed: Seed = 0, step: float | None = None) -> Bootstrap:
     """a - b from each group's `by_seed` under the same example counts. paired: columns are the same seeds, drawn
-    once for both; otherwise each group's seeds are drawn apart."""
+    once for both; otherwise each group's seeds are drawn apart. `step`: the metric's (`step_of`)."""
     replicates = len(by_a)
     if paired:
         diff, seen = by_a - by_b, seen_a - seen_b
+        part = _seed_part(seen, step, 6.0)
         if diff.shape[1] < 2:
-            return Bootstrap(float(np.mean(seen)), float("nan"), (_seed_part(seen),), replicates)
+            return Bootstrap(float(np.mean(seen)), float("nan"), (part,), replicates)
         stat = _drawn_mean(diff, seed_draws(diff.shape[1], replicates, seed))
-        return Bootstrap(float(np.mean(seen)), float(stat.std(ddof=1)), (_seed_part(seen),), replicates)
-    parts = (_seed_part(seen_a), _seed_part(seen_b))
+        return Bootstrap(float(np.mean(seen)), float(stat.std(ddof=1)), (part,), replicates)
+    parts = (_seed_part(seen_a, step, 12.0), _seed_part(seen_b, step, 12.0))
     estimate = float(np.mean(seen_a) - np.mean(seen_b))
     if min(by_a.shape[1], by_b.shape[1]) < 2:
         return Bootstrap(estimate, float("nan"), parts, replicates)
@@ -163,7 +180,7 @@ def group_mean(metric: str, labels: np.ndarray, predictions: np.ndarray, replica
         return NOT_AVAILABLE
     counts = example_counts(len(labels), replicates, [*_entropy(seed), 0])
     return mean_from(metric_by_seed(metric, labels, predictions, counts), observed(metric, labels, predictions),
-                     [*_entropy(seed), 1])
+                     [*_entropy(seed), 1], step_of(metric, len(labels)))
 
 
 def difference(metric: str, labels: np.ndarray, predictions_a: np.ndarray, predictions_b: np.ndarray,
@@ -175,7 +192,7 @@ def difference(metric: str, labels: np.ndarray, predictions_a: np.ndarray, predi
     counts = example_counts(len(labels), replicates, [*_entropy(seed), 0])
     by = [metric_by_seed(metric, labels, p, counts) for p in (predictions_a, predictions_b)]
     seen = [observed(metric, labels, p) for p in (predictions_a, predictions_b)]
-    return difference_from(*by, *seen, paired, [*_entropy(seed), 1])
+    return difference_from(*by, *seen, paired, [*_entropy(seed), 1], step_of(metric, len(labels)))
 
 
 def _entropy(seed: Seed) -> list[int]:

@@ -31,6 +31,7 @@ class GroupDraws:
     seeds: np.ndarray
     by_seed: np.ndarray
     seen: np.ndarray
+    step: float | None  # the metric's step on these examples (1/E for accuracy), as the seed-only tests floor ties
 
 
 def trial_slices(predictions: pa.Table) -> dict[tuple[str, str], slice]:
@@ -107,7 +108,7 @@ def group_draws(good: pd.DataFrame, predictions: pa.Table, metric: str, replicat
         if key not in counts:
             counts[key] = bootstrap.example_counts(len(labels), replicates, [seed, len(counts)])
         out[group] = GroupDraws(key[0], seeds, bootstrap.metric_by_seed(name, labels, preds, counts[key]),
-                                bootstrap.observed(name, labels, preds))
+                                bootstrap.observed(name, labels, preds), bootstrap.step_of(name, len(labels)))
     return out
 
 
@@ -132,7 +133,7 @@ def with_dev_error(summary: pd.DataFrame, comparisons: pd.DataFrame, good: pd.Da
 
 
 def _group_se(d: GroupDraws | None, seed: list[int]) -> float:
-    return bootstrap.mean_from(d.by_seed, d.seen, seed).se if d is not None else float("nan")
+    return bootstrap.mean_from(d.by_seed, d.seen, seed, d.step).se if d is not None else float("nan")
 
 
 def _pair(a: GroupDraws | None, b: GroupDraws | None, same_model: bool, level: float, seed: list[int]) -> list[float]:
@@ -142,9 +143,10 @@ def _pair(a: GroupDraws | None, b: GroupDraws | None, same_model: bool, level: f
         return [float("nan")] * 4
     shared, ia, ib = np.intersect1d(a.seeds, b.seeds, return_indices=True)
     if same_model and len(shared) >= 2:
-        est = bootstrap.difference_from(a.by_seed[:, ia], b.by_seed[:, ib], a.seen[ia], b.seen[ib], True, seed)
+        est = bootstrap.difference_from(a.by_seed[:, ia], b.by_seed[:, ib], a.seen[ia], b.seen[ib], True, seed,
+                                        a.step)
     else:
-        est = bootstrap.difference_from(a.by_seed, b.by_seed, a.seen, b.seen, False, seed)
+        est = bootstrap.difference_from(a.by_seed, b.by_seed, a.seen, b.seen, False, seed, a.step)
     return [est.estimate, est.se, *est.interval(level)]
 
 
@@ -154,9 +156,9 @@ def note(summary: pd.DataFrame, comparisons: pd.DataFrame, predictions: pa.Table
             "dev set, over new seeds); 'data + seeds low/high' is the multi-bootstrap of Sellam et al. (2022), "
             "resampling the dev examples and the seeds together (on new data from the same distribution and new "
             "seeds; its seed part read at Student's t, as the seed-only interval, its examples' part at z, so it is "
-            "never narrower than the paired t on the same seeds). Per group, 'SE over seeds' and 'SE over data + seeds' answer the same two "
-            "questions for its mean, and 'dev-set SE' is the binomial SE of one accuracy on this many examples. "
-            "Verdicts are read off the seed-only interval.")
+            "never narrower than the paired t on the same seeds). Per group, 'SE over seeds' and 'SE over data + "
+            "seeds' answer the same two questions for its mean, and 'dev-set SE' is the binomial SE of one accuracy "
+            "on this many examples. Verdicts are read off the seed-only interval.")
     name = metrics.metric_of(metric).name if metrics.metric_of(metric) else metric
     if predictions is None:
         return ("The intervals above vary the seeds only: they answer how a difference would vary on this dev set "

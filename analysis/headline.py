@@ -107,19 +107,25 @@ def _plan(open_: dict[str, pd.Series], by_group: pd.DataFrame, focal: str, costs
             "would let the report say equivalent).")
 
 
-def _far_sentence(g: str, row: pd.Series, by_group: pd.DataFrame, focal: str, costs: pd.DataFrame | None) -> str:
-    """A gap far larger than both groups' spreads that the test still cannot call: why, and what settles it."""
-    n = int(row["n_seeds"])
-    text = (f"{g} is {abs(row['delta']):.4f} {'below' if row['delta'] < 0 else 'above'} {focal}, "
-            f"{_gap(row, by_group, focal):.0f}x the larger of their seed spreads, yet {n} seed(s) cannot bound this "
-            f"pair's own spread: its {100 * row['ci_level']:.3g} % interval rests on {row['df']:.0f} df")
-    if _shadowed(row):
-        text += f" (the moderated test, valid from more seeds, already calls it {_relative_verdict(row)}: not a claim)"
-    k = row["seeds_to_detect"] if pd.notna(row["seeds_to_detect"]) else row["seeds_to_settle"]
-    if pd.notna(k):
-        k = int(k)
-        text += (f". {k} seeds each for {focal} and {g} ({_round(k, [focal, g], by_group, costs)}) would very likely "
-                 "settle it")
+def _far_sentence(far: dict[str, pd.Series], by_group: pd.DataFrame, focal: str, costs: pd.DataFrame | None) -> str:
+    """Gaps far larger than both groups' spreads that the test still cannot call: why, and what settles them."""
+    rows = list(far.values())
+    gaps = ", ".join(f"{g} ({r['delta']:+.4f}, {_gap(r, by_group, focal):.0f}x)" for g, r in far.items())
+    df = sorted({f"{r['df']:.0f}" for r in rows})
+    text = (f"Far from {focal}, yet not decidable with {int(min(r['n_seeds'] for r in rows))} seed(s): {gaps} (gap, and "
+            f"how many times the larger of the two groups' seed spreads it is): each pair's interval rests on its "
+            f"own spread with {'/'.join(df)} df, which so few seeds cannot bound")
+    shadows = [_relative_verdict(r) for r in rows if _shadowed(r)]
+    if shadows:
+        kinds = sorted(set(shadows))
+        text += (f"; the moderated test, valid from {MODERATED_MIN_SEEDS} seeds, already calls "
+                 f"{'them' if len(shadows) > 1 else 'it'} {' or '.join(kinds)} (not a claim)")
+    plans = [r["seeds_to_detect"] if pd.notna(r["seeds_to_detect"]) else r["seeds_to_settle"] for r in rows]
+    if all(pd.notna(k) for k in plans):
+        k = int(max(plans))
+        groups = [focal, *far]
+        text += (f". {k} seeds each for {', '.join(groups)} ({_round(k, groups, by_group, costs)}) would very likely "
+                 f"settle {'them' if len(far) > 1 else 'it'}")
     return text + "."
 
 
@@ -168,8 +174,8 @@ def headline(summary: pd.DataFrame, comparisons: pd.DataFrame, metric: str, marg
         if near:
             lines.append(f"Not distinguishable from {focal} yet: {_names(near, ('inconclusive',))}. "
                          + _plan(near, by_group, focal, costs))
-        for g, r in far.items():
-            lines.append(_far_sentence(g, r, by_group, focal, costs))
+        if far:
+            lines.append(_far_sentence(far, by_group, focal, costs))
         shadow = [(g, r) for g, r in near.items() if _shadowed(r)]
         if shadow:
             lines.append(f"Of the open comparisons with {focal}, the moderated test would decide on these seeds: "

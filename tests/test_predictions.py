@@ -319,6 +319,15 @@ def test_interval_over_new_data_is_never_narrower_than_the_seed_only_one():
         for level in (0.95, 1 - 0.05 / 28):
             (low, high), (s_low, s_high) = d.interval(level), seed_only.interval(level)
             assert low <= s_low + 1e-12 and s_high - 1e-12 <= high
+    b = a.copy()
+    b[:, 0] = 1 - b[:, 0]  # every seed differs by exactly one row: tied differences, not certainty
+    tied = bootstrap.difference("accuracy", np.ones(300, int), a, b, replicates=300)
+    seed_only = stats.paired(a.mean(axis=1), b.mean(axis=1), resolution=1 / 300)
+    (low, high), (s_low, s_high) = tied.interval(0.99), seed_only.interval(0.99)
+    assert low <= s_low + 1e-12 and s_high - 1e-12 <= high
+    labels = np.ones(300, int)
+    assert np.isnan(bootstrap.difference("f1", labels, a, a).se)  # F1 tied over seeds: step unknown, undetermined
+    assert bootstrap.difference("accuracy", labels, a, a).se > 0  # accuracy: floored at its step's rounding error
 
 
 # ---------------------------------------------------------------- through a real Ray Tune sweep

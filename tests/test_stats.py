@@ -403,7 +403,7 @@ def test_headline_never_calls_a_gap_far_beyond_the_spreads_merely_not_distinguis
     assert report([str(pq_dir), "--out", str(tmp_path / "r")]) == 0
     text = (tmp_path / "r" / "report.md").read_text()
     head = text[:text.index("## Verdicts")]
-    assert "classifier_only is 0.1" in head and "x the larger of their seed spreads, yet 2 seed(s) cannot bound" in head
+    assert "Far from all r=8, yet not decidable with 2 seed(s):" in head and "classifier_only (-0.1" in head
     assert "Not distinguishable from all r=8 yet:" not in head or "classifier_only (" not in \
         head.split("Not distinguishable from all r=8 yet:")[1].split("\n")[0]
     assert "more trial(s), about" in head and "trial-hours" in head  # what the next round costs, measured
