@@ -19,7 +19,6 @@ from record import metrics
 
 from . import bootstrap
 
-GROUP_COLUMNS = ("seed_se", "data_se")
 PAIR_COLUMNS = ("data_delta", "data_se", "data_ci_low", "data_ci_high")
 
 
@@ -143,8 +142,8 @@ def _pair(a: GroupDraws | None, b: GroupDraws | None, same_model: bool, level: f
         return [float("nan")] * 4
     shared, ia, ib = np.intersect1d(a.seeds, b.seeds, return_indices=True)
     if same_model and len(shared) >= 2:
-        est = bootstrap.difference_from(a.by_seed[:, ia], b.by_seed[:, ib], a.seen[ia], b.seen[ib], True, seed,
-                                        a.step)
+        by_a, by_b = (d.by_seed if len(i) == len(d.seeds) else d.by_seed[:, i] for d, i in ((a, ia), (b, ib)))
+        est = bootstrap.difference_from(by_a, by_b, a.seen[ia], b.seen[ib], True, seed, a.step)
     else:
         est = bootstrap.difference_from(a.by_seed, b.by_seed, a.seen, b.seen, False, seed, a.step)
     return [est.estimate, est.se, *est.interval(level)]

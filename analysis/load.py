@@ -65,58 +65,56 @@ def read_experiment(uri: str) -> list[TrialRecord]:
                                        == pafs.FileType.File})
     if not trial_dirs:
         raise InputError(str(uri), "empty experiment (no trials recorded yet)")
-    records: list[TrialRecord] = []
-    pending: list = []  # (record, future of its predictions file)
-    with ThreadPoolExecutor(PREDICTION_READERS) as pool:
-        for rel in trial_dirs:
-            tdir = posixpath.join(exp, rel)
-            tentries = fs.get_file_info(pafs.FileSelector(tdir, allow_not_found=True))
-            files = {e.base_name for e in tentries}
-            state = states.get(rel, {})
-            if PARAMS_FILE in files:
-                try:
-                    config = json.loads(read_text(fs, posixpath.join(tdir, PARAMS_FILE)))
-                except json.JSONDecodeError as err:
-                    raise InputError(f"{tdir}/params.json", f"corrupt ({err})") from None
-            elif state.get("status") in ("ERROR", "PENDING") and RESULT_FILE not in files:
-                # Failed (or not started) before Ray wrote params.json: the experiment state still has its config.
-                if not tentries and state.get("status") == "PENDING":
-                    continue
-                config = state.get("config", {})
-            else:
-                raise InputError(str(tdir), "trial folder without params.json (incomplete copy of the experiment?)")
-            results, problem = read_results(fs, posixpath.join(tdir, RESULT_FILE))
-            error = None
-            if ERROR_FILE in files:
-                error_text = read_text(fs, posixpath.join(tdir, ERROR_FILE)).strip().splitlines()
-                error = next((line for line in reversed(error_text) if line.strip()), "error")[:500]
-            status = state.get("status") or ("ERROR" if error else "TERMINATED" if results else "UNKNOWN")
-            trial_id = state.get("trial_id") or (results[0].get("trial_id") if results else rel)
-            records.append(TrialRecord(
-                experiment=name, trial_id=trial_id, trial_dir=tdir, status=status, config=config, results=results,
-                error=error if status == "ERROR" else None, problem=problem, num_restarts=state.get("num_failures", 0),
-                last_checkpoint=latest_checkpoint(tentries),
-            ))
-            if wanted(records[-1]):  # read while this loop parses the other trials' result.json
-                pending.append((records[-1], pool.submit(_read_table, fs, posixpath.join(
-                    records[-1].last_checkpoint, PREDICTIONS_FILE))))
-    attach_predictions([(rec, future.result()) for rec, future in pending])
+    records = []
+    for rel in trial_dirs:
+        tdir = posixpath.join(exp, rel)
+        tentries = fs.get_file_info(pafs.FileSelector(tdir, allow_not_found=True))
+        files = {e.base_name for e in tentries}
+        state = states.get(rel, {})
+        if PARAMS_FILE in files:
+            try:
+                config = json.loads(read_text(fs, posixpath.join(tdir, PARAMS_FILE)))
+            except json.JSONDecodeError as err:
+                raise InputError(f"{tdir}/params.json", f"corrupt ({err})") from None
+        elif state.get("status") in ("ERROR", "PENDING") and RESULT_FILE not in files:
+            # Failed (or not started) before Ray wrote params.json: the experiment state still has its config.
+            if not tentries and state.get("status") == "PENDING":
+                continue
+            config = state.get("config", {})
+        else:
+            raise InputError(str(tdir), "trial folder without params.json (incomplete copy of the experiment?)")
+        results, problem = read_results(fs, posixpath.join(tdir, RESULT_FILE))
+        error = None
+        if ERROR_FILE in files:
+            error_text = read_text(fs, posixpath.join(tdir, ERROR_FILE)).strip().splitlines()
+            error = next((line for line in reversed(error_text) if line.strip()), "error")[:500]
+        status = state.get("status") or ("ERROR" if error else "TERMINATED" if results else "UNKNOWN")
+        trial_id = state.get("trial_id") or (results[0].get("trial_id") if results else rel)
+        records.append(TrialRecord(
+            experiment=name, trial_id=trial_id, trial_dir=tdir, status=status, config=config, results=results,
+            error=error if status == "ERROR" else None, problem=problem, num_restarts=state.get("num_failures", 0),
+            last_checkpoint=latest_checkpoint(tentries),
+        ))
+    read_predictions(fs, records)
     return records
 
 
-PREDICTION_READERS = 8  # files read at once: on s3 each small read waits on a request; locally more threads
-# only contend for the interpreter (measured: 16 slower than 8 on 2 cores)
+PREDICTION_READERS = 16  # remote storage: files read at once (each small read waits on a request)
 
 
-def wanted(rec: TrialRecord) -> bool:
-    """Whether a trial's newest checkpoint may hold its final predictions: it has one and did not diverge (a
-    diverged trial's newest checkpoint is of an earlier epoch)."""
-    return rec.last_checkpoint is not None and not any(is_diverged(x) for x in rec.results)
-
-
-def attach_predictions(read: list[tuple[TrialRecord, tuple[pa.Table | None, str | None]]]) -> None:
-    """Give each record the predictions read for it when they are of its last finished epoch."""
-    for rec, (table, problem) in read:
+def read_predictions(fs: pafs.FileSystem, records: list[TrialRecord]) -> None:
+    """Give each record the predictions file of its newest checkpoint when that file is of the trial's last
+    finished epoch (a diverged trial's newest checkpoint is of an earlier epoch: it gets none). Remote storage is
+    read in threads, a local disk in this one (threads there only contend for the interpreter: 10,000 files took
+    4.7 s with 8 threads, 3.4 s with one, on 2 cores)."""
+    wanted = [r for r in records if r.last_checkpoint and not any(is_diverged(x) for x in r.results)]
+    paths = [posixpath.join(r.last_checkpoint, PREDICTIONS_FILE) for r in wanted]
+    if isinstance(fs, pafs.LocalFileSystem):
+        read = [_read_table(fs, path) for path in paths]
+    else:
+        with ThreadPoolExecutor(PREDICTION_READERS) as pool:
+            read = list(pool.map(lambda path: _read_table(fs, path), paths))
+    for rec, (table, problem) in zip(wanted, read):
         last = next((x.get("epoch") for x in reversed(rec.results) if x.get("epoch") is not None), None)
         rec.predictions_problem = problem
         if table is not None and epoch_of(table) == last:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import tempfile
 from pathlib import Path
@@ -68,3 +69,24 @@ def tiny_spec(tmp_path: Path, model_dir: Path, scenarios: str, **extra: object) 
     path = tmp_path / "tiny.yaml"
     path.write_text(text)
     return path
+
+
+@contextlib.contextmanager
+def on_local_s3(folder: Path, key: str, monkeypatch):
+    """`folder` copied to a local S3 endpoint (moto, on loopback) at results/<key>; yields its s3:// URI."""
+    import pyarrow.fs as pafs
+    from moto.server import ThreadedMotoServer
+
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+        monkeypatch.setenv(name, "testing")
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    try:
+        host, port = server.get_host_and_port()
+        s3 = pafs.S3FileSystem(endpoint_override=f"{host}:{port}", scheme="http", region="us-east-1",
+                               allow_bucket_creation=True)
+        s3.create_dir("results")
+        pafs.copy_files(str(folder), f"results/{key}", destination_filesystem=s3)
+        yield f"s3://results/{key}?endpoint_override={host}:{port}&scheme=http&region=us-east-1"
+    finally:
+        server.stop()

@@ -283,23 +283,10 @@ def test_memory_by_layer_plot_for_single_layer_study():
 
 def test_analyze_reads_an_experiment_on_s3(experiment, tmp_path, monkeypatch, capsys):
     """s3:// through pyarrow's S3 filesystem, against a local S3 endpoint (moto) on loopback."""
-    import pyarrow.fs as pafs
-    from moto.server import ThreadedMotoServer
+    from tests.conftest import on_local_s3
 
-    for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
-        monkeypatch.setenv(key, "testing")
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    try:
-        host, port = server.get_host_and_port()
-        s3 = pafs.S3FileSystem(endpoint_override=f"{host}:{port}", scheme="http", region="us-east-1",
-                               allow_bucket_creation=True)
-        s3.create_dir("results")
-        pafs.copy_files(str(experiment), "results/sweeps/fixture", destination_filesystem=s3)
-        uri = f"s3://results/sweeps/fixture?endpoint_override={host}:{port}&scheme=http&region=us-east-1"
+    with on_local_s3(experiment, "sweeps/fixture", monkeypatch) as uri:
         assert analyze(uri, "--out", tmp_path) == 0
-    finally:
-        server.stop()
     trials = pq.read_table(tmp_path / "trials.parquet").to_pandas()
     local = pq.read_table(_local_reference(experiment, tmp_path)).to_pandas()
     assert len(trials) == 12 and set(trials["experiment"]) == {"fixture"}

@@ -169,24 +169,11 @@ def test_unreadable_predictions_file_is_a_warning_not_an_error(tmp_path, capsys)
 
 
 def test_analyze_gathers_predictions_on_s3(tmp_path, monkeypatch, capsys):
-    import pyarrow.fs as pafs
-    from moto.server import ThreadedMotoServer
+    from tests.conftest import on_local_s3
 
     exp = synthetic_experiment(tmp_path)
-    for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
-        monkeypatch.setenv(key, "testing")
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    try:
-        host, port = server.get_host_and_port()
-        s3 = pafs.S3FileSystem(endpoint_override=f"{host}:{port}", scheme="http", region="us-east-1",
-                               allow_bucket_creation=True)
-        s3.create_dir("results")
-        pafs.copy_files(str(exp), "results/sweeps/synth", destination_filesystem=s3)
-        uri = f"s3://results/sweeps/synth?endpoint_override={host}:{port}&scheme=http&region=us-east-1"
+    with on_local_s3(exp, "sweeps/synth", monkeypatch) as uri:
         assert main(["analyze", uri, "--out", str(tmp_path / "s3")]) == 0
-    finally:
-        server.stop()
     captured = capsys.readouterr()
     assert "warning" not in captured.err  # a trial without a predictions file is not a problem on s3 either
     assert main(["analyze", str(exp), "--out", str(tmp_path / "local")]) == 0
