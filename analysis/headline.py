@@ -180,7 +180,7 @@ def headline(summary: pd.DataFrame, comparisons: pd.DataFrame, metric: str, marg
         if shadow:
             lines.append(f"Of the open comparisons with {focal}, the moderated test would decide on these seeds: "
                          + ", ".join(f"{g} ({_relative_verdict(r)})" for g, r in shadow)
-                         + f". Not claims: below {MODERATED_MIN_SEEDS} shared seeds it does not keep the error rate;"
+                         + f". Not claims: below {MODERATED_MIN_SEEDS} shared seeds its error rate is not measured;"
                            " from there on it is the report's test.")
         undetermined = _names(rows, ("undetermined",), with_delta=False)
         if undetermined:

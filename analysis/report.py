@@ -398,8 +398,8 @@ def _reading_text(ro: Readout) -> tuple[str, ...]:
                     "fitted, df capped at the additive fit's), which keeps the family's error rate within "
                     "simulation error even when one or two groups are several times noisier (bench/evidence.py).")
         if o.test == "auto":
-            how += (f" Below {MODERATED_MIN_SEEDS} shared seeds moderation does not keep that rate, so the plain "
-                    "paired t decides; the moderated test's verdict is shown beside it, labelled: not a claim.")
+            how += (f" Below {MODERATED_MIN_SEEDS} shared seeds moderation is not measured to keep that rate, so "
+                    "the plain paired t decides; the moderated test's verdict is shown beside it, labelled: not a claim.")
     step = ro.summary["resolution"].dropna() if "resolution" in ro.summary else pd.Series(dtype=float)
     ties = (f"{o.metric} moves in steps of 1/{1 / step.max():.0f} rows here: tied values are not read as certainty; "
             "a spread is at least the step's own rounding error (step/√12 for a value, step/√6 for a difference)."
