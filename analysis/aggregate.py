@@ -18,7 +18,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from record.errors import EXIT_INPUT, InputError
+from record.errors import EXIT_INPUT, InputError, check_output_dir
 from record.fields import MAPPINGS
 from record.fields import TUNE
 from record.metrics import STOPPED, is_diverged, stopped_early
@@ -159,20 +159,26 @@ def aggregate(experiments: list[str], out_dir: str | Path) -> tuple[pa.Table, pa
 
 def cmd_analyze(args: argparse.Namespace) -> int:
     try:
+        check_output_dir(args.out)  # before any experiment is read: a file there is one line, not a traceback
         trials, epochs, notes = aggregate(args.experiments, args.out)
     except InputError as err:
         print(f"error: {err}", file=sys.stderr)
         return EXIT_INPUT
     for note in notes:
         print(f"warning: {note}", file=sys.stderr)
+    print(summary_line(trials, epochs, Path(args.out)))
+    return 0
+
+
+def summary_line(trials: pa.Table, epochs: pa.Table, out: Path) -> str:
+    """What `aggregate` wrote: trials by status, epoch and prediction rows, and the files."""
     statuses = trials.column("status").to_pylist()
     counts = ", ".join(f"{statuses.count(s)} {s}" for s in sorted(set(statuses)))
     diverged = sum(trials.column("diverged").to_pylist())
     counts += f"; {diverged} diverged" if diverged else ""
-    predicted = pq.read_metadata(Path(args.out) / PREDICTIONS_FILE).num_rows
-    print(f"{trials.num_rows} trials ({counts}), {epochs.num_rows} epoch rows, {predicted} prediction rows -> "
-          f"{args.out}/trials.parquet, {args.out}/epochs.parquet, {args.out}/{PREDICTIONS_FILE}")
-    return 0
+    predicted = pq.read_metadata(out / PREDICTIONS_FILE).num_rows
+    return (f"{trials.num_rows} trials ({counts}), {epochs.num_rows} epoch rows, {predicted} prediction rows -> "
+            f"{out}/trials.parquet, {out}/epochs.parquet, {out}/{PREDICTIONS_FILE}")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

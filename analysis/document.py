@@ -5,14 +5,19 @@ from __future__ import annotations
 
 import base64
 import html
+import re
 from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 
-# Fits a 1300 px laptop window: wide tables scroll inside the page, long words wrap, figures shrink to fit.
+# Fits a 1300 px laptop window and an 800 px one (viewport meta: a phone or a narrow window lays out at its own
+# width): wide tables scroll inside the page, long words wrap, figures shrink to fit.
 STYLE = """body{font-family:system-ui,sans-serif;max-width:1200px;margin:2em auto;padding:0 1em;color:#222}
-p,li{overflow-wrap:anywhere}.scroll{overflow-x:auto;max-width:100%}
+p,li,summary,figcaption,h1,h2{overflow-wrap:anywhere}.scroll{overflow-x:auto;max-width:100%}
+code{font-family:ui-monospace,monospace;font-size:0.92em;background:#f2f2f2;padding:0 0.2em;border-radius:3px}
+figure{margin:1.5em 0}figcaption{font-size:0.9em;color:#444;max-width:60em;margin-top:0.3em}
+details{margin:0.5em 0 1em}summary{cursor:pointer;color:#175cd3}
 table{border-collapse:collapse;font-size:0.85em;margin:1em 0}th,td{border:1px solid #ccc;padding:3px 6px;
 text-align:right}th{background:#f2f2f2;font-weight:600}td:first-child,th:first-child{text-align:left}
 img{max-width:100%;height:auto}li{margin:0.3em 0}
@@ -35,7 +40,10 @@ class Column:
 
 @dataclass(frozen=True)
 class Block:
-    """One piece of the report: kind is h1 | h2 | p | list | table | figure | headline | matrix."""
+    """One piece of the report: kind is h1 | h2 | p | list | details | table | figure | headline | matrix.
+
+    Text may mark code with `backticks` (Markdown); the HTML shows it as <code>. `details`: a list shown on demand
+    under a one-line summary (`text`)."""
 
     kind: str
     text: str = ""  # heading or paragraph text; a table's HTML id; a figure's name
@@ -43,6 +51,20 @@ class Block:
     table: pd.DataFrame | None = None  # table; matrix (cells are verdicts of the row vs the column)
     png: bytes = b""
     columns: tuple[Column, ...] = ()  # table: the columns shown, with headers and formats; empty: all, as they are
+    caption: str = ""  # figure: what it shows and what to look at (also its alt text); empty: its name
+
+
+CODE = re.compile(r"`([^`]+)`")
+
+
+def _inline(text: str) -> str:
+    """Escaped HTML of a text, `code` as <code>code</code> (no Markdown leaks into the page)."""
+    return CODE.sub(lambda m: f"<code>{m.group(1)}</code>", html.escape(text))
+
+
+def _plain(text: str) -> str:
+    """Text without its code marks (for attributes: alt, title)."""
+    return html.escape(CODE.sub(r"\1", text))
 
 
 def _cell(v, fmt: str = "{:.4f}") -> str:
@@ -88,6 +110,9 @@ def to_markdown(blocks: list[Block]) -> str:
         elif b.kind == "list":
             out += [f"- {item}" for item in b.items] or ["(none)"]
             out.append("")
+        elif b.kind == "details":  # GitHub and most Markdown viewers render it folded, as the HTML page does
+            out += ["<details>", f"<summary>{html.escape(b.text)}</summary>", ""]
+            out += [f"- {item}" for item in b.items] + ["", "</details>", ""]
         elif b.kind == "headline":
             out += [f"> {item}\n>" for item in b.items] + [""]
         elif b.kind in ("table", "matrix"):
@@ -101,7 +126,7 @@ def to_markdown(blocks: list[Block]) -> str:
             out += ["| " + " | ".join(r) + " |" for r in rows]
             out.append("")
         elif b.kind == "figure":
-            out += [f"![{b.text}]({b.text}.png)", ""]
+            out += [f"![{b.text}]({b.text}.png)", ""] + ([f"*{b.caption}*", ""] if b.caption else [])
     return "\n".join(out)
 
 
@@ -111,12 +136,14 @@ def to_html(blocks: list[Block], title: str) -> str:
     for b in blocks:
         if b.kind in ("h1", "h2", "p"):
             tag = {"h1": "h1", "h2": "h2", "p": "p"}[b.kind]
-            body.append(f"<{tag}>{html.escape(b.text)}</{tag}>")
-        elif b.kind == "list":
-            items = "".join(f'<li class="{_verdict_class(i)}">{html.escape(i)}</li>' for i in b.items)
-            body.append(f"<ul>{items}</ul>" if items else "<p>(none)</p>")
+            body.append(f"<{tag}>{_inline(b.text)}</{tag}>")
+        elif b.kind in ("list", "details"):
+            items = "".join(f'<li class="{_verdict_class(i)}">{_inline(i)}</li>' for i in b.items)
+            listed = f"<ul>{items}</ul>" if items else "<p>(none)</p>"
+            body.append(f"<details><summary>{_inline(b.text)}</summary>{listed}</details>" if b.kind == "details"
+                        else listed)
         elif b.kind == "headline":
-            body.append('<div class="headline">' + "".join(f"<p>{html.escape(i)}</p>" for i in b.items) + "</div>")
+            body.append('<div class="headline">' + "".join(f"<p>{_inline(i)}</p>" for i in b.items) + "</div>")
         elif b.kind in ("table", "matrix"):
             if b.table is None or b.table.empty:
                 body.append("<p>(none)</p>")
@@ -124,20 +151,23 @@ def to_html(blocks: list[Block], title: str) -> str:
             ident = f' id="{html.escape(b.text)}"' if b.text else ""
             if b.kind == "table":
                 headers, cells = _shown(b)
-                rows = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in r) + "</tr>" for r in cells)
+                rows = "".join("<tr>" + "".join(f"<td>{_inline(c)}</td>" for c in r) + "</tr>" for r in cells)
             else:
                 headers = ["", *map(str, b.table.columns)]
                 rows = "".join(f"<tr><th>{html.escape(str(g))}</th>" + "".join(
                     f'<td class="{_matrix_class(v)}" title="{html.escape(v)}">{html.escape(MATRIX_TEXT.get(v, v))}</td>'
                     for v in r) + "</tr>" for g, r in zip(b.table.index, b.table.to_numpy()))
-            head = "".join(f"<th>{html.escape(h)}</th>" for h in headers)
+            head = "".join(f"<th>{_inline(h)}</th>" for h in headers)
             body.append(f'<div class="scroll"><table{ident}><thead><tr>{head}</tr></thead><tbody>{rows}</tbody>'
                         "</table></div>")
         elif b.kind == "figure":
             data = base64.b64encode(b.png).decode("ascii")
-            body.append(f'<figure><img alt="{html.escape(b.text)}" src="data:image/png;base64,{data}">'
-                        f"<figcaption>{html.escape(b.text)}</figcaption></figure>")
-    return (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>'
+            caption = b.caption or b.text.replace("_", " ")
+            body.append(f'<figure id="figure-{html.escape(b.text)}"><img alt="{_plain(caption)}" '
+                        f'src="data:image/png;base64,{data}"><figcaption>{_inline(caption)}</figcaption></figure>')
+    return (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
+            '<meta name="viewport" content="width=device-width, initial-scale=1">'
+            f"<title>{html.escape(title)}</title>"
             f"<style>{STYLE}</style></head><body>\n" + "\n".join(body) + "\n</body></html>\n")
 
 

@@ -9,6 +9,7 @@ matplotlib.use("Agg")  # files only; no display on a cluster node or in CI
 
 import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullFormatter  # noqa: E402
+from matplotlib.transforms import ScaledTranslation  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from scipy.stats import gaussian_kde  # noqa: E402
@@ -46,48 +47,78 @@ def _percent(x: float, _pos=None) -> str:
     return f"{x:.2g} %" if x < 1 else f"{x:.3g} %"
 
 
+MARKERS = "osD^vP*Xph<>"
+FRONT = "Pareto front (group means)"
+
+
 def accuracy_vs_params(summary: pd.DataFrame, metric: str):
-    """Group means (95 % t interval) against % trainable parameters; the Pareto front through the means."""
-    fig, ax = plt.subplots(figsize=(8, 5))
+    """Group means (95 % t interval) against % trainable parameters; the Pareto front through the means.
+
+    Each group has its own colour and marker, named in a legend beside the axes (never a label that wanders off
+    them); groups at the same % of parameters (upper, lower, even of one rank) stand side by side, a few points
+    apart on screen, their x in data units unchanged."""
     x, y = summary["params_relative_pct"].to_numpy(float), summary["mean"].to_numpy(float)
     err = np.vstack([y - summary["ci95_low"].to_numpy(float), summary["ci95_high"].to_numpy(float) - y])
     err = np.clip(np.nan_to_num(err), 0, None)  # no interval (undetermined spread): no bar; never a negative one
-    ax.errorbar(x, y, yerr=err, fmt="o", capsize=3)
+    groups = list(summary["group"])
+    fig, ax = plt.subplots(figsize=(10, 5), layout="constrained")
+    colors = plt.get_cmap("tab10" if len(groups) <= 10 else "tab20").colors
+    for i, (label, dx) in enumerate(zip(groups, _dodge(x))):
+        shift = ax.transData + ScaledTranslation(dx / 72, 0, fig.dpi_scale_trans)
+        ax.errorbar(x[i], y[i], yerr=err[:, i:i + 1], fmt=MARKERS[i % len(MARKERS)], capsize=3, ms=6,
+                    color=colors[i % len(colors)], transform=shift, label=label)
+    finite = np.isfinite(x) & np.isfinite(y) & (x > 0)  # shifted artists do not extend the axes: the data does
+    ax.update_datalim(np.column_stack([np.r_[x, x][np.r_[finite, finite]],
+                                       np.r_[y - err[0], y + err[1]][np.r_[finite, finite]]]))
     front = pareto_front(x, y if higher_is_better(metric) else -y)  # an MSE front runs along the lowest means
     order = np.argsort(x[front])
-    ax.plot(x[front][order], y[front][order], "r--", label="Pareto front (group means)")
+    ax.plot(x[front][order], y[front][order], "r--", lw=1, label=FRONT)
     ax.set_xscale("log")
     ax.xaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
     ax.xaxis.set_major_formatter(FuncFormatter(_percent))
     ax.xaxis.set_minor_formatter(NullFormatter())
+    ax.margins(x=0.08)
     ax.set_xlabel("trainable parameters, % of full fine-tuning (log scale)")
-    ax.set_ylabel(f"mean final {metric} (bars: 95 % t interval)")
-    ax.legend()
+    ax.set_ylabel(f"mean final {metric}\n(bars: 95 % t interval)")
     ax.grid(alpha=0.3)
-    place_labels(ax, x, y, list(summary["group"]))
+    cols = max(1, int(np.ceil(len(groups) / 24)))  # long legends in columns, so the figure stays readable
+    handles = dict(zip(*reversed(ax.get_legend_handles_labels())))  # label -> handle
+    names = [*(g for g in groups if g in handles), FRONT]  # the groups in the summary's order, then the front
+    fig.legend([handles[n] for n in names], names, loc="outside right upper", fontsize=8,
+               ncols=cols, title="group (best mean first)", title_fontsize=8, frameon=False)
     return fig
 
 
-def place_labels(ax, x: np.ndarray, y: np.ndarray, labels: list[str], fontsize: int = 8) -> list:
-    """Label each point without overprinting: a label that would overlap one already placed moves down (then up) in
-    steps of its own height, with a thin leader line to its point. Returns the text artists."""
-    fig = ax.figure
-    renderer = fig.canvas.get_renderer()
-    placed, texts = [], []
-    for i in np.argsort(-np.asarray(y, dtype=float), kind="stable"):
-        text = ax.annotate(labels[i], (x[i], y[i]), textcoords="offset points", xytext=(5, 3), fontsize=fontsize,
-                           va="bottom", arrowprops={"arrowstyle": "-", "color": "0.6", "lw": 0.5})
-        box = text.get_window_extent(renderer)
-        step = box.height * 72 / fig.dpi + 1  # one line, in points
-        for k in range(1, 60):
-            if not any(box.overlaps(other) for other in placed):
-                break
-            shift = step * ((k + 1) // 2) * (-1 if k % 2 else 1)  # down 1, up 1, down 2, up 2, ...
-            text.set_position((5, 3 + shift))
-            box = text.get_window_extent(renderer)
-        placed.append(box)
-        texts.append(text)
-    return texts
+def _dodge(x: np.ndarray, step: float = 7.0) -> np.ndarray:
+    """Horizontal offsets in points that set groups at (nearly) the same x side by side, centred on it."""
+    key = np.round(np.log10(np.where(x > 0, x, np.nan)), 3)
+    out = np.zeros(len(x))
+    for k in pd.unique(key[~np.isnan(key)]):
+        same = np.flatnonzero(key == k)
+        out[same] = (np.arange(len(same)) - (len(same) - 1) / 2) * step
+    return out
+
+
+def memory_basis(trials: pd.DataFrame) -> str | None:
+    """What the per-layer memory figure draws, by the report's one rule: "gpu" (peak allocated and reserved) where
+    every single-layer trial ran on a GPU; else "exact" (saved activations + trainable state) where every one has
+    the exact figures; else None: CPU process RSS growth depends on the order trials ran in reused workers, so no
+    per-layer figure is drawn from it."""
+    single = _single_layer(trials)
+    if single.empty:
+        return None
+    if "memory_kind" in single and single["memory_kind"].eq("cuda_allocated").all() \
+            and single["peak_memory_mb"].notna().any():
+        return "gpu"
+    exact = single.get("saved_activations_mb")
+    return "exact" if exact is not None and exact.notna().all() else None
+
+
+def _single_layer(trials: pd.DataFrame) -> pd.DataFrame:
+    if "layers" not in trials or trials.empty:
+        return trials.iloc[0:0]
+    baseline = trials["baseline"].isna() if "baseline" in trials else True
+    return trials[trials["layers"].map(lambda v: v is not None and len(v) == 1) & baseline]
 
 
 def loss_curves(trials: pd.DataFrame, epochs: pd.DataFrame, order: list[str]):
@@ -109,29 +140,35 @@ def loss_curves(trials: pd.DataFrame, epochs: pd.DataFrame, order: list[str]):
 def memory_by_layer(trials: pd.DataFrame):
     """Memory of single-layer trials by adapted layer, gradient checkpointing off and on; None if no such trials.
 
-    On a GPU: the measured peak (torch.cuda.max_memory_allocated). On a CPU, where process RSS mostly shows the
-    allocator: the exact figures, bytes saved for backward plus trainable state (weights, grads, AdamW moments)."""
-    single = trials[trials["layers"].map(lambda v: v is not None and len(v) == 1) & trials["baseline"].isna()]
-    exact = single.get("saved_activations_mb")
-    cpu = not single.empty and (single["memory_kind"] == "cpu_rss").all()
-    if cpu and exact is not None and exact.notna().all():
-        single = single.assign(memory=exact + single["trainable_state_mb"].fillna(0))
+    The report's memory rule (`memory_basis`): on a GPU the measured peaks, allocated (solid) and reserved (dashed,
+    where recorded); elsewhere the exact figures, bytes saved for backward plus trainable state (weights, grads,
+    AdamW moments); never CPU process RSS growth, which depends on the order trials ran in reused Ray workers."""
+    basis = memory_basis(trials)
+    if basis is None:
+        return None
+    single = _single_layer(trials)
+    single = single.assign(layer=single["layers"].map(lambda v: int(v[0])))
+    if basis == "exact":
+        state = single["trainable_state_mb"] if "trainable_state_mb" in single else 0.0
+        lines = {"": single["saved_activations_mb"] + pd.Series(state, index=single.index).fillna(0)}
         ylabel = "MB saved for backward + trainable state (exact)"
     else:
-        single = single.assign(memory=single["peak_memory_mb"])
-        ylabel = f"peak memory, MB ({', '.join(single['memory_kind'].dropna().unique())})"
-    if single.empty or single["memory"].isna().all():
-        return None
-    single = single.assign(layer=single["layers"].map(lambda v: int(v[0])))
+        lines = {"allocated": single["peak_memory_mb"]}
+        if "peak_reserved_mb" in single and single["peak_reserved_mb"].notna().any():
+            lines["reserved"] = single["peak_reserved_mb"]
+        ylabel = "GPU peak memory, MB (solid: allocated, dashed: reserved)"
     fig, ax = plt.subplots(figsize=(8, 4.5))
-    for gc, g in single.groupby("gradient_checkpointing"):
-        curve = g.groupby("layer")["memory"].median()
-        ax.plot(curve.index, curve.to_numpy(), marker="o", label=f"gradient checkpointing {'on' if gc else 'off'}")
+    for (what, values), style in zip(lines.items(), ("-", "--")):
+        frame = single.assign(memory=values)
+        for i, (gc, g) in enumerate(frame.groupby("gradient_checkpointing")):
+            curve = g.groupby("layer")["memory"].median()
+            ax.plot(curve.index, curve.to_numpy(), style, marker="o", color=f"C{i}",
+                    label=f"{what + ', ' if what else ''}gradient checkpointing {'on' if gc else 'off'}")
     ax.set_xlabel("adapted layer")
     ax.set_ylabel(ylabel)
     ax.set_title("Memory when adapting a single layer")
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    ax.legend()
+    ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
     return fig
 

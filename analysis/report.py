@@ -1,7 +1,7 @@
-"""`lora-sweep report`: trials.parquet/epochs.parquet -> summary, comparisons, verdicts, figures; report.md and a
-self-contained report.html.
+"""`lora-sweep report`: experiments (analysed first, `analysis.sources`) or trials.parquet/epochs.parquet -> the
+answer in the terminal; summary, comparisons, verdicts, figures; report.md and a self-contained report.html.
 
-    python -m analysis.report DIR --out REPORT_DIR [--metric val_accuracy] [--reference GROUP] [--margin M]
+    python -m analysis.report EXPERIMENT... | DIR [--out REPORT_DIR] [--metric val_accuracy] [--reference GROUP]
 
 Load (Parquet) -> prepare (final-epoch metric, one group per configuration, duplicate runs dropped) -> summarize /
 compare (pure pandas, `analysis.compare`) -> draw (`analysis.plots`) -> render (`analysis.document`).
@@ -29,6 +29,7 @@ from .compare import (
     DEFAULT_TEST,
     MODERATED_MIN_SEEDS,
     PRIOR_WEIGHT,
+    SETTLE_LIMIT,
     TESTS,
     VERDICTS,
     Family,
@@ -62,7 +63,7 @@ def load(dir_: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
     for p in (trials_path, epochs_path):
         if not p.is_file():
             raise InputError(str(p), f"missing; run `lora-sweep analyze EXPERIMENT --out {dir_}` first")
-    trials, epochs = pd.read_parquet(trials_path), pd.read_parquet(epochs_path)
+    trials, epochs = _read_parquet(trials_path, dir_), _read_parquet(epochs_path, dir_)
     if trials.empty:
         raise InputError(str(trials_path), "has no trials")
     return trials, epochs
@@ -74,8 +75,29 @@ def load_predictions(dir_: Path) -> pa.Table | None:
     import pyarrow.parquet as pq
 
     path = dir_ / PREDICTIONS_FILE
-    return pq.read_table(path, columns=["experiment", "trial_id", "example", "label", "prediction"]) \
-        if path.is_file() else None  # score is not needed here, and the costliest column to read
+    if not path.is_file():
+        return None
+    try:  # score is not needed here, and the costliest column to read
+        return pq.read_table(path, columns=["experiment", "trial_id", "example", "label", "prediction"])
+    except (pa.ArrowException, OSError) as err:  # ArrowInvalid: cut short or damaged
+        raise _unreadable(path, dir_, err) from None
+
+
+def _unreadable(path: Path, dir_: Path, err: Exception) -> InputError:
+    """One line for a Parquet file of `analyze` that cannot be read (cut short by a full disk or a copy, damaged)."""
+    import re
+
+    why = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+    why = re.sub(r"^Could not open Parquet input source '[^']*': ", "", why).split(". ")[0].rstrip(".")
+    return InputError(str(path), f"not a readable Parquet file, truncated or damaged ({why[:100]})",
+                      allowed=f"re-run `lora-sweep analyze EXPERIMENT --out {dir_}` to write it again")
+
+
+def _read_parquet(path: Path, dir_: Path) -> pd.DataFrame:
+    try:
+        return pd.read_parquet(path)
+    except (pa.ArrowException, OSError) as err:
+        raise _unreadable(path, dir_, err) from None
 
 
 def final_epoch(trials: pd.DataFrame, epochs: pd.DataFrame, column: str) -> pd.Series:
@@ -106,8 +128,10 @@ def check_metric(metric: str, epochs: pd.DataFrame) -> str:
                                "compare final-epoch values, e.g. --metric val_accuracy")
     reported = sorted(c for c in epochs.columns if metrics.is_split_metric(c) and epochs[c].notna().any())
     if not metrics.is_split_metric(name) or name not in epochs.columns:
-        raise InputError("--metric", f"{metric!r} is not a metric column; metrics these trials report: "
-                               f"{', '.join(reported)}")
+        from record.errors import did_you_mean
+
+        raise InputError("--metric", f"{metric!r} is not a metric column; {did_you_mean(name, reported)}metrics these "
+                               f"trials report: {', '.join(reported)}")
     if name not in reported and reported:  # (none reported at all: no finished epoch; the report lists why)
         lacking = sorted(epochs["experiment"].dropna().unique()) if "experiment" in epochs else []
         raise InputError("--metric", f"no trial reports {name}: experiment(s) {', '.join(lacking) or '?'} lack it "
@@ -173,16 +197,44 @@ def summarize(good: pd.DataFrame, metric: str) -> pd.DataFrame:
             "noise_floor_se": stats.binomial_se(v.mean(), examples) if metrics.metric_of(metric).name == "accuracy"
             else np.nan,
             "trainable_params": g["trainable_params"].median(), "params_relative_pct": g["params_relative_pct"].median(),
-            "peak_memory_mb": g["peak_memory_mb"].median(), "memory_kind": g["memory_kind"].iloc[0],
-            "peak_reserved_mb": g["peak_reserved_mb"].median() if "peak_reserved_mb" in g else np.nan,
-            "saved_activations_mb": g["saved_activations_mb"].median() if "saved_activations_mb" in g else np.nan,
-            "trainable_state_mb": g["trainable_state_mb"].median() if "trainable_state_mb" in g else np.nan,
+            **memory_figures(g),
             "train_samples_per_s": g["mean_train_samples_per_s"].median(),
         })
     if not rows:
         return pd.DataFrame(columns=["group", "n", "mean", "ci95_low", "ci95_high", "params_relative_pct"])
     out = pd.DataFrame(rows).sort_values("mean", ascending=not metrics.higher_is_better(metric), ignore_index=True)
-    return out.drop(columns="peak_reserved_mb") if out["peak_reserved_mb"].isna().all() else out  # CPU-only studies
+    unmeasured = [c for c in MEMORY_MEASURED if out[c].isna().all()]  # a CPU-only study has no GPU columns, ...
+    return out.drop(columns=unmeasured)
+
+
+TRAINABLE_STATE_BYTES = 4 * 4  # per fp32 trainable parameter: weight, gradient, AdamW's two moments (4 bytes each)
+MEMORY_MEASURED = ("gpu_allocated_mb", "peak_reserved_mb", "rss_growth_mb")  # kept only where some group has one
+
+
+def memory_figures(g: pd.DataFrame) -> dict:
+    """A group's memory, one meaning per column (medians over its trials):
+
+    - saved_activations_mb, trainable_state_mb: exact and device-independent (bytes autograd saves for backward;
+      weights + gradients + AdamW moments of the trainable parameters). Where a trial predates the trainable-state
+      record it is computed from trainable_params x 16 bytes (fp32 weight, grad, two moments; trainable parameters
+      stay fp32 under bf16/fp16 autocast) and trainable_state_estimated says so.
+    - gpu_allocated_mb, peak_reserved_mb: on a GPU, torch's peak allocated (tensors) and reserved (caching allocator).
+    - rss_growth_mb: on a CPU, the growth of the process's peak RSS over the trial: a Ray worker process is reused,
+      so the trial that ran first in a worker absorbs its start-up growth; order-dependent, never a ranking.
+    """
+    col = lambda name: g[name] if name in g else pd.Series(np.nan, index=g.index, dtype=float)  # noqa: E731
+    kind = col("memory_kind")
+    state = col("trainable_state_mb").astype(float)
+    missing = state.isna() & col("trainable_params").notna()
+    state = state.where(~missing, col("trainable_params").astype(float) * TRAINABLE_STATE_BYTES / 2**20)
+    peak = col("peak_memory_mb").astype(float)
+    return {
+        "saved_activations_mb": col("saved_activations_mb").astype(float).median(),
+        "trainable_state_mb": state.median(), "trainable_state_estimated": bool(missing.any()),
+        "gpu_allocated_mb": peak[kind.eq("cuda_allocated")].median(),
+        "peak_reserved_mb": col("peak_reserved_mb").astype(float).median(),
+        "rss_growth_mb": peak[kind.eq("cpu_rss")].median(),
+    }
 
 
 def resolve_reference(reference: str | None, good: pd.DataFrame) -> str | None:
@@ -244,7 +296,8 @@ def read_out(trials: pd.DataFrame, epochs: pd.DataFrame, opts: ReportOptions, pr
                                   reference, opts.margin, opts.alpha, opts.test, looks=planned_looks(good))
     summary, comparisons = with_dev_error(summary, comparisons, good, predictions, metric)  # dev data + seeds
     return Readout(opts, prepared, good, summary, comparisons, family, dropped, reference, selection,
-                   (len(trials), trials["experiment"].nunique()), cost.group_costs(good, summary, opts.price, metrics.higher_is_better(metric)),
+                   (len(trials), trials["experiment"].nunique()), cost.group_costs(good, summary, opts.price, metrics.higher_is_better(metric)
+                                                                                    ).drop(columns=list(UNRATED)),
                    cost.study_cost(trials, good, opts.price),  # every trial read: duplicates cost too
                    dev_error_note(summary, comparisons, predictions, metric))
 
@@ -273,11 +326,23 @@ SUMMARY_COLUMNS = (
     Column("ci95_low", "95 % CI low", "{:.4f}"), Column("ci95_high", "95 % CI high", "{:.4f}"),
     Column("noise_floor_se", "dev-set SE", "{:.4f}"), Column("seed_se", "SE over seeds", "{:.4f}"),
     Column("data_se", "SE over data + seeds", "{:.4f}"), Column("params_relative_pct", "trainable %", "{:.3g}"),
-    Column("peak_memory_mb", "peak memory MB (GPU: allocated)", "{:,.0f}"),
-    Column("peak_reserved_mb", "GPU reserved MB", "{:,.0f}"), Column("saved_activations_mb", "activations MB", "{:,.0f}"),
-    Column("trainable_state_mb", "trainable state MB", "{:,.1f}"),
     Column("train_samples_per_s", "samples/s", "{:,.0f}"),
 )
+# Memory, one meaning per column. Exact: device-independent, comparable across groups and machines.
+EXACT_MEMORY = (Column("saved_activations_mb", "saved activations MB (exact)", "{:,.0f}"),
+                Column("trainable_state_mb", "trainable state MB (exact)", "{:,.1f}"))
+GPU_MEMORY = (Column("gpu_allocated_mb", "GPU peak allocated MB", "{:,.0f}"),
+              Column("peak_reserved_mb", "GPU peak reserved MB", "{:,.0f}"))
+RSS_MEMORY = (Column("rss_growth_mb", "process RSS growth MB (order-dependent)", "{:,.0f}"),)
+
+
+def summary_columns(summary: pd.DataFrame) -> tuple[Column, ...]:
+    """The summary table's columns; memory led by what ranks groups correctly on the study's device: on a GPU the
+    measured peaks (allocated, reserved), then the exact figures; otherwise the exact figures, then CPU process RSS
+    growth last (order-dependent: labelled, explained in "How to read this")."""
+    gpu = "gpu_allocated_mb" in summary and summary["gpu_allocated_mb"].notna().all()
+    memory = (*GPU_MEMORY, *EXACT_MEMORY) if gpu else (*EXACT_MEMORY, *GPU_MEMORY)
+    return (*SUMMARY_COLUMNS[:-1], *memory, *RSS_MEMORY, SUMMARY_COLUMNS[-1])
 COMPARISON_COLUMNS = (
     Column("a", "a"), Column("b", "b"), Column("verdict", "verdict"),
     Column("moderated_verdict", "moderated test would say (not a claim)"), Column("delta", "Δ = a − b", "{:+.4f}"),
@@ -290,13 +355,86 @@ COMPARISON_COLUMNS = (
 COST_COLUMNS = (
     Column("group", "group"), Column("trials", "trials"), Column("trial_hours", "trial-hours", "{:.3g}"),
     Column("resource", "billed in"), Column("resource_hours", "resource-hours", "{:.3g}"),
-    Column("cost", "cost", "{:,.4g}"), Column("metric_per_resource_hour", "metric per resource-hour of a trial",
-                                              "{:,.4g}"),
-)
+    Column("cost", "cost", "{:,.4g}"),
+)  # no "metric per resource-hour": a mean accuracy divided by hours is no rate of anything (a classifier-only run
+#    scores highest by being fast, and accuracy does not accrue per hour); the headline prices each verdict instead
+UNRATED = ("metric_per_resource_hour",)  # analysis.cost still computes it; the report neither shows nor writes it
 PROBLEM_COLUMNS = (
     Column("experiment", "experiment"), Column("trial_name", "trial"), Column("status", "status"),
     Column("why", "why left out"), Column("epochs_completed", "epochs done"),
 )
+
+
+def comparisons_shown(comparisons: pd.DataFrame) -> pd.DataFrame:
+    """The comparisons table as the page shows it: each plan cell says what its sentence says, never blank: a
+    number of seeds, "> 1000" where more than SETTLE_LIMIT seeds per group would be needed, "—" where a verdict was
+    reached (nothing to settle), "n/a" where the spread cannot be estimated. comparisons.csv keeps the numbers."""
+    if comparisons.empty or "seeds_to_settle" not in comparisons:
+        return comparisons
+
+    def plan(seeds, verdict: str, delta: float) -> str:
+        if pd.notna(seeds):
+            return f"{int(seeds)}"
+        if verdict == "undetermined":
+            return "n/a"
+        if verdict != "inconclusive":
+            return "—"
+        return "none: Δ = 0" if delta == 0 else f"> {SETTLE_LIMIT}"
+
+    rows = list(zip(comparisons["verdict"], comparisons["delta"]))
+    return comparisons.assign(
+        seeds_to_settle=[plan(s, v, 1.0) for s, (v, _) in zip(comparisons["seeds_to_settle"], rows)],
+        seeds_to_detect=[plan(s, v, d) for s, (v, d) in zip(comparisons["seeds_to_detect"], rows)])
+
+
+def figure_caption(name: str, ro: Readout) -> str:
+    """What a figure shows and what to look at in it (the page's caption and the image's alt text)."""
+    from .plots import memory_basis
+
+    m, margin = ro.opts.metric, ro.opts.margin
+    focal = ro.reference or (ro.summary["group"].iloc[0] if not ro.summary.empty else "")
+    basis = memory_basis(ro.good) if name == "memory_by_layer" else None
+    memory = ("bytes saved for backward plus trainable state (exact, the same on any device)" if basis == "exact"
+              else "GPU peak allocated (solid) and reserved (dashed)")
+    captions = {
+        "accuracy_by_scenario": f"Final {m} of every run, one row per group (dots: runs; red bar: the group's mean; "
+                                "shade: density). Look at how far rows overlap: groups whose runs interleave are "
+                                "the ones the comparisons cannot tell apart yet.",
+        "accuracy_vs_params": f"Mean final {m} (bars: 95 % t interval) against trainable parameters, % of full "
+                              "fine-tuning. Look at the red Pareto front: no group off it does better with fewer "
+                              "parameters. Groups at the same % stand side by side, named in the legend.",
+        "loss_curves": "Mean train and validation loss per epoch, one line per group. Look for validation loss "
+                       "rising while train loss falls (over-fitting), or curves still falling at the last epoch "
+                       "(more epochs would change the answer).",
+        "forest": f"Each group's difference in final {m} from {focal}, with its simultaneous interval; the shaded "
+                  f"band is the ±{margin:g} equivalence margin. Look at where each bar lies: clear of 0, a difference; "
+                  "inside the band, equivalent; across 0 and an edge of the band, inconclusive.",
+        "memory_by_layer": f"Memory when a single layer is adapted, by layer: {memory}, gradient checkpointing off "
+                           "and on. Look at the slope: adapting a lower layer keeps activations from it upward, so "
+                           "it costs more; checkpointing flattens that.",
+    }
+    return captions.get(name, name.replace("_", " "))
+
+
+def _memory_text(summary: pd.DataFrame) -> str:
+    """How to read the memory columns that this summary has."""
+    has = lambda c: c in summary and summary[c].notna().any()  # noqa: E731
+    text = ("Memory, one meaning per column. Saved activations and trainable state are exact: the bytes autograd "
+            "keeps for backward at the peak step, and the trainable parameters' weights, gradients and AdamW's two "
+            "moments; they rank placements the same on any device (frozen weights, the same for every placement, "
+            "are in neither).")
+    if "trainable_state_estimated" in summary and summary["trainable_state_estimated"].fillna(False).astype(bool).any():
+        text += (f" Trainable state of trials recorded before it was measured is computed: trainable parameters × "
+                 f"{TRAINABLE_STATE_BYTES} bytes (fp32 weight, gradient, two moments).")
+    if has("gpu_allocated_mb"):
+        text += (" On a GPU: peak allocated (torch's tensors) and peak reserved (what its caching allocator held, "
+                 "which other processes on the GPU cannot use).")
+    if has("rss_growth_mb"):
+        text += (" Process RSS growth (CPU trials) is how much the process's peak resident memory grew during the "
+                 "trial: Ray reuses worker processes, so whichever trial ran first in a worker absorbs the "
+                 "start-up growth, and later ones show little. It depends on the order trials ran, not on the "
+                 "placement: never rank by it.")
+    return text
 
 
 def _blocks(ro: Readout, figures: dict[str, bytes]) -> list[Block]:
@@ -305,9 +443,7 @@ def _blocks(ro: Readout, figures: dict[str, bytes]) -> list[Block]:
     verdicts = ro.comparisons["verdict"].value_counts().to_dict() if not ro.comparisons.empty else {}
     kinds = bad["why"].str.split(":").str[0].value_counts().to_dict() if not bad.empty else {}
     matrix = verdict_matrix(list(ro.summary["group"]), ro.comparisons)
-    lines = headline(ro.summary, ro.comparisons, o.metric, o.margin, ro.reference, ro.costs)
-    if ro.bill["trials"]:
-        lines.append(cost.cost_sentence(ro.bill))
+    lines = answer(ro)
     blocks = [
         Block("h1", f"lora-sweep report: {studies}"),
         Block("headline", items=tuple(lines)) if lines else Block("p", "No group has a usable run."),
@@ -330,27 +466,29 @@ def _blocks(ro: Readout, figures: dict[str, bytes]) -> list[Block]:
                    Block("matrix", "verdicts", table=matrix)]
     blocks += [
         Block("h2", f"{o.metric} per group (final epoch)"),
-        Block("table", "summary", table=ro.summary, columns=SUMMARY_COLUMNS),
+        Block("table", "summary", table=ro.summary, columns=summary_columns(ro.summary)),
         *_selection_blocks(ro),
         Block("h2", "How to read this"),
         Block("list", items=_reading_text(ro)),
         Block("h2", "Comparisons"),
         Block("p", ", ".join(f"{verdicts[v]} {v}" for v in VERDICTS if v in verdicts)
               if verdicts else "Fewer than two comparable groups: nothing to compare."),
-        Block("list", items=tuple(ro.comparisons.get("sentence", []))),
-        Block("table", "comparisons", table=ro.comparisons, columns=COMPARISON_COLUMNS),
+        Block("table", "comparisons", table=comparisons_shown(ro.comparisons), columns=COMPARISON_COLUMNS),
+        *([Block("details", "Each comparison in words", items=tuple(ro.comparisons["sentence"]))]
+          if "sentence" in ro.comparisons and not ro.comparisons.empty else []),
         *([Block("p", ro.data_note)] if ro.data_note and not ro.comparisons.empty else []),
         Block("h2", "What it cost"),
         Block("p", "Measured per trial (Ray's time_total_s: set-up, training, evaluation, checkpoints) × the resources "
                    "Ray reserved for it (`resources` of the spec); the study's total counts every trial read, those "
                    "left out included. " + ("" if o.price is not None else "Add --price-per-hour P for money.")),
-        Block("table", "costs", table=ro.costs, columns=COST_COLUMNS),
+        Block("table", "costs", table=ro.costs,
+              columns=tuple(c for c in COST_COLUMNS if c.name != "cost" or o.price is not None)),
         Block("h2", "Diverged, errored or flagged trials"),
         Block("table", "problems", table=bad, columns=PROBLEM_COLUMNS),
     ]
     if figures:
         blocks.append(Block("h2", "Figures"))
-        blocks += [Block("figure", name, png=png) for name, png in figures.items()]
+        blocks += [Block("figure", name, png=png, caption=figure_caption(name, ro)) for name, png in figures.items()]
     return blocks
 
 
@@ -423,9 +561,11 @@ def _reading_text(ro: Readout) -> tuple[str, ...]:
         "Seeds to settle: seeds per group at which the interval is narrow enough (half-width ≤ margin/2) that any "
         "outcome is a verdict, with 80 % chance given the spread seen so far and its uncertainty. Seeds to detect Δ: "
         "seeds at which a difference as large as the observed one would be detected with 80 % power, if it is real "
-        "(a conditional plan: no number of seeds detects a difference that is not there).",
+        "(a conditional plan: no number of seeds detects a difference that is not there). In the table, "
+        f"'> {SETTLE_LIMIT}': more seeds than that; '—': decided, nothing to settle; 'n/a': no spread to plan from.",
         "dev-set SE: the binomial standard error of an accuracy on a split of this size; even when seeds agree, "
         "results on this split carry that much sampling error about new data.",
+        _memory_text(ro.summary),
     )
 
 
@@ -443,11 +583,16 @@ def figures_png(ro: Readout, epochs: pd.DataFrame) -> dict[str, bytes]:
     return out
 
 
-def write_report(trials: pd.DataFrame, epochs: pd.DataFrame, out: Path, opts: ReportOptions = ReportOptions(),
-                 predictions: pa.Table | None = None) -> list[Path]:
+def answer(ro: Readout) -> list[str]:
+    """The report's first sentences: the best group (or the reference), each verdict against it, what more seeds
+    would settle and cost, and what the study cost."""
+    lines = headline(ro.summary, ro.comparisons, ro.opts.metric, ro.opts.margin, ro.reference, ro.costs)
+    return lines + ([cost.cost_sentence(ro.bill)] if ro.bill["trials"] else [])
+
+
+def write_readout(ro: Readout, epochs: pd.DataFrame, out: Path) -> list[Path]:
     """report.md, report.html, summary.csv, comparisons.csv, costs.csv (selection.csv where settings were chosen)
     and PNG figures into `out`; returns the files."""
-    ro = read_out(trials, epochs, opts, predictions)
     figures = figures_png(ro, epochs)
     out.mkdir(parents=True, exist_ok=True)
     ro.summary.to_csv(out / "summary.csv", index=False)
@@ -467,27 +612,67 @@ def write_report(trials: pd.DataFrame, epochs: pd.DataFrame, out: Path, opts: Re
     return written
 
 
+def write_report(trials: pd.DataFrame, epochs: pd.DataFrame, out: Path, opts: ReportOptions = ReportOptions(),
+                 predictions: pa.Table | None = None) -> list[Path]:
+    """The report of these tables into `out` (`write_readout`); returns the files."""
+    return write_readout(read_out(trials, epochs, opts, predictions), epochs, out)
+
+
+def _terminal(lines: list[str], width: int) -> str:
+    """The answer as a person reads it in a terminal: one wrapped paragraph per sentence, no markdown."""
+    import textwrap
+
+    plain = [line.replace("`", "") for line in lines]
+    return "\n".join(textwrap.fill(line, width=width, subsequent_indent="  ") for line in plain)
+
+
 def cmd_report(args: argparse.Namespace) -> int:
+    import math
+    import shutil
+
+    from record.errors import check_output_dir
+
+    from .sources import resolve
+
     select = tuple(s.strip() for s in (args.select or "").split(",") if s.strip())
     opts = ReportOptions(metric=args.metric, reference=args.reference, margin=args.margin, select=select,
                          test=args.test, price=args.price_per_hour)
     try:
-        if not opts.margin > 0:
-            raise InputError("--margin", f"must be > 0 (got {opts.margin:g}); e.g. 0.005 for half a point")
-        if opts.price is not None and not opts.price > 0:
-            raise InputError("--price-per-hour", f"must be > 0 (got {opts.price:g}); e.g. 1.2 per GPU-hour")
-        trials, epochs = load(Path(args.dir))
-        files = write_report(trials, epochs, Path(args.out), opts, load_predictions(Path(args.dir)))
+        if not 0 < opts.margin < math.inf:
+            raise InputError("--margin", f"must be a finite number > 0 (got {opts.margin:g}); e.g. 0.005 for half a "
+                                         "point")
+        if opts.price is not None and not 0 < opts.price < math.inf:
+            raise InputError("--price-per-hour", f"must be a finite number > 0 (got {opts.price:g}); e.g. 1.2 per "
+                                                 "GPU-hour")
+        sources = resolve(args.dir, args.out)
+        check_output_dir(sources.out)
+        if sources.experiments:
+            from .aggregate import aggregate, summary_line
+
+            check_output_dir(sources.analysis)
+            analysed, analysed_epochs, notes = aggregate(list(sources.experiments), sources.analysis)
+            for note in notes:
+                print(f"warning: {note}", file=sys.stderr)
+            print("analyze: " + summary_line(analysed, analysed_epochs, sources.analysis))
+        trials, epochs = load(sources.analysis)
+        ro = read_out(trials, epochs, opts, load_predictions(sources.analysis))
+        files = write_readout(ro, epochs, sources.out)
     except (InputError, OSError) as err:
         print(f"error: {err}", file=sys.stderr)
         return EXIT_INPUT
-    print(f"report: {len(files)} files in {args.out} (open {args.out}/report.html)")
+    width = min(shutil.get_terminal_size((100, 24)).columns, 120)
+    print(_terminal(answer(ro), width) or "No group has a usable run.")
+    print(f"report: {len(files)} files in {sources.out}; open {sources.out / 'report.html'}")
     return 0
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("dir", metavar="DIR", help="folder with trials.parquet and epochs.parquet (from `analyze`)")
-    p.add_argument("--out", required=True, help="folder for report.html, report.md, CSV tables and PNG figures")
+    p.add_argument("dir", nargs="+", metavar="DIR",
+                   help="one or more experiment folders (STORAGE/NAME, local or s3://), analysed first, or one "
+                        "folder with analyze's trials.parquet and epochs.parquet")
+    p.add_argument("--out", help="folder for report.html, report.md, CSV tables and PNG figures (and, for "
+                                 "experiments, the Parquet files); default: the analysis folder, or "
+                                 "lora_sweep_reports/NAME under the working directory for experiments")
     p.add_argument("--metric", help="epoch metric to compare, at each trial's final epoch (default: the task's primary "
                                     "metric the study optimized, e.g. val_mcc for CoLA; val_accuracy for SST-2)")
     p.add_argument("--reference", metavar="GROUP",
@@ -510,8 +695,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def register(sub) -> None:
-    p = sub.add_parser("report", help="statistics, verdicts and figures from analyze's Parquet files",
-                       description="The answer first (the best group, what is and is not distinguishable from it, "
+    p = sub.add_parser("report", help="the answer: statistics, verdicts, cost and figures of experiments (or of "
+                                      "analyze's Parquet files)",
+                       description="Experiment folders are analysed first (as `analyze` does) into a folder of your "
+                                   "own; the answer is printed, and written with the rest. The answer first (the best group, what is and is not distinguishable from it, "
                                    "how many seeds would settle the rest), then one group per configuration: n, mean "
                                    "and Student t 95 % interval of the final epoch's metric (ties on small dev sets "
                                    "are never read as certainty), the split's noise floor, parameters, memory and "

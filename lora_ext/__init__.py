@@ -15,7 +15,8 @@ _HOME = {
     "ARCHITECTURES": "architectures", "COMPONENTS": "architectures", "Architecture": "architectures",
     "architecture_for": "architectures", "layer_types": "architectures", "num_layers": "architectures",
     "METHOD_ALLOWED": "methods", "VARIANTS": "methods", "resolve_methods": "methods",
-    "MINILM_ALIAS": "model_configs", "load_model_config": "model_configs", "model_location": "model_configs",
+    "MINILM_ALIAS": "model_configs", "hub_id": "model_configs", "load_model_config": "model_configs",
+    "model_location": "model_configs",
     "BASELINES": "placement", "Placement": "placement", "resolve_components": "placement",
     "resolve_layers": "placement",
 }

@@ -9,9 +9,10 @@ converts such an adapter back into a plain LoRA delta on the original base (PEFT
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
-from record.errors import InputError
+from record.errors import InputError, did_you_mean
 
 PLAIN = "lora"
 
@@ -84,7 +85,8 @@ def resolve_method(value: object, field_name: str = "method") -> str:
                          allowed="e.g. dora+rslora")
     unknown = [n for n in names if n not in VARIANTS]
     if unknown:
-        raise InputError(field_name, "unknown LoRA method", got=unknown[0], allowed=METHOD_ALLOWED)
+        raise InputError(field_name, "unknown LoRA method", got=unknown[0],
+                         allowed=did_you_mean(unknown[0], (PLAIN, *VARIANTS)) + METHOD_ALLOWED)
     if len(set(names)) != len(names):
         raise InputError(field_name, "a variant named twice", got=value, allowed=METHOD_ALLOWED)
     chosen = [v for v in VARIANTS.values() if v.name in names]
@@ -115,8 +117,8 @@ def resolve_methods(value: object, field_name: str = "method") -> tuple[str, ...
 
 def check_loraplus_lr_ratio(value: object, field_name: str = "loraplus_lr_ratio") -> float:
     """LoRA+'s ratio of B's learning rate to A's: a number > 0 (PEFT suggests >= 1; 16 by default)."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
-        raise InputError(field_name, "must be a number > 0", got=value, allowed="e.g. 16 (B trains 16x faster than A)")
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < math.inf:
+        raise InputError(field_name, "must be a finite number > 0", got=value, allowed="e.g. 16 (B trains 16x faster than A)")
     return float(value)
 
 

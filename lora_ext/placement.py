@@ -13,10 +13,11 @@ Layer selectors over N layers (k defaults to N // 2, i.e. half the layers):
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Literal
 
-from record.errors import InputError
+from record.errors import InputError, did_you_mean
 
 from .architectures import COMPONENTS, FULL_ATTENTION, Architecture
 from .methods import PLAIN
@@ -131,7 +132,8 @@ def resolve_components(value: object, field_name: str = "components",
         raise InputError(field_name, "empty component selection", got=value, allowed=allowed)
     for name in names:
         if name not in COMPONENTS:
-            raise InputError(field_name, "unknown component", got=name, allowed=allowed)
+            raise InputError(field_name, "unknown component", got=name,
+                             allowed=did_you_mean(name, (*COMPONENTS, "all")) + allowed)
     if len(set(names)) != len(names):
         raise InputError(field_name, "duplicate component", got=value, allowed=allowed)
     for name in names if arch else ():
@@ -150,8 +152,8 @@ def check_alpha(value: object, field_name: str = "alpha") -> float | None:
     """LoRA alpha: a number > 0, or None (= r, i.e. scaling 1)."""
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
-        raise InputError(field_name, "alpha must be a number > 0", got=value, allowed="e.g. 8 or 16, or null for alpha = r")
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < math.inf:
+        raise InputError(field_name, "alpha must be a finite number > 0", got=value, allowed="e.g. 8 or 16, or null for alpha = r")
     return float(value)
 
 

@@ -39,3 +39,31 @@ class InputErrors(ValueError):
     def __init__(self, errors: list[InputError]):
         self.errors = errors
         super().__init__("\n".join(str(e) for e in errors))
+
+
+def did_you_mean(value: object, options) -> str:
+    """`did you mean 'x'? ` for the closest of `options` to a mistyped `value` (typos are the usual cause), or ''."""
+    import difflib
+
+    close = difflib.get_close_matches(str(value), [str(o) for o in options], n=1)
+    return f"did you mean {close[0]!r}? " if close else ""
+
+
+def check_output_dir(path: object, field: str = "--out") -> None:
+    """A local folder a command will create or write into: refuse one that is a file, or lies under a file, before
+    anything is read or written (else a NotADirectoryError traceback half-way through). URIs pass unchanged."""
+    import os
+
+    text = os.fspath(path)
+    if "://" in text:
+        return
+    here = os.path.abspath(os.path.expanduser(text))
+    while not os.path.exists(here):
+        parent = os.path.dirname(here)
+        if parent == here:
+            return
+        here = parent
+    if not os.path.isdir(here):
+        where = "is a file" if here == os.path.abspath(os.path.expanduser(text)) else f"lies under the file {here}"
+        raise InputError(field, f"{where}, not a directory", got=text,
+                         allowed="a new or existing directory (remove or rename the file, or choose another path)")

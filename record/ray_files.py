@@ -17,8 +17,21 @@ RESULT_FILE, PARAMS_FILE, ERROR_FILE = "result.json", "params.json", "error.txt"
 CHECKPOINT_PREFIX = "checkpoint_"  # checkpoint_000003: the checkpoint reported with the third result
 
 
+BUCKET_SCHEMES = ("s3", "s3a", "gs", "gcs")  # URIs whose first part is a bucket name
+
+
+def check_bucket(uri: str, field: str) -> None:
+    """Refuse `s3:///prefix` (an empty bucket name) with one line saying so, before a filesystem is asked and the
+    failure is blamed on credentials or a missing object."""
+    scheme, sep, rest = str(uri).partition("://")
+    if sep and scheme.lower() in BUCKET_SCHEMES and not rest.partition("?")[0].partition("/")[0]:
+        raise InputError(field, "the bucket name is missing (nothing between '://' and the next '/')", got=str(uri),
+                         allowed=f"{scheme}://BUCKET/prefix, e.g. {scheme}://my-bucket/data/sst2")
+
+
 def open_experiment(uri: str) -> tuple[pafs.FileSystem, str]:
     """(filesystem, path) for a local directory or a URI such as s3://bucket/prefix/experiment."""
+    check_bucket(uri, str(uri))
     try:
         fs, path = pafs.FileSystem.from_uri(uri if "://" in uri else _abs(uri))
     except (OSError, ValueError) as err:  # pyarrow's ArrowInvalid is a ValueError

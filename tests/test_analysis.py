@@ -186,6 +186,31 @@ def test_report_tables_comparisons_and_plots(experiment, tmp_path, capsys):
     assert main(["report", str(tmp_path / "nothing"), "--out", str(tmp_path / "r2")]) == 2
 
 
+def test_report_takes_the_experiment_itself_and_prints_the_answer(experiment, tmp_path, capsys, monkeypatch):
+    """`report EXPERIMENT`: analysed into lora_sweep_reports/NAME under the working directory (never into Ray's
+    folder), the report beside the Parquet files, and the headline in the terminal; an analysis folder still works,
+    its report by default beside its Parquet files."""
+    monkeypatch.chdir(tmp_path)
+    before = sorted(p.name for p in Path(experiment).iterdir())
+    assert main(["report", str(experiment)]) == 0
+    said = capsys.readouterr().out
+    folder = tmp_path / "lora_sweep_reports" / Path(experiment).name
+    assert {"trials.parquet", "epochs.parquet", "predictions.parquet", "report.html", "summary.csv"} <= \
+        {p.name for p in folder.iterdir()}
+    assert sorted(p.name for p in Path(experiment).iterdir()) == before  # nothing written into Ray's folder
+    assert said.startswith("analyze: 12 trials") and "Best mean: good r=8, val_accuracy" in said
+    assert "Better than good r=8" not in said and "Worse than good r=8: " in said
+    assert f"open {Path('lora_sweep_reports') / Path(experiment).name / 'report.html'}" in said
+    assert "`" not in said  # no markdown in a terminal
+    assert main(["report", str(folder)]) == 0 and "Best mean: good r=8" in capsys.readouterr().out
+    for argv, needle in (([str(folder), str(experiment)], "DIR"),
+                         ([str(experiment), "--out", str(Path(experiment) / "mine")], "--out")):
+        assert main(["report", *argv]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and needle in err[0]
+    assert not (Path(experiment) / "mine").exists()
+
+
 def test_report_html_embeds_every_figure_and_one_row_per_group(experiment, tmp_path):
     from html.parser import HTMLParser
 
@@ -279,6 +304,13 @@ def test_memory_by_layer_plot_for_single_layer_study():
     fig = memory_by_layer(pd.DataFrame(cpu))
     assert list(fig.axes[0].get_lines()[0].get_ydata()) == [11.0, 10.0, 9.0, 8.0]
     assert "exact" in fig.axes[0].get_ylabel()
+    # the report's one rule: on a GPU allocated (solid) and reserved (dashed); never CPU process RSS growth, which
+    # depends on the order trials ran in reused workers
+    gpu = pd.DataFrame(rows).assign(peak_reserved_mb=lambda f: f["peak_memory_mb"] + 20.0)
+    lines = memory_by_layer(gpu).axes[0].get_lines()
+    assert [ln.get_linestyle() for ln in lines] == ["-", "-", "--", "--"]
+    assert list(lines[3].get_ydata()) == [70.0, 71.0, 72.0, 73.0] and "reserved" in lines[3].get_label()
+    assert memory_by_layer(pd.DataFrame(rows).assign(memory_kind="cpu_rss")) is None
 
 
 def test_analyze_reads_an_experiment_on_s3(experiment, tmp_path, monkeypatch, capsys):
@@ -339,3 +371,75 @@ def test_summary_shows_reserved_gpu_memory_only_where_trials_report_it(experimen
     on_gpu = good.assign(peak_reserved_mb=np.where(good["scenario"] == "good", 900.0, 700.0))
     summary = summarize(on_gpu, "val_accuracy").set_index("group")
     assert summary.loc["good r=8", "peak_reserved_mb"] == 900.0 and summary.loc["plain r=8", "peak_reserved_mb"] == 700
+
+
+ACTIVATIONS = {"upper": 222.0, "lower": 342.0, "all": 453.0}  # the quickstart's exact figures (MiniLM, r=8)
+RSS = {"upper": 1451.0, "lower": 743.0, "all": 886.0}  # its process RSS growth: whoever ran first in a worker
+
+
+def _memory_study(root: Path, device: str) -> Path:
+    """A synthetic upper / lower / all study with the quickstart's memory figures, run on a CPU or a GPU."""
+    import pyarrow as pa
+
+    from analysis.schema import TRIALS_SCHEMA
+    from synthetic import write_study
+
+    out = write_study(root / device, [{"scenario": s, "mean": 0.83} for s in ACTIVATIONS], seeds=3, examples=872)
+    trials = pq.read_table(out / "trials.parquet").to_pandas()
+    trials["saved_activations_mb"] = trials["scenario"].map(ACTIVATIONS)
+    trials["trainable_state_mb"] = trials["scenario"].map({"upper": 4.8, "lower": 4.8, "all": 7.3})
+    if device == "gpu":
+        trials["memory_kind"] = "cuda_allocated"
+        trials["peak_memory_mb"] = trials["scenario"].map(ACTIVATIONS) + 600.0
+        trials["peak_reserved_mb"] = trials["peak_memory_mb"] + 250.0
+    else:
+        trials["peak_memory_mb"] = trials["scenario"].map(RSS)
+    pq.write_table(pa.Table.from_pandas(trials, schema=TRIALS_SCHEMA, preserve_index=False), out / "trials.parquet")
+    return out
+
+
+def _summary_headers(html: str) -> list[str]:
+    import re
+
+    table = re.search(r'<table id="summary"><thead><tr>(.*?)</tr></thead>', html).group(1)
+    return [h for h in re.findall(r"<th>(.*?)</th>", table)]
+
+
+def test_memory_columns_lead_with_what_ranks_placements_on_the_device(tmp_path):
+    """On a CPU the exact figures lead (saved activations, trainable state) and RSS comes last, labelled as process
+    RSS growth with why it is order-dependent; on a GPU allocated and reserved lead. The quickstart's unlabelled
+    'peak memory MB' put upper (1,451) above all (886) above lower (743): the wrong way round."""
+    import pandas as pd
+
+    from analysis.headline import headline
+
+    for device in ("cpu", "gpu"):
+        assert main(["report", str(_memory_study(tmp_path, device)), "--out", str(tmp_path / f"rep-{device}")]) == 0
+    cpu_html = (tmp_path / "rep-cpu" / "report.html").read_text()
+    memory = [h for h in _summary_headers(cpu_html) if "MB" in h]
+    assert memory == ["saved activations MB (exact)", "trainable state MB (exact)",
+                      "process RSS growth MB (order-dependent)"]
+    assert "Ray reuses worker processes" in cpu_html and "never rank by it" in cpu_html
+    summary = pd.read_csv(tmp_path / "rep-cpu" / "summary.csv").set_index("scenario")
+    assert summary["saved_activations_mb"].rank().to_dict() == {"upper": 1.0, "lower": 2.0, "all": 3.0}
+    assert summary.loc["upper", "rss_growth_mb"] == 1451.0  # kept, under its own name
+    assert not {"peak_memory_mb", "gpu_allocated_mb", "peak_reserved_mb"} & set(summary.columns)
+
+    gpu_html = (tmp_path / "rep-gpu" / "report.html").read_text()
+    memory = [h for h in _summary_headers(gpu_html) if "MB" in h]
+    assert memory == ["GPU peak allocated MB", "GPU peak reserved MB", "saved activations MB (exact)",
+                      "trainable state MB (exact)"]
+    assert "process RSS" not in gpu_html
+    summary = pd.read_csv(tmp_path / "rep-gpu" / "summary.csv").set_index("scenario")
+    assert summary.loc["upper", "gpu_allocated_mb"] == 822.0 and summary.loc["upper", "peak_reserved_mb"] == 1072.0
+
+    # the headline prices memory by the same rule: the exact figure on a CPU, never the RSS
+    cpu = pd.read_csv(tmp_path / "rep-cpu" / "summary.csv").assign(data_key="k")
+    verdicts = pd.DataFrame([{"a": "all r=8", "b": "upper r=8", "delta": 0.0, "verdict": "equivalent"}])
+    price = next(line for line in headline(cpu, verdicts, "val_accuracy", 0.01, "all r=8")
+                 if line.startswith("What they cost"))
+    assert "upper r=8 ×1.00 trainable parameters, ×1.00 samples/s, ×0.49 saved activations" in price
+    gpu = pd.read_csv(tmp_path / "rep-gpu" / "summary.csv").assign(data_key="k")
+    price = next(line for line in headline(gpu, verdicts, "val_accuracy", 0.01, "all r=8")
+                 if line.startswith("What they cost"))
+    assert price.endswith("×0.78 GPU peak memory.")

@@ -259,3 +259,253 @@ def test_trial_on_an_offline_hub_is_one_line(tmp_path, capsys, monkeypatch):
     monkeypatch.delenv("GLUE_DIR")
     assert main(["trial", str(spec_for(tmp_path, "glue/mrpc")), "--scenario", "a"]) == 2
     assert "data.dataset: cannot load from the hub (offline" in one_error_line(capsys)
+
+
+# ---- More bad input, each found before Ray, torch or any write: files where folders go, damaged files, servers
+# nothing answers, non-finite numbers, misplaced settings, typos.
+
+MINILM = "name: bad\nmodel: minilm-l6\ndata: {dataset: glue/sst2, train_limit: 10}\n"
+SCEN_A = "scenarios:\n  - {name: a, layers: all, components: v}\n"
+
+
+def _run(args: list[str], cwd: Path, env: dict | None = None, timeout: int = 120) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "tune_jobs", *args], capture_output=True, text=True, cwd=cwd,
+                          env=dict(os.environ, **(env or {})), timeout=timeout)
+
+
+def _one_line(out: subprocess.CompletedProcess) -> str:
+    lines = out.stderr.strip().splitlines()
+    assert out.returncode == 2 and out.stdout == "" and len(lines) == 1, out.stdout[-2000:] + out.stderr[-3000:]
+    return lines[0]
+
+
+def test_storage_that_is_a_file_is_one_line_before_ray(tmp_path):
+    (tmp_path / "spec.yaml").write_text(MINILM + SCEN_A)
+    (tmp_path / "afile").write_text("not a folder")
+    line = _one_line(_run(["run", "spec.yaml", "--storage", "afile"], tmp_path))
+    assert line.startswith("error: --storage: is a file, not a directory")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["afile", "spec.yaml"]
+
+
+def _analyzed(tmp_path: Path) -> Path:
+    from tests.synthetic import write_study
+
+    return write_study(tmp_path / "an", [{"scenario": "a", "mean": 0.8}, {"scenario": "b", "mean": 0.82}])
+
+
+OUT_COMMANDS = {  # subcommand -> argv before --out, given the analyze output folder and the experiment
+    "analyze": lambda an, exp: ["analyze", str(exp)],
+    "report": lambda an, exp: ["report", str(an)],
+    "export": lambda an, exp: ["export", str(exp), "--trial", "t1"],
+}
+
+
+@pytest.mark.parametrize("command", list(OUT_COMMANDS))
+@pytest.mark.parametrize("under", [False, True], ids=["file", "under a file"])
+def test_out_that_is_a_file_is_one_line(tmp_path, capsys, command, under):
+    an, exp = _analyzed(tmp_path), _experiment(tmp_path)
+    (tmp_path / "afile").write_text("x")
+    out = tmp_path / "afile" / "sub" if under else tmp_path / "afile"
+    before = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*"))
+    assert main([*OUT_COMMANDS[command](an, exp), "--out", str(out)]) == 2
+    line = one_error_line(capsys)
+    assert line.startswith("error: --out: " + ("lies under the file" if under else "is a file, not a directory"))
+    assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*")) == before
+
+
+@pytest.mark.parametrize("name", ["trials.parquet", "epochs.parquet", "predictions.parquet"])
+def test_report_on_a_truncated_parquet_file_is_one_line(tmp_path, capsys, name):
+    an = _analyzed(tmp_path)
+    if name == "predictions.parquet":
+        pq.write_table(pa.table({"experiment": ["study"], "trial_id": ["x"], "example": [0], "label": [1],
+                                 "prediction": [1]}), an / name)
+    data = (an / name).read_bytes()
+    (an / name).write_bytes(data[:len(data) // 2])
+    assert main(["report", str(an), "--out", str(tmp_path / "rep")]) == 2
+    line = one_error_line(capsys)
+    assert line.startswith(f"error: {an / name}: not a readable Parquet file, truncated or damaged")
+    assert f"re-run `lora-sweep analyze EXPERIMENT --out {an}`" in line
+    assert not (tmp_path / "rep").exists()
+
+
+def _silent_port() -> tuple[object, int]:
+    """A local port whose connections get no answer: a listener with a full backlog drops new handshakes."""
+    import socket
+
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(0)
+    port = listener.getsockname()[1]
+    fillers = []
+    for _ in range(3):
+        s = socket.socket()
+        s.setblocking(False)
+        s.connect_ex(("127.0.0.1", port))
+        fillers.append(s)
+    return (listener, fillers), port
+
+
+def _closed_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]  # closed again: nothing listens there
+
+
+@pytest.mark.parametrize("argv", [["run", "spec.yaml", "--storage", "st", "--address"],
+                                  ["plan", "spec.yaml", "--calibrate", "--address"]], ids=["run", "plan"])
+@pytest.mark.parametrize("kind", ["refused", "silent", "ray client"])
+def test_address_nothing_answers_is_one_line_within_the_connect_timeout(tmp_path, argv, kind):
+    import time
+
+    (tmp_path / "spec.yaml").write_text(MINILM + SCEN_A)
+    keep, port = _silent_port() if kind == "silent" else (None, _closed_port())
+    address = f"ray://127.0.0.1:{port}" if kind == "ray client" else f"127.0.0.1:{port}"
+    started = time.monotonic()
+    line = _one_line(_run([*argv, address], tmp_path, {"LORA_SWEEP_CONNECT_TIMEOUT": "1", "RAY_ADDRESS": ""}))
+    assert time.monotonic() - started < 30
+    assert line.startswith(f"error: --address: nothing answers at 127.0.0.1:{port}")
+    assert ("no answer within 1 s" in line) == (kind == "silent"), line
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["spec.yaml"]
+    del keep
+
+
+@pytest.mark.parametrize("address,needle", [("127.0.0.1", "no port"), ("host:port", "the port is not a number")])
+def test_malformed_address_is_one_line(tmp_path, capsys, address, needle):
+    (tmp_path / "spec.yaml").write_text(MINILM + SCEN_A)
+    assert main(["plan", str(tmp_path / "spec.yaml"), "--calibrate", "--address", address]) == 2
+    assert f"error: --address: {needle}" in one_error_line(capsys)
+
+
+def test_connect_timeout_setting_is_checked(monkeypatch):
+    from record.errors import InputError
+    from tune_jobs.reach import connect_timeout
+
+    assert connect_timeout() == 15
+    for bad in ("x", "0", "inf", "nan"):
+        monkeypatch.setenv("LORA_SWEEP_CONNECT_TIMEOUT", bad)
+        with pytest.raises(InputError, match="LORA_SWEEP_CONNECT_TIMEOUT: must be a finite number of seconds > 0"):
+            connect_timeout()
+
+
+CLI_FINITE = [  # argv (SPEC and AN are replaced), the error line's start
+    (["report", "AN", "--margin", "inf"], "error: --margin: must be a finite number > 0"),
+    (["report", "AN", "--margin", "nan"], "error: --margin: must be a finite number > 0"),
+    (["report", "AN", "--price-per-hour", "inf"], "error: --price-per-hour: must be a finite number > 0"),
+    (["plan", "SPEC", "--calibrate", "--price-per-hour", "inf"], "error: --price-per-hour: must be a finite number"),
+    (["plan", "SPEC", "--calibrate", "--price-per-hour", "nan"], "error: --price-per-hour: must be a number > 0"),
+]
+
+
+@pytest.mark.parametrize("argv,needle", CLI_FINITE, ids=[" ".join(c[0][2:]) for c in CLI_FINITE])
+def test_non_finite_numbers_are_refused_like_nan(tmp_path, capsys, argv, needle):
+    (tmp_path / "spec.yaml").write_text(MINILM + SCEN_A)
+    an = _analyzed(tmp_path)
+    swap = {"SPEC": str(tmp_path / "spec.yaml"), "AN": str(an)}
+    assert main([swap.get(a, a) for a in argv] + (["--out", str(tmp_path / "rep")] if argv[0] == "report" else [])) == 2
+    assert one_error_line(capsys).startswith(needle)
+    assert not (tmp_path / "rep").exists()
+
+
+SELECTING = ("name: bad\nmodel: minilm-l6\ndata: {dataset: glue/sst2, selection: {fraction: 0.05}}\n"
+             "train: {epochs: 3, learning_rate: [1.0e-3, 2.0e-3]}\n" + SCEN_A)
+SPEC_MORE = [  # (id, spec text, --profile, the one error line's start)
+    ("loraplus ratio inf", MINILM + SCEN_A + "lora: {method: loraplus, loraplus_lr_ratio: .inf}\n", None,
+     "error: lora.loraplus_lr_ratio: must be a finite number > 0 (got inf)"),
+    ("loraplus ratio nan", MINILM + SCEN_A + "lora: {method: loraplus, loraplus_lr_ratio: .nan}\n", None,
+     "error: lora.loraplus_lr_ratio: must be a finite number > 0"),
+    ("early stop reduction inf", SELECTING + "select: {axes: [learning_rate], early_stop: {grace_epochs: 1, "
+     "reduction: .inf}}\n", None, "error: select.early_stop.reduction: must be a finite number > 1 (got inf)"),
+    ("learning rate inf", MINILM + SCEN_A + "train: {learning_rate: .inf}\n", None,
+     "error: train.learning_rate: must be a finite number > 0"),
+    ("alpha inf", MINILM + SCEN_A + "lora: {alpha: .inf}\n", None, "error: lora.alpha: alpha must be a finite number"),
+    ("alpha nan", MINILM + SCEN_A + "lora: {alpha: .nan}\n", None, "error: lora.alpha: alpha must be a finite number"),
+    ("gpu inf", MINILM + SCEN_A + "resources: {gpu: .inf}\n", None, "error: resources.gpu: must be a finite number"),
+    ("inherited bad value named where it is held", MINILM + SCEN_A + "profiles:\n  base: {train: {learning_rate: "
+     "-1}}\n  child: {extends: base, train: {epochs: 2}}\n", "child",
+     "error: profiles.base.train.learning_rate: must be a number > 0 (got -1)"),
+    ("inherited list element", MINILM + SCEN_A + "profiles:\n  base: {train: {adam_betas: [0.9, 2]}}\n  mid: "
+     "{extends: base}\n  child: {extends: mid, train: {epochs: 2}}\n", "child",
+     "error: profiles.base.train.adam_betas[1]: must be a number in [0, 1)"),
+    ("own bad value still named at the profile", MINILM + SCEN_A + "profiles:\n  base: {train: {epochs: 2}}\n"
+     "  child: {extends: base, train: {epochs: 0}}\n", "child", "error: profiles.child.train.epochs: must be an"),
+    ("overridden base value is no error", MINILM + SCEN_A + "profiles:\n  base: {train: {epochs: 0}}\n"
+     "  child: {extends: base, train: {epochs: 2, warmup_ratio: 3}}\n", "child",
+     "error: profiles.child.train.warmup_ratio"),
+    ("empty bucket", MINILM.replace("glue/sst2", "s3:///sst2") + SCEN_A, None,
+     "error: data.dataset: the bucket name is missing"),
+    ("empty bucket of a model", MINILM.replace("minilm-l6", "s3:///models/m") + SCEN_A, None,
+     "error: model: the bucket name is missing"),
+    ("method typo", MINILM + SCEN_A + "lora: {method: lorapuls}\n", None, "did you mean 'loraplus'?"),
+    ("component typo", MINILM + SCEN_A.replace("components: v", "components: v+upp"), None, "did you mean 'up'?"),
+    ("rank component typo", MINILM + SCEN_A + "lora: {ranks: [{vv: 4}]}\n", None, "did you mean 'v'?"),
+    ("profile typo", MINILM + SCEN_A, "dmeo", "error: --profile: unknown profile (got 'dmeo'); did you mean 'demo'?"),
+    ("extends typo", MINILM + SCEN_A + "profiles:\n  child: {extends: papr}\n", "child",
+     "error: profiles.child.extends: unknown profile (got 'papr'); did you mean 'paper'?"),
+    ("data metric typo", MINILM.replace("train_limit: 10", "metric: accuracyy") + SCEN_A, None,
+     "did you mean 'accuracy'?"),
+    ("GLUE task typo", MINILM.replace("glue/sst2", "glue/sst3") + SCEN_A, None, "did you mean 'glue/sst2'?"),
+]
+
+
+@pytest.mark.parametrize("case,text,profile,needle", SPEC_MORE, ids=[c[0] for c in SPEC_MORE])
+def test_more_spec_problems_are_one_line(tmp_path, capsys, case, text, profile, needle):
+    path = tmp_path / "spec.yaml"
+    path.write_text(text)
+    assert main(["plan", str(path), *(["--profile", profile] if profile else [])]) == 2
+    line = one_error_line(capsys)
+    assert line.startswith(needle) if needle.startswith("error:") else needle in line
+
+
+def test_storage_with_an_empty_bucket_is_one_line(tmp_path, capsys):
+    (tmp_path / "spec.yaml").write_text(MINILM + SCEN_A)
+    assert main(["run", str(tmp_path / "spec.yaml"), "--storage", "s3:///sweeps"]) == 2
+    line = one_error_line(capsys)
+    assert line.startswith("error: --storage: the bucket name is missing") and "(got 's3:///sweeps')" in line
+    assert main(["analyze", "s3:///sweeps/x", "--out", str(tmp_path / "an")]) == 2
+    assert one_error_line(capsys).startswith("error: s3:///sweeps/x: the bucket name is missing")
+    assert not (tmp_path / "an").exists()
+
+
+def test_trial_and_report_names_get_did_you_mean(tmp_path, capsys):
+    (tmp_path / "spec.yaml").write_text(MINILM + SCEN_A.replace("name: a", "name: upper"))
+    assert main(["trial", str(tmp_path / "spec.yaml"), "--scenario", "uper"]) == 2
+    assert "did you mean 'upper'?" in one_error_line(capsys)
+    assert main(["report", str(_analyzed(tmp_path)), "--out", str(tmp_path / "rep"), "--metric", "val_acuracy"]) == 2
+    assert "did you mean 'val_accuracy'?" in one_error_line(capsys)
+
+
+def _experiment(tmp_path: Path, result: str | None = None) -> Path:
+    """A Ray Tune experiment folder as Tune leaves it, reduced to what `export` reads: one finished trial `t1`
+    with a checkpoint and a result.json (`result`: its text; default two whole epochs)."""
+    exp = tmp_path / "exp"
+    trial = exp / "t1"
+    (trial / "checkpoint_000001").mkdir(parents=True, exist_ok=True)
+    config = {"trial_name": "t1", "scenario": "a", "epochs": 2, "r": 8, "repeat": 0}
+    rows = [{"epoch": e, "training_iteration": e, "val_accuracy": 0.8} for e in (1, 2)]
+    (trial / "result.json").write_text(result if result is not None else "".join(json.dumps(r) + "\n" for r in rows))
+    state = {"trial_data": [[json.dumps({"trial_id": "abc", "status": "TERMINATED", "relative_logdir": "t1",
+                                         "config": config}),
+                             json.dumps({"num_failures": 0, "last_result": rows[-1]})]]}
+    (exp / "experiment_state-2026-01-01_00-00-00.json").write_text(json.dumps(state))
+    return exp
+
+
+def test_export_of_a_trial_whose_result_json_is_cut_names_the_line(tmp_path, capsys):
+    whole = "".join(json.dumps({"epoch": e, "training_iteration": e, "val_accuracy": 0.8}) + "\n" for e in (1, 2))
+    exp = _experiment(tmp_path, whole[:len(whole) - 20])  # the second line cut mid-way
+    assert main(["export", str(exp), "--trial", "t1", "--out", str(tmp_path / "out")]) == 2
+    line = one_error_line(capsys)
+    assert line.startswith("error: trial t1: finished, but its result.json is unreadable: ")
+    assert f"{exp / 't1' / 'result.json'}:2: corrupt or truncated at this line" in line
+    assert not (tmp_path / "out").exists()
+
+
+def test_version():
+    out = subprocess.run([sys.executable, "-m", "tune_jobs", "--version"], capture_output=True, text=True, cwd=REPO,
+                         timeout=60)
+    from importlib import metadata
+
+    assert out.returncode == 0 and out.stdout.strip() == f"lora-sweep {metadata.version('lora-sweep')}" == \
+        "lora-sweep 0.1.0"

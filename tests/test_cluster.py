@@ -588,21 +588,23 @@ def test_ray_job_submit_with_token_auth_runs_a_sweep_then_analyze(tmp_path, tiny
     assert sorted(trials["trial_name"]) == ["upper-r4-rep0", "vup-r4-rep0"] and (trials["status"] == "TERMINATED").all()
 
 
-README_MARKER = "<!-- README test: tests/test_cluster.py::test_readme_local_cluster"
+LOCAL_CLUSTER_PAGE = REPO / "docs" / "cluster.md"
+LOCAL_CLUSTER_MARKER = "<!-- docs test: tests/test_cluster.py::test_readme_local_cluster"
 
 
-def readme_local_block() -> str:
-    """The fenced bash block after the README's marker comment: the local-cluster commands, as a user runs them."""
-    text = (REPO / "README.md").read_text()
-    assert text.count(README_MARKER) == 1, "README.md lost the marker of its local-cluster block"
-    after = text.split(README_MARKER, 1)[1].split("-->", 1)[1]
+def local_cluster_block() -> str:
+    """The fenced bash block after the marker comment in docs/cluster.md: the local-cluster commands, as a user runs
+    them."""
+    text = LOCAL_CLUSTER_PAGE.read_text()
+    assert text.count(LOCAL_CLUSTER_MARKER) == 1, "docs/cluster.md lost the marker of its local-cluster block"
+    after = text.split(LOCAL_CLUSTER_MARKER, 1)[1].split("-->", 1)[1]
     assert after.lstrip("\n").startswith("```bash\n")
     return after.split("```bash\n", 1)[1].split("\n```", 1)[0] + "\n"
 
 
-def test_readme_local_block_is_the_token_flow():
+def test_local_cluster_block_is_the_token_flow():
     """Checked on every run (the slow test below runs it): token made and used, data and storage for a job."""
-    block = readme_local_block()
+    block = local_cluster_block()
     commands = [line.split("  #")[0].strip() for line in block.splitlines() if line.strip()]
     assert commands[0].startswith("ray get-auth-token --generate") and "export RAY_AUTH_MODE=token" in commands
     assert commands.index("export RAY_AUTH_MODE=token") < next(i for i, c in enumerate(commands) if "ray start" in c)
@@ -610,13 +612,13 @@ def test_readme_local_block_is_the_token_flow():
     assert "ray job logs" in block and "--follow" in block and "lora-sweep analyze" in block
     assert commands[-1] == "ray stop"
     assert subprocess.run(["bash", "-n"], input=block, text=True).returncode == 0
-    readme = (REPO / "README.md").read_text()
-    assert "RAY_AUTH_MODE=disabled" not in readme  # authentication off is not the documented path
+    for page in [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]:
+        assert "RAY_AUTH_MODE=disabled" not in page.read_text(), page  # authentication off is not the documented path
 
 
 @pytest.mark.slow
 def test_readme_local_cluster(tmp_path, sst2_dir):
-    """The README's "Test it locally first" block, run by bash as written, on a copy of this checkout and a fresh
+    """docs/cluster.md's "Test it locally first" block, run by bash as written, on a copy of this checkout and a fresh
     HOME, with GLUE_DIR exported. Substituted: the ports and temp dir (another Ray may be running here), a wait for
     the head (a script types faster than a user), `ray stop` (it stops every Ray of this user: the test stops its own
     head) and a short row limit (a spec-level `profiles: demo` override in the copy, 1 epoch, 1 repeat)."""
@@ -629,7 +631,7 @@ def test_readme_local_cluster(tmp_path, sst2_dir):
     spec = checkout / "tune_jobs" / "experiments" / "layers.yaml"
     spec.write_text(spec.read_text() + "\n" + yaml.safe_dump({"profiles": {"demo": demo}}))
 
-    block = readme_local_block()
+    block = local_cluster_block()
     lines = block.rstrip("\n").splitlines()
     assert lines[-1].split("#")[0].strip() == "ray stop"
     body = "\n".join(lines[:-1]) + "\n"

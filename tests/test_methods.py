@@ -111,6 +111,20 @@ def test_bad_method_settings_are_one_line(tmp_path, tiny_bert_dir, lora, needle)
     assert len(err.value.errors) == 1
 
 
+def test_a_scenarios_own_ratio_without_loraplus_is_an_error_even_when_another_uses_it(tmp_path, tiny_bert_dir):
+    """Another scenario's LoRA+ kept the study-wide check quiet, and the plain-LoRA scenario's ratio was dropped."""
+    scen = ("scenarios:\n  - {name: plus, layers: all, components: v, method: loraplus}\n"
+            "  - {name: plain, layers: all, components: v, loraplus_lr_ratio: 4}\n")
+    with pytest.raises(InputErrors) as err:
+        load_study(tiny_spec(tmp_path, tiny_bert_dir, scen))
+    assert [str(e) for e in err.value.errors] == [
+        "scenarios[1] (plain).loraplus_lr_ratio: set, but this scenario's method (lora) does not use LoRA+, so the "
+        "ratio would be ignored (got 4); set `method: loraplus` (or e.g. dora+loraplus) in this scenario, or remove "
+        "the ratio"]
+    fine = scen.replace("loraplus_lr_ratio: 4", "method: [lora, loraplus], loraplus_lr_ratio: 4")
+    assert load_study(tiny_spec(tmp_path, tiny_bert_dir, fine)).scenarios[1].loraplus_lr_ratio == 4.0
+
+
 def test_a_baseline_takes_no_method(tmp_path, tiny_bert_dir):
     scen = "scenarios:\n  - {name: head, baseline: classifier_only, method: dora}\n"
     with pytest.raises(InputErrors, match="a baseline has no LoRA placement"):

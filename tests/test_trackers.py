@@ -90,3 +90,41 @@ def test_tracker_problems_are_one_line_before_ray(tmp_path, tiny_bert_dir):
         lines = out.stderr.strip().splitlines()
         assert out.returncode == 2 and len(lines) == 1 and needle in lines[0], out.stderr[-2000:]
         assert not (tmp_path / "s").exists()
+
+
+@pytest.mark.parametrize("server", ["refused", "accepts, never answers"])
+def test_mlflow_server_nobody_answers_is_one_line_within_the_connect_timeout(tmp_path, tiny_bert_dir, server):
+    """MLflow's own HTTP client retries for minutes; the probe has its own timeout (LORA_SWEEP_CONNECT_TIMEOUT)."""
+    import socket
+    import time
+
+    spec = tiny_spec(tmp_path, tiny_bert_dir, SCEN)
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+    if server == "refused":
+        listener.close()
+    else:
+        listener.listen(8)  # the kernel completes the handshake; nothing ever reads or replies
+    env = dict(os.environ, LORA_SWEEP_CONNECT_TIMEOUT="1")
+    env.pop("RAY_ADDRESS", None)
+    started = time.monotonic()
+    out = subprocess.run([sys.executable, "-m", "tune_jobs.sweep", str(spec), "--storage", str(tmp_path / "s"),
+                          "--mlflow", f"http://127.0.0.1:{port}/"], cwd=REPO, env=env, capture_output=True, text=True,
+                         timeout=120)
+    assert time.monotonic() - started < 30
+    lines = out.stderr.strip().splitlines()
+    assert out.returncode == 2 and out.stdout == "" and len(lines) == 1, out.stderr[-2000:]
+    assert lines[0].startswith("error: --mlflow: ")
+    assert ("nothing answers at" if server == "refused" else "gave no answer within 1 s") in lines[0]
+    assert not (tmp_path / "s").exists()
+    listener.close()
+
+
+def test_mlflow_file_store_still_passes_the_probe(tmp_path, monkeypatch):
+    from tune_jobs.trackers import mlflow_callback
+
+    monkeypatch.setenv("LORA_SWEEP_CONNECT_TIMEOUT", "1")
+    monkeypatch.delenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", raising=False)
+    assert type(mlflow_callback(f"file:{tmp_path / 'mlruns'}", "x")).__name__ == "MLflowLoggerCallback"
+    assert "MLFLOW_HTTP_REQUEST_MAX_RETRIES" not in os.environ  # the probe's settings do not outlive it

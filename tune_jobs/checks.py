@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import difflib
+import math
 from collections.abc import Callable
 from typing import Any
 
-from record.errors import InputError
+from record.errors import InputError, did_you_mean
 
 Check = Callable[[Any, str], Any]
 
@@ -41,7 +41,7 @@ def number(low: float | None = None, high: float | None = None, *, low_open: boo
            high_open: bool = True) -> Check:
     def check(value: Any, path: str) -> float:
         num = _number(value)
-        ok = num is not None
+        ok = num is not None and math.isfinite(num)  # NaN fails every comparison below; inf must fail too
         if ok and low is not None:
             ok = num > low if low_open else num >= low
         if ok and high is not None:
@@ -53,7 +53,8 @@ def number(low: float | None = None, high: float | None = None, *, low_open: boo
                 want = f"> {low:g}" if low_open else f">= {low:g}"
             else:
                 want = f"in {lo}, {hi}"
-            raise InputError(path, "must be a number " + want, got=value)
+            finite = "finite " if num is not None and not math.isfinite(num) else ""
+            raise InputError(path, f"must be a {finite}number " + want, got=value)
         return num
 
     return check
@@ -75,7 +76,8 @@ def boolean(value: Any, path: str) -> bool:
 def choice(*options: str) -> Check:
     def check(value: Any, path: str) -> str:
         if value not in options:
-            raise InputError(path, "unknown value", got=value, allowed="one of " + ", ".join(options))
+            raise InputError(path, "unknown value", got=value,
+                             allowed=did_you_mean(value, options) + "one of " + ", ".join(options))
         return value
 
     return check
@@ -105,9 +107,7 @@ def mapping(value: Any, path: str) -> dict:
 def unknown_key_error(key: str, known: list[str] | tuple[str, ...], path: str) -> InputError:
     """An 'unknown key' error that suggests the closest known key (typos are the usual cause)."""
     where = f"{path}.{key}" if path else str(key)
-    close = difflib.get_close_matches(str(key), known, n=1)
-    hint = f"did you mean '{close[0]}'? " if close else ""
-    return InputError(where, "unknown key", got=key, allowed=hint + "known keys: " + ", ".join(known))
+    return InputError(where, "unknown key", got=key, allowed=did_you_mean(key, known) + "known keys: " + ", ".join(known))
 
 
 Sourced = dict[str, tuple[Any, str]]  # key -> (raw value, YAML path of the mapping it came from)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import math
 import sys
 from collections.abc import Sequence
 
@@ -17,12 +18,14 @@ from .cli_args import OneLineParser, add_spec_args, run_guarded
 
 EPILOG = """\
 typical session:
-  lora-sweep plan tune_jobs/experiments/final.yaml --profile paper      what would run, params per trial
-  lora-sweep trial tune_jobs/experiments/final.yaml --profile demo --scenario lora_all --r 8
   lora-sweep run tune_jobs/experiments/layers.yaml --profile demo       the whole grid with Ray Tune
+  lora-sweep report lora_sweep_results/layers-demo                      the answer: verdicts, cost, report.html
+  lora-sweep export lora_sweep_results/layers-demo --best --out my_adapter   the best group, loads with PEFT
+  lora-sweep plan tune_jobs/experiments/final.yaml --profile paper      what would run, params per trial
+  lora-sweep trial tune_jobs/experiments/final.yaml --profile demo --scenario lora_all --r 8   one trial, no Ray
   lora-sweep analyze lora_sweep_results/layers-demo --out analysis_out  Parquet for pandas / DuckDB
-  lora-sweep report analysis_out --out analysis_out/report              statistics, verdicts, report.html
-Profiles: 'demo' (offline MiniLM on a CPU, 4,000 SST-2 rows) and 'paper' (RoBERTa-base, full SST-2, GPUs)."""
+Profiles: 'demo' (offline MiniLM on a CPU, 4,000 SST-2 rows) and 'paper' (RoBERTa-base, full SST-2, GPUs).
+Docs: README.md and docs/."""
 
 # name -> (module with `register(subparsers)`, one-line help shown by `lora-sweep --help`)
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
@@ -30,7 +33,8 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "trial": ("tune_jobs.trial_cli", "run one trial of a spec locally, without Ray (one JSON line of metrics per epoch)"),
     "run": ("tune_jobs.sweep", "run a whole study as a Ray Tune grid (local Ray, or a cluster via --address)"),
     "analyze": ("analysis.aggregate", "turn experiment directories into trials.parquet + epochs.parquet"),
-    "report": ("analysis.report", "statistics, verdicts and figures from analyze's Parquet files"),
+    "report": ("analysis.report", "the answer: statistics, verdicts, cost and figures of experiments (or of analyze's "
+                                  "Parquet files)"),
     "export": ("tune_jobs.export", "write one trial's trained adapter (or model) as a directory PEFT / transformers "
                                    "load, with a model card"),
 }
@@ -41,8 +45,9 @@ def cmd_plan(args: argparse.Namespace) -> int:
     from .plan import format_json, format_table, plan
     from .spec import load_study
 
-    if args.price_per_hour is not None and not args.price_per_hour > 0:
-        raise InputError("--price-per-hour", "must be a number > 0", got=args.price_per_hour,
+    if args.price_per_hour is not None and not 0 < args.price_per_hour < math.inf:
+        finite = "finite " if args.price_per_hour > 0 else ""  # inf (NaN and <= 0: not > 0)
+        raise InputError("--price-per-hour", f"must be a {finite}number > 0", got=args.price_per_hour,
                          allowed="e.g. 1.2 (per GPU-hour, or per CPU-hour for a spec without GPUs)")
     extra = [flag for flag, value in (("--price-per-hour", args.price_per_hour), ("--address", args.address),
                                       ("--device", args.device), ("--calibrate-alone", args.calibrate_alone or None))
@@ -53,6 +58,10 @@ def cmd_plan(args: argparse.Namespace) -> int:
                          "[--address RAY] [--device D] [--calibrate-alone] for the bill, --json for the trials")
     if args.steps < 1:
         raise InputError("--steps", "must be >= 1", got=args.steps, allowed="e.g. 6")
+    if args.address:  # a cluster nothing answers at: one line within the connect timeout, before any work
+        from .reach import check_ray_address
+
+        check_ray_address(args.address)
     if args.device is not None:
         import torch
 
@@ -112,6 +121,16 @@ def chosen_subcommand(argv: Sequence[str]) -> str | None:
     return next((a for a in argv if a in SUBCOMMANDS), None)
 
 
+def _version() -> str:
+    """The installed distribution's version (pyproject.toml), or 'unknown' in a checkout that is not installed."""
+    from importlib import metadata
+
+    try:
+        return metadata.version("lora-sweep")
+    except metadata.PackageNotFoundError:
+        return "unknown"
+
+
 def build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
     """The full parser of the subcommand named in `argv`; the others are listed by name and help only."""
     parser = OneLineParser(
@@ -121,6 +140,7 @@ def build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
         epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--debug", action="store_true", help="show full tracebacks instead of one-line errors")
+    parser.add_argument("--version", action="version", version=f"lora-sweep {_version()}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=OneLineParser)
     sub.required = True
     chosen = chosen_subcommand(argv)

@@ -15,7 +15,7 @@ import tempfile
 from importlib import metadata
 from pathlib import Path
 
-from record.errors import InputError
+from record.errors import InputError, check_output_dir
 
 from .cli_args import run_guarded
 
@@ -36,7 +36,14 @@ def finished_trials(experiment: str) -> list[dict]:
     out = []
     for rel, state in sorted(states.items()):
         tdir = posixpath.join(exp, rel)
-        results, _ = read_results(fs, posixpath.join(tdir, RESULT_FILE))
+        results, problem = read_results(fs, posixpath.join(tdir, RESULT_FILE))
+        if problem and state["status"] == "TERMINATED":  # its final result is unknown: choosing without it is wrong
+            name = state["config"].get("trial_name") or rel
+            raise InputError(f"trial {name}", f"finished, but its {RESULT_FILE} is unreadable: "
+                             + problem.replace("corrupt or truncated line; this and later reports ignored",
+                                               "corrupt or truncated at this line"),
+                             allowed=f"restore {RESULT_FILE} from a copy, or move the trial folder out of the "
+                                     "experiment to export the others")
         if state["status"] != "TERMINATED" or not results or is_diverged(results[-1]):
             continue
         if stopped_early(results[-1], state["config"].get("epochs", 0)):
@@ -47,37 +54,86 @@ def finished_trials(experiment: str) -> list[dict]:
     return out
 
 
-def best_by_primary_metric(pool: list[dict]) -> tuple[dict, str]:
-    """The trial with the best final value of the study's primary metric (val_mcc for CoLA, val_f1 for MRPC, ...),
-    on the selection split when every trial has one, else on the dev set (optimistic: chosen on the reported set);
-    val_accuracy for experiments made before studies named their metric."""
+def _ranking_metric(pool: list[dict]) -> tuple[str, float, str]:
+    """(metric, sign, where it was measured): the study's primary metric (val_mcc for CoLA, val_f1 for MRPC, ...) on
+    the selection split when every trial has one, else on the dev set; val_accuracy for experiments made before
+    studies named their metric."""
     from record.metrics import SELECTION, higher_is_better, on_split, primary_metric
 
     dev = primary_metric(next((t["config"] for t in pool if t["config"].get("primary_metric")), {}))
     sel = on_split(SELECTION, dev)
     metric = sel if all(t["final"].get(sel) is not None for t in pool) else dev
-    sign = 1.0 if higher_is_better(metric) else -1.0
+    why = "the selection split" if metric == sel else "the dev set (no selection split: optimistic)"
+    return metric, 1.0 if higher_is_better(metric) else -1.0, why
+
+
+def best_by_primary_metric(pool: list[dict]) -> tuple[dict, str]:
+    """The trial with the best final value of the study's primary metric (`_ranking_metric`)."""
+    metric, sign, why = _ranking_metric(pool)
     scored = [t for t in pool if t["final"].get(metric) is not None]
     if not scored:
         raise InputError("--best", f"no finished trial of this scenario reports {metric}", allowed="--repeat or --trial")
     chosen = max(scored, key=lambda t: sign * t["final"][metric])
-    why = "the selection split" if metric == sel else "the dev set (no selection split: optimistic)"
     return chosen, f"best final {metric} ({chosen['final'][metric]:.4f}) of {len(pool)} trials, chosen on {why}"
+
+
+def group_labels(trials: list[dict]) -> list[str]:
+    """Each trial's group as the report labels it (`all r=8`, `upper r=8 lr=0.001`): one configuration, seeds aside."""
+    import pandas as pd
+
+    from analysis.groups import group_labels as labels
+    from record.fields import filled
+
+    return list(labels(pd.DataFrame([filled(t["config"]) for t in trials])))
+
+
+def best_group(trials: list[dict]) -> tuple[dict, str]:
+    """The best trial of the study's best group (by the mean final primary metric over its seeds), and a sentence
+    saying how both were chosen."""
+    metric, sign, why = _ranking_metric(trials)
+    groups: dict[str, list[dict]] = {}
+    for trial, label in zip(trials, group_labels(trials)):
+        if trial["final"].get(metric) is not None:
+            groups.setdefault(label, []).append(trial)
+    if not groups:
+        raise InputError("--best", f"no finished trial reports {metric}", allowed="--scenario NAME --repeat N")
+
+    def mean(label: str) -> float:
+        return sum(t["final"][metric] for t in groups[label]) / len(groups[label])
+
+    label = max(groups, key=lambda g: sign * mean(g))
+    best = max(groups[label], key=lambda t: sign * t["final"][metric])
+    return best, (f"group '{label}', the best mean final {metric} of {len(groups)} groups ({mean(label):.4f} over "
+                  f"{len(groups[label])} seed(s)), and its best seed ({best['final'][metric]:.4f}); both chosen on "
+                  f"{why}")
 
 
 def choose(trials: list[dict], scenario: str, r: int | None, repeat: int | None, best: bool,
            trial_name: str | None, method: str | None = None) -> tuple[dict, str]:
-    """The trial the flags name, and a sentence saying how it was chosen."""
+    """The trial the flags name, and a sentence saying how it was chosen. `scenario` is a scenario name or a group
+    label of the report (`all r=8`); empty with `best`: the study's best group."""
     if trial_name:
         named = [t for t in trials if t["config"].get("trial_name") == trial_name]
         if not named:
             raise InputError("--trial", "no finished trial of that name", got=trial_name)
         return named[0], f"trial {trial_name}"
-    names = sorted({t["config"].get("scenario") for t in trials})
+    if not trials:
+        raise InputError("EXPERIMENT", "has no finished trial with a checkpoint", allowed="an experiment `lora-sweep "
+                         "run` wrote (STORAGE/NAME), after at least one trial finished")
+    names = sorted({str(t["config"].get("scenario")) for t in trials})
+    labels = group_labels(trials)
+    if not scenario and best:
+        return best_group(trials)
     pool = [t for t in trials if t["config"].get("scenario") == scenario]
+    if not pool and scenario in labels:
+        pool = [t for t, label in zip(trials, labels) if label == scenario]
     if not pool:
-        raise InputError("--scenario", "no finished trial of this scenario", got=scenario,
-                        allowed="one of " + ", ".join(map(str, names)))
+        from record.errors import did_you_mean
+
+        groups = sorted(set(labels))
+        raise InputError("--scenario", "no finished trial of this scenario or group", got=scenario,
+                         allowed=did_you_mean(scenario, [*names, *groups]) + "scenarios: " + ", ".join(names)
+                         + "; groups: " + ", ".join(groups))
     ranks = sorted({t["config"].get("r") for t in pool}, key=lambda v: (v is None, v))
     if r is not None:
         pool = [t for t in pool if t["config"].get("r") == r]
@@ -108,8 +164,31 @@ def _method_text(tc) -> str:
                    "conversion)" if changes_base(tc.method) else "")
 
 
-def model_card(tc, final: dict, how: str, base: str) -> str:
-    """README.md for the exported directory."""
+def portable_base(model: str) -> tuple[str, str]:
+    """(the base model an export records, a sentence on where it loads from): the hub id the spec's model stands
+    for (`minilm-l6` -> sentence-transformers/all-MiniLM-L6-v2), a local path only when nothing else is known."""
+    from lora_ext import hub_id, model_location
+
+    found = hub_id(model)
+    if found:
+        return found, "the Hugging Face hub (or its local cache)"
+    where = model_location(model)
+    return where, (f"a local path, `{where}`: nothing else is known about this base; on another machine set "
+                   "`base_model_name_or_path` in adapter_config.json to your copy of it")
+
+
+def label_kwargs(tc) -> str:
+    """`from_pretrained` keyword arguments that give a base model the study's head: its label names (or one output
+    for regression)."""
+    if tc.num_labels == 1:
+        return "num_labels=1"
+    names = list(tc.label_names or (str(i) for i in range(tc.num_labels)))
+    return f"id2label={dict(enumerate(names))!r}, label2id={ {n: i for i, n in enumerate(names)}!r}"
+
+
+def model_card(tc, final: dict, how: str, base: str, where: str, adapter: bool) -> str:
+    """README.md for the exported directory: what was trained, how it was chosen, its final metrics, how to load
+    it. `adapter`: a PEFT adapter on `base` (else a complete transformers model)."""
     from record.metrics import is_split_metric
 
     placement = ("classifier head only" if tc.baseline == "classifier_only" else "every weight (full fine-tuning)"
@@ -117,27 +196,35 @@ def model_card(tc, final: dict, how: str, base: str) -> str:
                  f"components {'+'.join(tc.components)}" + (f", ranks {tc.rank_pattern}" if tc.rank_pattern else "")
                  + _method_text(tc))
     metrics = {k: v for k, v in final.items() if (is_split_metric(k) or k == "train_loss") and v is not None}
-    load = ("from peft import AutoPeftModelForSequenceClassification\n"
-            "model = AutoPeftModelForSequenceClassification.from_pretrained(DIR)"
-            + ("" if tc.num_labels == 2 else f"  # add num_labels={tc.num_labels}")) if tc.baseline is None else \
-        "from transformers import AutoModelForSequenceClassification\n" \
-        "model = AutoModelForSequenceClassification.from_pretrained(DIR)"
+    if adapter:
+        load = ("from peft import AutoPeftModelForSequenceClassification\n"
+                f"model = AutoPeftModelForSequenceClassification.from_pretrained(DIR, {label_kwargs(tc)})")
+        note = ("Loading builds the base model first, and transformers' load report lists its `classifier` as "
+                "MISSING (newly initialised): the base has no head. PEFT then loads the trained head from this "
+                "folder (`modules_to_save`), so the model predicts as the trial did. The label names are passed "
+                "because the base's config cannot carry them. `lora-sweep export --merged` writes a complete "
+                "model instead, which loads with its labels and without that report.")
+    else:
+        load = ("from transformers import AutoModelForSequenceClassification\n"
+                "model = AutoModelForSequenceClassification.from_pretrained(DIR)")
+        note = "A complete transformers model: its config holds the label names; PEFT is not needed to load it."
     try:
         version = metadata.version("lora-sweep")
     except metadata.PackageNotFoundError:
         version = "unknown"
     rows = "\n".join(f"| {k} | {v:.4f} |" if isinstance(v, float) else f"| {k} | {v} |" for k, v in metrics.items())
     return f"""---
-library_name: {"peft" if tc.baseline is None else "transformers"}
-base_model: {tc.model}
+library_name: {"peft" if adapter else "transformers"}
+base_model: {base}
 tags: [lora-sweep, text-classification]
 ---
 # {tc.study}: {tc.trial_name}
 
 Trained by lora-sweep {version} (study `{tc.study}`, scenario `{tc.scenario}`, seed {tc.seed}); chosen: {how}.
 
-- base model: `{tc.model}` (loaded from `{base}`)
+- base model: `{base}` (the spec's `{tc.model}`), loaded from {where}
 - data: `{tc.dataset}` (train_limit {tc.train_limit}, max_length {tc.max_length})
+- labels: {", ".join(tc.label_names or ()) or ("one output (regression)" if tc.num_labels == 1 else tc.num_labels)}
 - placement: {placement}
 - trainable parameters: {final.get("trainable_params")} ({final.get("params_relative_pct", float("nan")):.3f} % of full fine-tuning)
 - training: {tc.epochs} epochs, learning rate {tc.learning_rate:g}, batch {tc.batch_size}, {tc.lr_schedule} schedule
@@ -149,6 +236,8 @@ Trained by lora-sweep {version} (study `{tc.study}`, scenario `{tc.scenario}`, s
 ```python
 {load}
 ```
+
+{note}
 """
 
 
@@ -196,23 +285,24 @@ def write_converted_adapter(tc, checkpoint: Path, staged: Path, work: Path) -> N
 
 
 def export(experiment: str, out: Path, scenario: str | None, r: int | None, repeat: int | None, best: bool,
-           trial_name: str | None, method: str | None = None) -> str:
-    """Write the chosen trial into `out`; returns a one-line summary."""
+           trial_name: str | None, method: str | None = None, merged: bool = False) -> str:
+    """Write the chosen trial into `out`; returns a one-line summary. `merged`: a LoRA trial's adapter merged into
+    its base and written as a complete transformers model."""
     import pyarrow.fs as pafs
     from transformers import AutoTokenizer
 
-    from lora_ext import model_location
     from lora_ext.methods import changes_base
 
     from .checkpoint import ADAPTER_WEIGHTS
     from .remote_model import local_model
     from .spec import TrialConfig
 
+    check_output_dir(out)  # a file there (or above it): one line, not a NotADirectoryError
     if out.exists() and any(out.iterdir()):
         raise InputError("--out", "exists and is not empty", got=str(out), allowed="a new or empty directory")
     chosen, how = choose(finished_trials(experiment), scenario or "", r, repeat, best, trial_name, method)
     tc = TrialConfig.from_dict(chosen["config"])
-    base = model_location(tc.model)
+    base, where = portable_base(tc.model)
     with tempfile.TemporaryDirectory(prefix="lora-sweep-export-") as tmp:
         local = Path(tmp) / "ckpt"
         local.mkdir()
@@ -220,55 +310,67 @@ def export(experiment: str, out: Path, scenario: str | None, r: int | None, repe
                         destination_filesystem=pafs.LocalFileSystem())
         staged = Path(tmp) / "out"
         staged.mkdir()
-        if (local / ADAPTER_WEIGHTS).is_file() and changes_base(tc.method):
+        adapter = (local / ADAPTER_WEIGHTS).is_file() and not merged
+        if adapter and changes_base(tc.method):
             write_converted_adapter(tc, local, staged, Path(tmp))
-        elif (local / ADAPTER_WEIGHTS).is_file():
+        elif adapter:
             for name in ("adapter_config.json", ADAPTER_WEIGHTS):
                 shutil.copy(local / name, staged / name)
-        if (staged / "adapter_config.json").is_file():
+        if adapter:
             config = json.loads((staged / "adapter_config.json").read_text())
-            config["base_model_name_or_path"] = base  # the alias resolved: loads offline where the base is
+            config["base_model_name_or_path"] = base  # the hub id the spec's model stands for, not this machine's path
             (staged / "adapter_config.json").write_text(json.dumps(config, indent=2))
-        else:
-            _trained_model(tc, local).save_pretrained(str(staged))
+        else:  # the head's label names are in the config load_model built
+            model = _trained_model(tc, local)
+            (model.merge_and_unload() if hasattr(model, "merge_and_unload") else model).save_pretrained(str(staged))
         tokenizer = AutoTokenizer.from_pretrained(local_model(tc.model, weights=False))  # a URI: staged here
         tokenizer.model_max_length = tc.max_length  # `truncation=True` then cuts where the trial's data was cut
         tokenizer.save_pretrained(str(staged))
         (staged / "lora_sweep_trial.json").write_text(json.dumps({"config": chosen["config"], "final": chosen["final"]},
                                                                  indent=2, default=str))
-        (staged / "README.md").write_text(model_card(tc, chosen["final"], how, base))
+        (staged / "README.md").write_text(model_card(tc, chosen["final"], how, base, where, adapter))
         out.parent.mkdir(parents=True, exist_ok=True)
         if out.exists():
             out.rmdir()
         shutil.move(str(staged), str(out))
-    return f"exported {tc.trial_name} ({how}) -> {out}"
+    return f"exported {tc.trial_name} ({how}) -> {out}" + ("" if adapter else " (a complete transformers model)")
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    if not (args.scenario or args.trial):
-        raise InputError("--scenario", "missing", allowed="--scenario NAME (or --trial TRIAL_NAME)")
+    if not (args.scenario or args.trial or args.best):
+        raise InputError("--scenario", "missing", allowed="--best (the study's best group), --scenario NAME|GROUP, "
+                                                          "or --trial TRIAL_NAME")
+    if (args.r is not None or args.method) and not args.scenario:
+        raise InputError("--r" if args.r is not None else "--method", "only with --scenario",
+                         allowed="--scenario NAME --r R [--method M]")
     print(export(args.experiment, Path(args.out), args.scenario, args.r, args.repeat, args.best, args.trial,
-                 args.method))
+                 args.method, args.merged))
     return 0
 
 
 def register(sub) -> None:
     p = sub.add_parser("export", help=HELP,
                        description="Write one finished trial of EXPERIMENT into --out: LoRA as PEFT writes it "
-                                   "(adapter_config.json + adapter_model.safetensors, head included, base model "
-                                   "recorded), classifier-only and full fine-tuning as a transformers model; with "
-                                   "the tokenizer and a model card (README.md).")
+                                   "(adapter_config.json + adapter_model.safetensors, head included, the base "
+                                   "model recorded as its hub id), classifier-only, full fine-tuning and --merged "
+                                   "as a transformers model with the study's label names; with the tokenizer and "
+                                   "a model card (README.md).")
     p.add_argument("experiment", metavar="EXPERIMENT", help="the experiment directory (STORAGE/NAME), local or s3://")
-    p.add_argument("--scenario", help="scenario name (see `lora-sweep plan`)")
+    p.add_argument("--scenario", metavar="NAME|GROUP",
+                   help="scenario name (see `lora-sweep plan`) or the report's group label, e.g. 'all r=8'")
     p.add_argument("--r", type=int, help="rank, when the scenario has several")
     p.add_argument("--method", help="LoRA method, when the scenario has several (e.g. dora, dora+rslora)")
     pick = p.add_mutually_exclusive_group()
     pick.add_argument("--repeat", type=int, help="repeat index (default 0)")
     pick.add_argument("--best", action="store_true",
-                      help="the scenario's best trial by the study's primary metric (val_mcc for CoLA, val_f1 for "
-                           "MRPC, ...) on the selection split if the study has one, else on the dev set (then "
-                           "optimistic: chosen on the reported set)")
+                      help="without --scenario: the study's best group (best mean final primary metric over its "
+                           "seeds), then its best trial; with --scenario: that scenario's best trial. The primary "
+                           "metric (val_mcc for CoLA, val_f1 for MRPC, ...) is read on the selection split if the "
+                           "study has one, else on the dev set (then optimistic: chosen on the reported set)")
     pick.add_argument("--trial", help="a trial name, e.g. upper-r8-lr1e-3-rep2")
+    p.add_argument("--merged", action="store_true",
+                   help="merge a LoRA trial's adapter into its base and write a complete transformers model (loads "
+                        "without PEFT, with its label names; the base's size on disk)")
     p.add_argument("--out", required=True, help="new or empty directory to write")
     p.set_defaults(func=cmd_export)
 

@@ -8,7 +8,7 @@ from typing import Any
 
 import yaml
 
-from record.errors import InputError, InputErrors
+from record.errors import InputError, InputErrors, did_you_mean
 
 from . import checks as f
 
@@ -61,7 +61,7 @@ def chosen_profile(raw: dict, name: str | None, keys: tuple[str, ...], errors: l
         profiles[pname] = _deep_merge(profiles.get(pname, {}), body if isinstance(body, dict) else {})
     if name not in profiles:
         raise InputErrors([InputError("--profile", "unknown profile", got=name,
-                                    allowed="known profiles: " + ", ".join(sorted(profiles)))])
+                                    allowed=did_you_mean(name, profiles) + "known profiles: " + ", ".join(sorted(profiles)))])
     path = f"profiles.{name}"
     return f.check_section(_extended(profiles, name), {k: _any for k in keys}, path, errors), path
 
@@ -74,12 +74,67 @@ def _extended(profiles: dict[str, Any], name: str, seen: tuple[str, ...] = ()) -
     base, rest = body["extends"], {k: v for k, v in body.items() if k != "extends"}
     if not isinstance(base, str) or base not in profiles:
         raise InputErrors([InputError(f"profiles.{name}.extends", "unknown profile", got=base,
-                                      allowed="known profiles: " + ", ".join(sorted(profiles)))])
+                                      allowed=did_you_mean(base, profiles) + "known profiles: "
+                                      + ", ".join(sorted(profiles)))])
     if base == name or base in seen:
         raise InputErrors([InputError(f"profiles.{name}.extends", "profiles extend each other in a circle",
                                       got=" -> ".join((*seen, name, base)), allowed="remove one `extends`")])
     parent = _extended(profiles, base, (*seen, name))
     return _deep_merge(parent if isinstance(parent, dict) else {}, rest)
+
+
+def _holders(profiles: dict[str, Any], name: str) -> dict[tuple, str]:
+    """Key path (e.g. ('train', 'learning_rate')) -> the profile that holds the value `_extended` resolves for
+    `name`: the profile itself, or one it extends (directly or further up)."""
+    chain, seen = [name], {name}
+    while isinstance(profiles.get(chain[-1]), dict) and isinstance(profiles[chain[-1]].get("extends"), str) \
+            and profiles[chain[-1]]["extends"] in profiles and profiles[chain[-1]]["extends"] not in seen:
+        chain.append(profiles[chain[-1]]["extends"])
+        seen.add(chain[-1])
+    out: dict[tuple, str] = {}
+
+    def walk(body: Any, prefix: tuple, holder: str, nested: bool) -> None:
+        for key, value in body.items():
+            if not nested and key == "extends":
+                continue
+            path = (*prefix, str(key))
+            if isinstance(value, dict):
+                walk(value, path, holder, True)
+            else:  # replaces whatever the extended profile had below this key
+                for old in [k for k in out if k[:len(path)] == path]:
+                    del out[old]
+                out[path] = holder
+
+    for pname in reversed(chain):  # the farthest base first; each profile's own values win, as `_extended` merges
+        if isinstance(profiles[pname], dict):
+            walk(profiles[pname], (), pname, False)
+    return out
+
+
+def at_holding_profile(errors: list[InputError], raw: dict, name: str | None) -> list[InputError]:
+    """Errors in a value `--profile NAME` inherited through `extends:` renamed to the profile that holds the value
+    (`profiles.base.train.learning_rate`, not `profiles.NAME.train...`): that is where the fix goes."""
+    if name is None or not errors:
+        return errors
+    import re
+
+    profiles = builtin_profiles()
+    own = raw.get("profiles")
+    for pname, body in (own.items() if isinstance(own, dict) else ()):
+        profiles[pname] = _deep_merge(profiles.get(pname, {}), body if isinstance(body, dict) else {})
+    if name not in profiles:
+        return errors
+    holders, prefix = _holders(profiles, name), f"profiles.{name}."
+    out = []
+    for err in errors:
+        if err.field.startswith(prefix):
+            parts = tuple(re.sub(r"\[\d+\]$", "", p) for p in err.field[len(prefix):].split("."))
+            holder = next((holders[parts[:k]] for k in range(len(parts), 0, -1) if parts[:k] in holders), name)
+            if holder != name:
+                err = InputError(f"profiles.{holder}.{err.field[len(prefix):]}", err.problem, got=err.got,
+                                 allowed=err.allowed)
+        out.append(err)
+    return out
 
 
 def profile_scenarios(prof: dict, ppath: str, names: set, errors: list[InputError]) -> dict[str, dict]:

@@ -98,6 +98,9 @@ def list_folder(uri: str, field: str = FIELD, hint: str = SPLITS_HINT) -> Remote
     import pyarrow as pa
     import pyarrow.fs as pafs
 
+    from record.ray_files import check_bucket
+
+    check_bucket(uri, field)
     try:
         fs, path = pafs.FileSystem.from_uri(uri)
         entries = fs.get_file_info(pafs.FileSelector(path.rstrip("/")))

@@ -27,12 +27,12 @@ from lora_ext.placement import (
     resolve_layers,
 )
 from record import fields as record_fields
-from record.errors import InputError, InputErrors
+from record.errors import InputError, InputErrors, did_you_mean
 from record.metrics import DEV, metric_of
 
 from . import checks as f
 from .data_section import DATA_SCHEMA, DataConfig, Reader, Selection, Splits
-from .profiles import chosen_profile, profile_scenarios, read_yaml
+from .profiles import at_holding_profile, chosen_profile, profile_scenarios, read_yaml
 from .remote_model import load_model_config
 from .repeats import Repeats, check_repeats
 from .select_section import Selecting, check_select
@@ -80,7 +80,7 @@ def _ranks(value: Any, path: str) -> tuple:
             for comp, r in item.items():
                 if comp not in COMPONENTS:
                     raise InputError(f"{path}[{i}]", "unknown component in per-component rank", got=comp,
-                                    allowed="any of " + ", ".join(COMPONENTS))
+                                    allowed=did_you_mean(comp, COMPONENTS) + "any of " + ", ".join(COMPONENTS))
                 check_rank(r, f"{path}[{i}].{comp}")
             out.append(tuple(sorted(item.items(), key=lambda kv: COMPONENTS.index(kv[0]))))
         else:
@@ -326,7 +326,7 @@ def parse_study(raw: dict, profile: str | None = None, data_override: dict | Non
     select = top.get("select")
     errors += _check_references(scenarios, select.confirm_repeats if select is not None else None)
     if errors:
-        raise InputErrors(_unique(errors))
+        raise InputErrors(_unique(at_holding_profile(errors, raw, profile)))
     settings = {k: v for k, v in top.items() if k in STUDY_SETTINGS}
     return Study(model=model, data=data, scenarios=tuple(scenarios), num_layers=n_layers, model_type=model_type,
                  profile=profile, **settings)
@@ -404,6 +404,13 @@ def _scenario(body: dict, path: str, name: str, train: dict, lora: dict, repeats
             raise InputError(f"{path}.components", "missing", allowed="e.g. all, v+up, [q, v]")
         components = resolve_components(body["components"], f"{path}.components", arch)
         lora = LoraSettings(**lora)
+        if "loraplus_lr_ratio" in body and not any(uses_loraplus(m) for m in lora.method):
+            # its own ratio, and none of its methods reads it: silently ignored otherwise (another scenario's LoRA+
+            # keeps the study-wide check below quiet)
+            raise InputError(f"{path}.loraplus_lr_ratio", f"set, but this scenario's method ({', '.join(lora.method)}) "
+                             "does not use LoRA+, so the ratio would be ignored", got=body["loraplus_lr_ratio"],
+                             allowed="set `method: loraplus` (or e.g. dora+loraplus) in this scenario, or remove the "
+                                     "ratio")
         ranks = lora.ranks
         for i, r in enumerate(ranks):
             if isinstance(r, tuple) and set(c for c, _ in r) - set(components):

@@ -21,6 +21,7 @@ from .cli_args import OneLineParser, add_spec_args, run_guarded
 from .data import checked_study
 from .grid import cells, counted, trial_counts, with_overrides
 from .ray_job import job_env_vars, resolved_inside_upload
+from .reach import RAY_ALLOWED, check_ray_address
 from .remote_data import is_uri
 from .spec import Study, TrialConfig, load_study
 
@@ -47,7 +48,12 @@ def trial_dirname(trial) -> str:
 
 def storage_uri(storage: str | None) -> str:
     """Absolute local path (Ray needs one) or a URI such as s3://bucket/prefix, unchanged."""
+    from record.errors import check_output_dir
+    from record.ray_files import check_bucket
+
     storage = storage or DEFAULT_STORAGE
+    check_bucket(storage, "--storage")
+    check_output_dir(storage, "--storage")  # a file there: one line now, not Ray's NotADirectoryError at the end
     if "://" not in storage and (inside := resolved_inside_upload(storage)) is not None:
         raise InputError("--storage", f"resolved from the job's uploaded working directory to {inside}, in Ray's "
                         "cache of --working-dir uploads (not kept)", got=storage, allowed="an absolute path (on a cluster: "
@@ -188,7 +194,12 @@ def connect_ray(address: str | None) -> None:
     # makes ray.init fail ("Failed to merge the Job's runtime env").
     runtime_env = {"env_vars": {k: v for k, v in env_vars.items() if k not in job_env_vars()}}
     if address:
-        ray.init(address=address, runtime_env=runtime_env, log_to_driver=False)
+        check_ray_address(address)  # ray.init itself retries an address nothing answers at for minutes
+        try:
+            ray.init(address=address, runtime_env=runtime_env, log_to_driver=False)
+        except ConnectionError as err:  # `auto` with no cluster on this machine, a GCS that refuses the driver
+            raise InputError("--address", f"cannot attach to a Ray cluster ({str(err).strip().splitlines()[0][:160]})",
+                             got=address, allowed=RAY_ALLOWED) from None
     else:
         ray.init(num_cpus=os.cpu_count(), include_dashboard=False, runtime_env=runtime_env, log_to_driver=False)
 
@@ -225,6 +236,8 @@ def run_sweep(study: Study, storage: str | None = None, name: str | None = None,
     path = experiment_path(storage, name)
     fewest, most = trial_counts(study)
     trackers = tracker_callbacks(wandb, mlflow, name)  # checked before Ray starts
+    # a cluster nothing answers at: one line within the connect timeout, before data is tokenized or Ray retries
+    check_ray_address(address or os.environ.get("RAY_ADDRESS"), "--address" if address else "RAY_ADDRESS")
     # Ray warns on every frequent experiment snapshot; with an epoch checkpoint per report they are expected.
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     # Tune's newer console output prints a config box and a driver-side TensorBoard path even at verbose=0;

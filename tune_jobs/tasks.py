@@ -12,7 +12,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from record.errors import InputError
+from record.errors import InputError, did_you_mean
 
 from record.metrics import CLASSIFICATION, REGRESSION
 
@@ -76,7 +76,8 @@ def preset(dataset: str) -> Task | None:
     if not dataset.startswith(GLUE_PREFIX):
         return None
     if dataset not in TASKS:
-        raise InputError("data.dataset", "unknown GLUE task", got=dataset, allowed="one of " + ", ".join(TASKS))
+        raise InputError("data.dataset", "unknown GLUE task", got=dataset,
+                         allowed=did_you_mean(dataset, TASKS) + "one of " + ", ".join(TASKS))
     return TASKS[dataset]
 
 

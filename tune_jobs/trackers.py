@@ -7,7 +7,11 @@ need their extras (`pip install 'lora-sweep[wandb]'`, `'lora-sweep[mlflow]'`). R
 
 from __future__ import annotations
 
+import contextlib
+
 from record.errors import InputError
+
+from .reach import TIMEOUT_ENV, check_http_server, connect_timeout
 
 
 def _require(module: str, extra: str) -> None:
@@ -60,13 +64,41 @@ def mlflow_callback(tracking_uri: str, experiment_name: str):
     if tracking_uri.startswith("file:") or "://" not in tracking_uri and ":" not in tracking_uri:
         # MLflow 3 refuses its file store unless opted in; a user who names a file: URI has opted in.
         os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
+    allowed = "file:./mlruns, or http(s)://host:port of an MLflow server"
+    check_http_server(tracking_uri, "--mlflow", allowed)  # nothing listening: one line within the connect timeout
     try:  # reach the store before Ray starts: a wrong URI is one line, not a failure inside fit()
-        MlflowClient(tracking_uri=tracking_uri).search_experiments(max_results=1)
+        with _one_quick_try():  # a server that accepts but never answers: not MLflow's minutes of retries
+            MlflowClient(tracking_uri=tracking_uri).search_experiments(max_results=1)
     except Exception as err:  # MlflowException, connection errors, unsupported schemes
-        raise InputError("--mlflow", f"cannot reach the tracking store ({str(err).splitlines()[0][:100]})",
-                        got=tracking_uri, allowed="file:./mlruns, or http(s)://host:port of an MLflow server") from None
+        text = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        if "timed out" in str(err).lower() or "timeout" in type(err).__name__.lower():
+            text = f"it accepted the connection but gave no answer within {connect_timeout():g} s ({TIMEOUT_ENV} " \
+                   "to wait longer)"
+        raise InputError("--mlflow", f"cannot reach the tracking store ({text[:160]})", got=tracking_uri,
+                         allowed=allowed) from None
     return MLflowLoggerCallback(tracking_uri=tracking_uri, experiment_name=experiment_name, save_artifact=False,
                                 tags={"lora_sweep.experiment": experiment_name})
+
+
+@contextlib.contextmanager
+def _one_quick_try():
+    """MLflow's HTTP client for one probe: no retries, each request within the connect timeout (MLflow reads these
+    settings per request; the trials' own logging keeps MLflow's defaults)."""
+    import math
+    import os
+
+    wanted = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0",
+              "MLFLOW_HTTP_REQUEST_TIMEOUT": str(max(1, math.ceil(connect_timeout())))}
+    before = {k: os.environ.get(k) for k in wanted}
+    os.environ.update(wanted)
+    try:
+        yield
+    finally:
+        for key, value in before.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
 
 
 def tracker_callbacks(wandb_project: str | None, mlflow_uri: str | None, experiment: str) -> list:
