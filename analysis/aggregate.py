@@ -170,15 +170,15 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     return 0
 
 
-def summary_line(trials: pa.Table, epochs: pa.Table, out: Path) -> str:
-    """What `aggregate` wrote: trials by status, epoch and prediction rows, and the files."""
+def summary_line(trials: pa.Table, epochs: pa.Table, out: Path, files: bool = True) -> str:
+    """What `aggregate` wrote: trials by status, epoch and prediction rows, and the files (else their folder)."""
     statuses = trials.column("status").to_pylist()
     counts = ", ".join(f"{statuses.count(s)} {s}" for s in sorted(set(statuses)))
     diverged = sum(trials.column("diverged").to_pylist())
     counts += f"; {diverged} diverged" if diverged else ""
     predicted = pq.read_metadata(out / PREDICTIONS_FILE).num_rows
-    return (f"{trials.num_rows} trials ({counts}), {epochs.num_rows} epoch rows, {predicted} prediction rows -> "
-            f"{out}/trials.parquet, {out}/epochs.parquet, {out}/{PREDICTIONS_FILE}")
+    where = f"{out}/trials.parquet, {out}/epochs.parquet, {out}/{PREDICTIONS_FILE}" if files else f"{out}/"
+    return f"{trials.num_rows} trials ({counts}), {epochs.num_rows} epoch rows, {predicted} prediction rows -> {where}"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

@@ -653,7 +653,7 @@ def cmd_report(args: argparse.Namespace) -> int:
             analysed, analysed_epochs, notes = aggregate(list(sources.experiments), sources.analysis)
             for note in notes:
                 print(f"warning: {note}", file=sys.stderr)
-            print("analyze: " + summary_line(analysed, analysed_epochs, sources.analysis))
+            print("analyze: " + summary_line(analysed, analysed_epochs, sources.analysis, files=False))
         trials, epochs = load(sources.analysis)
         ro = read_out(trials, epochs, opts, load_predictions(sources.analysis))
         files = write_readout(ro, epochs, sources.out)

@@ -118,7 +118,8 @@ def resolve_methods(value: object, field_name: str = "method") -> tuple[str, ...
 def check_loraplus_lr_ratio(value: object, field_name: str = "loraplus_lr_ratio") -> float:
     """LoRA+'s ratio of B's learning rate to A's: a number > 0 (PEFT suggests >= 1; 16 by default)."""
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < math.inf:
-        raise InputError(field_name, "must be a finite number > 0", got=value, allowed="e.g. 16 (B trains 16x faster than A)")
+        raise InputError(field_name, "must be a finite number > 0", got=value,
+                         allowed="e.g. 16 (B trains 16x faster than A)")
     return float(value)
 
 

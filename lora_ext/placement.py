@@ -153,7 +153,8 @@ def check_alpha(value: object, field_name: str = "alpha") -> float | None:
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < math.inf:
-        raise InputError(field_name, "alpha must be a finite number > 0", got=value, allowed="e.g. 8 or 16, or null for alpha = r")
+        raise InputError(field_name, "alpha must be a finite number > 0", got=value,
+                         allowed="e.g. 8 or 16, or null for alpha = r")
     return float(value)
 
 

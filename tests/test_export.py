@@ -246,3 +246,20 @@ def test_export_best_follows_the_studys_primary_metric_and_its_direction(primary
     pool = [{"config": {"primary_metric": primary, "trial_name": f"t{i}"}, "final": f} for i, f in enumerate(finals)]
     chosen, how = best_by_primary_metric(pool)
     assert chosen is pool[expected] and f"best final {why} " in how  # was: best val_accuracy whatever the task
+
+
+def test_a_damaged_trial_blocks_only_the_choices_that_would_read_it():
+    """A finished trial whose result.json is cut: its own export and any choice among trials that include it are one
+    line naming it; a trial of another scenario still exports."""
+    from record.errors import InputError
+    from tune_jobs.export import choose
+
+    cut = InputError("trial a-rep0", "finished, but its result.json is unreadable")
+    trials = [{"config": {"trial_name": "a-rep0", "scenario": "a", "r": 8, "repeat": 0}, "final": {}, "damaged": cut},
+              {"config": {"trial_name": "b-rep0", "scenario": "b", "r": 8, "repeat": 0},
+               "final": {"val_accuracy": 0.8}}]
+    assert choose(trials, "b", None, None, False, None)[0] is trials[1]
+    assert choose(trials, "", None, None, False, "b-rep0")[0] is trials[1]
+    for args in (("a", None, None, False, None), ("", None, None, True, None), ("", None, None, False, "a-rep0")):
+        with pytest.raises(InputError, match="trial a-rep0"):
+            choose(trials, *args)

@@ -107,7 +107,8 @@ def mapping(value: Any, path: str) -> dict:
 def unknown_key_error(key: str, known: list[str] | tuple[str, ...], path: str) -> InputError:
     """An 'unknown key' error that suggests the closest known key (typos are the usual cause)."""
     where = f"{path}.{key}" if path else str(key)
-    return InputError(where, "unknown key", got=key, allowed=did_you_mean(key, known) + "known keys: " + ", ".join(known))
+    return InputError(where, "unknown key", got=key,
+                      allowed=did_you_mean(key, known) + "known keys: " + ", ".join(known))
 
 
 Sourced = dict[str, tuple[Any, str]]  # key -> (raw value, YAML path of the mapping it came from)

@@ -82,7 +82,8 @@ class DataConfig:
         metric = self.metric or (task.metric if same_kind else DEFAULT_METRIC[kind])
         if metric not in TASK_METRICS[kind]:
             raise InputError("data.metric", f"not a {kind} metric", got=metric,
-                             allowed=did_you_mean(metric, TASK_METRICS[kind]) + "one of " + ", ".join(TASK_METRICS[kind]))
+                             allowed=did_you_mean(metric, TASK_METRICS[kind]) + "one of "
+                             + ", ".join(TASK_METRICS[kind]))
         num_labels = self.num_labels
         if kind == REGRESSION:
             if self.labels:

@@ -24,7 +24,8 @@ HELP = "write one trial's trained adapter (or model) as a directory PEFT / trans
 
 def finished_trials(experiment: str) -> list[dict]:
     """Every trial of the experiment that finished (not errored, not diverged, not stopped early by a tuning stage),
-    with its config, final result and newest checkpoint path."""
+    with its config, final result and newest checkpoint path; a finished trial whose result.json is cut carries
+    `damaged` (the error `intact` raises when a choice would read it)."""
     import pyarrow.fs as pafs
 
     from record.metrics import is_diverged, stopped_early
@@ -39,11 +40,12 @@ def finished_trials(experiment: str) -> list[dict]:
         results, problem = read_results(fs, posixpath.join(tdir, RESULT_FILE))
         if problem and state["status"] == "TERMINATED":  # its final result is unknown: choosing without it is wrong
             name = state["config"].get("trial_name") or rel
-            raise InputError(f"trial {name}", f"finished, but its {RESULT_FILE} is unreadable: "
-                             + problem.replace("corrupt or truncated line; this and later reports ignored",
-                                               "corrupt or truncated at this line"),
-                             allowed=f"restore {RESULT_FILE} from a copy, or move the trial folder out of the "
-                                     "experiment to export the others")
+            out.append({"config": state["config"], "final": {}, "damaged": InputError(
+                f"trial {name}", f"finished, but its {RESULT_FILE} is unreadable: "
+                + problem.replace("corrupt or truncated line; this and later reports ignored",
+                                  "corrupt or truncated at this line"),
+                allowed=f"restore {RESULT_FILE} from a copy, or move the trial folder out of the experiment")})
+            continue
         if state["status"] != "TERMINATED" or not results or is_diverged(results[-1]):
             continue
         if stopped_early(results[-1], state["config"].get("epochs", 0)):
@@ -52,6 +54,15 @@ def finished_trials(experiment: str) -> list[dict]:
         if checkpoint:
             out.append({"config": state["config"], "final": results[-1], "checkpoint": checkpoint, "fs": fs})
     return out
+
+
+def intact(pool: list[dict]) -> list[dict]:
+    """`pool` when none of its trials is damaged; else the first one's error: a choice among them needs every
+    final result (the damaged one may be the best)."""
+    for trial in pool:
+        if "damaged" in trial:
+            raise trial["damaged"]
+    return pool
 
 
 def _ranking_metric(pool: list[dict]) -> tuple[str, float, str]:
@@ -113,7 +124,7 @@ def choose(trials: list[dict], scenario: str, r: int | None, repeat: int | None,
     """The trial the flags name, and a sentence saying how it was chosen. `scenario` is a scenario name or a group
     label of the report (`all r=8`); empty with `best`: the study's best group."""
     if trial_name:
-        named = [t for t in trials if t["config"].get("trial_name") == trial_name]
+        named = intact([t for t in trials if t["config"].get("trial_name") == trial_name])
         if not named:
             raise InputError("--trial", "no finished trial of that name", got=trial_name)
         return named[0], f"trial {trial_name}"
@@ -123,7 +134,7 @@ def choose(trials: list[dict], scenario: str, r: int | None, repeat: int | None,
     names = sorted({str(t["config"].get("scenario")) for t in trials})
     labels = group_labels(trials)
     if not scenario and best:
-        return best_group(trials)
+        return best_group(intact(trials))
     pool = [t for t in trials if t["config"].get("scenario") == scenario]
     if not pool and scenario in labels:
         pool = [t for t, label in zip(trials, labels) if label == scenario]
@@ -143,7 +154,7 @@ def choose(trials: list[dict], scenario: str, r: int | None, repeat: int | None,
 
     from .grid import pick_method
 
-    pool = pick_method(pool, method, scenario, key=lambda t: filled(t["config"]).get("method"))
+    pool = intact(pick_method(pool, method, scenario, key=lambda t: filled(t["config"]).get("method")))
     if best:
         return best_by_primary_metric(pool)
     pool = [t for t in pool if t["config"].get("repeat") == (repeat or 0)]

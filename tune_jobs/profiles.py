@@ -61,7 +61,8 @@ def chosen_profile(raw: dict, name: str | None, keys: tuple[str, ...], errors: l
         profiles[pname] = _deep_merge(profiles.get(pname, {}), body if isinstance(body, dict) else {})
     if name not in profiles:
         raise InputErrors([InputError("--profile", "unknown profile", got=name,
-                                    allowed=did_you_mean(name, profiles) + "known profiles: " + ", ".join(sorted(profiles)))])
+                                    allowed=did_you_mean(name, profiles) + "known profiles: "
+                                    + ", ".join(sorted(profiles)))])
     path = f"profiles.{name}"
     return f.check_section(_extended(profiles, name), {k: _any for k in keys}, path, errors), path
 
