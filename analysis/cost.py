@@ -32,21 +32,16 @@ def _hours(frame: pd.DataFrame) -> tuple[float, float, str]:
     return float(seconds.sum()) / 3600, resource_s / 3600, names.pop() if len(names) == 1 else "mixed"
 
 
-def group_costs(good: pd.DataFrame, summary: pd.DataFrame, price: float | None, higher_is_better: bool = True
-                ) -> pd.DataFrame:
-    """Per group: trials, trial-hours, resource-hours, money at `price` per resource-hour, and the group's mean
-    metric per resource-hour of one trial (what a unit of compute buys; only for a metric where more is better)."""
+def group_costs(good: pd.DataFrame, summary: pd.DataFrame, price: float | None) -> pd.DataFrame:
+    """Per group, in the summary's order: trials, trial-hours, resource-hours and money at `price` per resource-hour.
+    No "metric per resource-hour": a mean accuracy divided by hours is a rate of nothing (a fast classifier-only run
+    would top it); the headline prices each verdict instead."""
     rows = []
-    means = summary.set_index("group")["mean"] if not summary.empty else pd.Series(dtype=float)
     for group, g in good.groupby("group", sort=False):
         trial_h, resource_h, kind = _hours(g)
-        per_trial = resource_h / len(g) if len(g) else math.nan
         rows.append({"group": group, "trials": len(g), "trial_hours": trial_h, "resource": kind,
-                     "resource_hours": resource_h, "cost": resource_h * price if price is not None else math.nan,
-                     "metric_per_resource_hour": means.get(group, math.nan) / per_trial
-                     if per_trial and higher_is_better else math.nan})
-    out = pd.DataFrame(rows, columns=["group", "trials", "trial_hours", "resource", "resource_hours", "cost",
-                                      "metric_per_resource_hour"])
+                     "resource_hours": resource_h, "cost": resource_h * price if price is not None else math.nan})
+    out = pd.DataFrame(rows, columns=["group", "trials", "trial_hours", "resource", "resource_hours", "cost"])
     order = {g: i for i, g in enumerate(summary["group"])} if not summary.empty else {}
     return out.sort_values("group", key=lambda s: s.map(order)).reset_index(drop=True)
 

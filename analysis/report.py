@@ -20,7 +20,7 @@ import pandas as pd
 import pyarrow as pa
 
 from record import metrics
-from record.errors import EXIT_INPUT, InputError
+from record.errors import EXIT_INPUT, InputError, did_you_mean, one_of
 from record.predictions import PREDICTIONS_FILE
 
 from . import cost, stats
@@ -128,8 +128,6 @@ def check_metric(metric: str, epochs: pd.DataFrame) -> str:
                                "compare final-epoch values, e.g. --metric val_accuracy")
     reported = sorted(c for c in epochs.columns if metrics.is_split_metric(c) and epochs[c].notna().any())
     if not metrics.is_split_metric(name) or name not in epochs.columns:
-        from record.errors import did_you_mean
-
         raise InputError("--metric", f"{metric!r} is not a metric column; {did_you_mean(name, reported)}metrics these "
                                f"trials report: {', '.join(reported)}")
     if name not in reported and reported:  # (none reported at all: no finished epoch; the report lists why)
@@ -247,9 +245,10 @@ def resolve_reference(reference: str | None, good: pd.DataFrame) -> str | None:
     matching = sorted(good.loc[good["scenario"] == reference, "group"].unique())
     if len(matching) == 1:
         return matching[0]
-    hint = f"scenario {reference} has several groups: {', '.join(matching)}" if matching else \
-        f"groups: {', '.join(labels)}"
-    raise InputError("--reference", f"no single group {reference!r}; pick one ({hint})")
+    if matching:
+        raise InputError("--reference", f"no single group {reference!r}; pick one (scenario {reference} has several "
+                                        f"groups: {', '.join(matching)})")
+    raise InputError("--reference", f"no group {reference!r}", allowed=one_of(reference, labels))
 
 
 @dataclass(frozen=True)
@@ -296,8 +295,7 @@ def read_out(trials: pd.DataFrame, epochs: pd.DataFrame, opts: ReportOptions, pr
                                   reference, opts.margin, opts.alpha, opts.test, looks=planned_looks(good))
     summary, comparisons = with_dev_error(summary, comparisons, good, predictions, metric)  # dev data + seeds
     return Readout(opts, prepared, good, summary, comparisons, family, dropped, reference, selection,
-                   (len(trials), trials["experiment"].nunique()), cost.group_costs(good, summary, opts.price, metrics.higher_is_better(metric)
-                                                                                    ).drop(columns=list(UNRATED)),
+                   (len(trials), trials["experiment"].nunique()), cost.group_costs(good, summary, opts.price),
                    cost.study_cost(trials, good, opts.price),  # every trial read: duplicates cost too
                    dev_error_note(summary, comparisons, predictions, metric))
 
@@ -311,8 +309,9 @@ def planned_looks(good: pd.DataFrame) -> int:
 def _select(good: pd.DataFrame, trials: pd.DataFrame, epochs: pd.DataFrame, opts: ReportOptions):
     unknown = [s for s in opts.select if s not in CONFIGURATION or s not in trials.columns]
     if unknown:
-        raise InputError("--select", f"{unknown[0]!r} is not a training setting of these trials "
-                               "(e.g. learning_rate, batch_size, epochs)")
+        settings = [c for c in CONFIGURATION if c in trials.columns]
+        raise InputError("--select", f"{unknown[0]!r} is not a training setting of these trials",
+                         allowed=did_you_mean(unknown[0], settings) + "e.g. learning_rate, batch_size, epochs")
     sel = selection_metric(opts.metric)
     values = final_epoch(good, epochs, sel)
     if values.isna().all():
@@ -356,9 +355,7 @@ COST_COLUMNS = (
     Column("group", "group"), Column("trials", "trials"), Column("trial_hours", "trial-hours", "{:.3g}"),
     Column("resource", "billed in"), Column("resource_hours", "resource-hours", "{:.3g}"),
     Column("cost", "cost", "{:,.4g}"),
-)  # no "metric per resource-hour": a mean accuracy divided by hours is no rate of anything (a classifier-only run
-#    scores highest by being fast, and accuracy does not accrue per hour); the headline prices each verdict instead
-UNRATED = ("metric_per_resource_hour",)  # analysis.cost still computes it; the report neither shows nor writes it
+)
 PROBLEM_COLUMNS = (
     Column("experiment", "experiment"), Column("trial_name", "trial"), Column("status", "status"),
     Column("why", "why left out"), Column("epochs_completed", "epochs done"),
@@ -394,15 +391,17 @@ def figure_caption(name: str, ro: Readout) -> str:
     m, margin = ro.opts.metric, ro.opts.margin
     focal = ro.reference or (ro.summary["group"].iloc[0] if not ro.summary.empty else "")
     basis = memory_basis(ro.good) if name == "memory_by_layer" else None
+    reserved = "peak_reserved_mb" in ro.good and ro.good["peak_reserved_mb"].notna().any()
     memory = ("bytes saved for backward plus trainable state (exact, the same on any device)" if basis == "exact"
-              else "GPU peak allocated (solid) and reserved (dashed)")
+              else "GPU peak allocated (solid)" + (" and reserved (dashed)" if reserved else ""))
     captions = {
         "accuracy_by_scenario": f"Final {m} of every run, one row per group (dots: runs; red bar: the group's mean; "
                                 "shade: density). Look at how far rows overlap: groups whose runs interleave are "
                                 "the ones the comparisons cannot tell apart yet.",
         "accuracy_vs_params": f"Mean final {m} (bars: 95 % t interval) against trainable parameters, % of full "
-                              "fine-tuning. Look at the red Pareto front: no group off it does better with fewer "
-                              "parameters. Groups at the same % stand side by side, named in the legend.",
+                              "fine-tuning. Look at the red Pareto front: no group off it has a higher mean with "
+                              "fewer parameters (means, not verdicts: the comparisons say which gaps are real). "
+                              "Groups at the same % stand side by side, named in the legend.",
         "loss_curves": "Mean train and validation loss per epoch, one line per group. Look for validation loss "
                        "rising while train loss falls (over-fitting), or curves still falling at the last epoch "
                        "(more epochs would change the answer).",
@@ -410,8 +409,9 @@ def figure_caption(name: str, ro: Readout) -> str:
                   f"band is the ±{margin:g} equivalence margin. Look at where each bar lies: clear of 0, a difference; "
                   "inside the band, equivalent; across 0 and an edge of the band, inconclusive.",
         "memory_by_layer": f"Memory when a single layer is adapted, by layer: {memory}, gradient checkpointing off "
-                           "and on. Look at the slope: adapting a lower layer keeps activations from it upward, so "
-                           "it costs more; checkpointing flattens that.",
+                           "and on. Look at the slope: an adapter in a layer makes backward keep activations from "
+                           "that layer upward, so lower layers should cost more; check whether checkpointing "
+                           "flattens the slope here.",
     }
     return captions.get(name, name.replace("_", " "))
 
@@ -626,11 +626,35 @@ def _terminal(lines: list[str], width: int) -> str:
     return "\n".join(textwrap.fill(line, width=width, subsequent_indent="  ") for line in plain)
 
 
+def _analysed(sources, opts: ReportOptions) -> tuple[pd.DataFrame, pd.DataFrame, Readout]:
+    """Trials, epochs and the readout: from the analysis folder, or from the experiments analysed into a temporary
+    folder whose Parquet files move into `sources.analysis` only once the options proved good (a bad --metric or
+    --reference writes nothing)."""
+    import shutil
+    import tempfile
+
+    if not sources.experiments:
+        trials, epochs = load(sources.analysis)
+        return trials, epochs, read_out(trials, epochs, opts, load_predictions(sources.analysis))
+    from .aggregate import aggregate, summary_line
+
+    with tempfile.TemporaryDirectory(prefix="lora-sweep-analysis-") as tmp:
+        analysed, analysed_epochs, notes = aggregate(list(sources.experiments), tmp)
+        trials, epochs = load(Path(tmp))
+        ro = read_out(trials, epochs, opts, load_predictions(Path(tmp)))
+        sources.analysis.mkdir(parents=True, exist_ok=True)
+        for written in sorted(Path(tmp).glob("*.parquet")):
+            shutil.move(str(written), str(sources.analysis / written.name))
+    for note in notes:
+        print(f"warning: {note}", file=sys.stderr)
+    print("analyze: " + summary_line(analysed, analysed_epochs, sources.analysis, files=False))
+    return trials, epochs, ro
+
+
 def cmd_report(args: argparse.Namespace) -> int:
-    import math
     import shutil
 
-    from record.errors import check_output_dir
+    from record.errors import check_output_dir, check_positive
 
     from .sources import resolve
 
@@ -638,24 +662,13 @@ def cmd_report(args: argparse.Namespace) -> int:
     opts = ReportOptions(metric=args.metric, reference=args.reference, margin=args.margin, select=select,
                          test=args.test, price=args.price_per_hour)
     try:
-        if not 0 < opts.margin < math.inf:
-            raise InputError("--margin", f"must be a finite number > 0 (got {opts.margin:g}); e.g. 0.005 for half a "
-                                         "point")
-        if opts.price is not None and not 0 < opts.price < math.inf:
-            raise InputError("--price-per-hour", f"must be a finite number > 0 (got {opts.price:g}); e.g. 1.2 per "
-                                                 "GPU-hour")
+        check_positive(opts.margin, "--margin", "e.g. 0.005 for half a point")
+        check_positive(opts.price, "--price-per-hour", "e.g. 1.2 per GPU-hour")
+        if args.out:
+            check_output_dir(args.out)  # as typed: Path() would turn s3://b/x into a local s3:/b/x
         sources = resolve(args.dir, args.out)
         check_output_dir(sources.out)
-        if sources.experiments:
-            from .aggregate import aggregate, summary_line
-
-            check_output_dir(sources.analysis)
-            analysed, analysed_epochs, notes = aggregate(list(sources.experiments), sources.analysis)
-            for note in notes:
-                print(f"warning: {note}", file=sys.stderr)
-            print("analyze: " + summary_line(analysed, analysed_epochs, sources.analysis, files=False))
-        trials, epochs = load(sources.analysis)
-        ro = read_out(trials, epochs, opts, load_predictions(sources.analysis))
+        trials, epochs, ro = _analysed(sources, opts)
         files = write_readout(ro, epochs, sources.out)
     except (InputError, OSError) as err:
         print(f"error: {err}", file=sys.stderr)
@@ -698,8 +711,8 @@ def register(sub) -> None:
     p = sub.add_parser("report", help="the answer: statistics, verdicts, cost and figures of experiments (or of "
                                       "analyze's Parquet files)",
                        description="Experiment folders are analysed first (as `analyze` does) into a folder of your "
-                                   "own; the answer is printed, and written with the rest. The answer first (the best group, what is and is not distinguishable from it, "
-                                   "how many seeds would settle the rest), then one group per configuration: n, mean "
+                                   "own; the answer is printed, and written with the rest. The answer first (the "
+                                   "best group, what is and is not distinguishable from it, how many seeds would settle the rest), then one group per configuration: n, mean "
                                    "and Student t 95 % interval of the final epoch's metric (ties on small dev sets "
                                    "are never read as certainty), the split's noise floor, parameters, memory and "
                                    "speed; comparisons by paired t on shared seeds (Welch where seeds are not shared "

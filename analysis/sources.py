@@ -28,6 +28,9 @@ def is_analysis(path: str) -> bool:
 
 
 def _name(experiment: str) -> str:
+    """The experiment folder's own name (`.` and `dir/` resolved, for a local one)."""
+    if "://" not in experiment:
+        return Path(experiment).resolve().name or "experiment"
     return posixpath.basename(experiment.rstrip("/")) or "experiment"
 
 
@@ -55,6 +58,7 @@ def resolve(paths: list[str], out: str | None) -> Sources:
     folder = Path(out) if out else default_folder(paths)
     for experiment in paths:
         if _inside(folder, experiment):
-            raise InputError("--out", "lies inside the experiment folder Ray writes", got=str(folder),
-                             allowed=f"a folder of your own, e.g. {default_folder(paths)} (the default)")
+            raise InputError("--out" if out else "DIR", f"the report would go into {folder}, inside the experiment "
+                             "folder Ray writes", got=str(folder), allowed="run it from outside the experiment "
+                             "folder, or give --out a folder outside it")
     return Sources(folder, tuple(paths), folder)

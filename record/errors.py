@@ -49,13 +49,31 @@ def did_you_mean(value: object, options) -> str:
     return f"did you mean {close[0]!r}? " if close else ""
 
 
-def check_output_dir(path: object, field: str = "--out") -> None:
-    """A local folder a command will create or write into: refuse one that is a file, or lies under a file, before
-    anything is read or written (else a NotADirectoryError traceback half-way through). URIs pass unchanged."""
+def one_of(value: object, options) -> str:
+    """`did you mean 'x'? one of a, b, c`: the `allowed` text of a closed set of names."""
+    options = [str(o) for o in options]
+    return did_you_mean(value, options) + "one of " + ", ".join(options)
+
+
+def check_positive(value: float | None, field: str, example: str) -> None:
+    """A number flag: not given (None), or finite and > 0 (NaN and inf are refused alike)."""
+    import math
+
+    if value is not None and not 0 < value < math.inf:
+        raise InputError(field, "must be a finite number > 0", got=value, allowed=example)
+
+
+def check_output_dir(path: object, field: str = "--out", remote: bool = False) -> None:
+    """A folder a command will create or write into: refuse one that is a file, or lies under a file, before
+    anything is read or written (else a NotADirectoryError traceback half-way through). A URI passes where the
+    command writes to one (`remote`), else it is refused: it would become a local folder named `s3:`."""
     import os
 
     text = os.fspath(path)
     if "://" in text:
+        if not remote:
+            raise InputError(field, "must be a local folder", got=text,
+                             allowed="a path on this machine (copy the folder to the bucket afterwards)")
         return
     here = os.path.abspath(os.path.expanduser(text))
     while not os.path.exists(here):

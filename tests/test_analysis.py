@@ -204,11 +204,15 @@ def test_report_takes_the_experiment_itself_and_prints_the_answer(experiment, tm
     assert "`" not in said  # no markdown in a terminal
     assert main(["report", str(folder)]) == 0 and "Best mean: good r=8" in capsys.readouterr().out
     for argv, needle in (([str(folder), str(experiment)], "DIR"),
-                         ([str(experiment), "--out", str(Path(experiment) / "mine")], "--out")):
+                         ([str(experiment), "--out", str(Path(experiment) / "mine")], "--out"),
+                         ([str(experiment), "--out", "s3://bucket/rep"], "--out: must be a local folder"),
+                         ([str(experiment), "--out", "fresh", "--metric", "val_acuracy"], "did you mean"),
+                         ([str(experiment), "--out", "fresh", "--reference", "nope"], "--reference")):
         assert main(["report", *argv]) == 2
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and needle in err[0]
-    assert not (Path(experiment) / "mine").exists()
+    assert not (Path(experiment) / "mine").exists() and not (tmp_path / "fresh").exists()  # options checked first
+    assert not (tmp_path / "s3:").exists()
 
 
 def test_report_html_embeds_every_figure_and_one_row_per_group(experiment, tmp_path):

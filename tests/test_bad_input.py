@@ -394,7 +394,7 @@ CLI_FINITE = [  # argv (SPEC and AN are replaced), the error line's start
     (["report", "AN", "--margin", "nan"], "error: --margin: must be a finite number > 0"),
     (["report", "AN", "--price-per-hour", "inf"], "error: --price-per-hour: must be a finite number > 0"),
     (["plan", "SPEC", "--calibrate", "--price-per-hour", "inf"], "error: --price-per-hour: must be a finite number"),
-    (["plan", "SPEC", "--calibrate", "--price-per-hour", "nan"], "error: --price-per-hour: must be a number > 0"),
+    (["plan", "SPEC", "--calibrate", "--price-per-hour", "nan"], "error: --price-per-hour: must be a finite number"),
 ]
 
 
@@ -507,5 +507,4 @@ def test_version():
                          timeout=60)
     from importlib import metadata
 
-    assert out.returncode == 0 and out.stdout.strip() == f"lora-sweep {metadata.version('lora-sweep')}" == \
-        "lora-sweep 0.1.0"
+    assert out.returncode == 0 and out.stdout.strip() == f"lora-sweep {metadata.version('lora-sweep')}"

@@ -589,7 +589,7 @@ def test_ray_job_submit_with_token_auth_runs_a_sweep_then_analyze(tmp_path, tiny
 
 
 LOCAL_CLUSTER_PAGE = REPO / "docs" / "cluster.md"
-LOCAL_CLUSTER_MARKER = "<!-- docs test: tests/test_cluster.py::test_readme_local_cluster"
+LOCAL_CLUSTER_MARKER = "<!-- docs test: tests/test_cluster.py::test_local_cluster_block_runs"
 
 
 def local_cluster_block() -> str:
@@ -617,7 +617,7 @@ def test_local_cluster_block_is_the_token_flow():
 
 
 @pytest.mark.slow
-def test_readme_local_cluster(tmp_path, sst2_dir):
+def test_local_cluster_block_runs(tmp_path, sst2_dir):
     """docs/cluster.md's "Test it locally first" block, run by bash as written, on a copy of this checkout and a fresh
     HOME, with GLUE_DIR exported. Substituted: the ports and temp dir (another Ray may be running here), a wait for
     the head (a script types faster than a user), `ray stop` (it stops every Ray of this user: the test stops its own

@@ -126,7 +126,8 @@ def test_export_best_of_the_study_and_by_the_reports_group_label(experiment, tmp
     chosen = json.loads((tmp_path / "best" / "lora_sweep_trial.json").read_text())
     assert chosen["config"]["scenario"] == best
     assert chosen["final"]["val_accuracy"] == max(means[best])
-    assert main(["export", str(experiment), "--scenario", "vup r=4", "--repeat", "1", "--out", str(tmp_path / "g")]) == 0
+    group = ["--scenario", "vup r=4", "--repeat", "1"]
+    assert main(["export", str(experiment), *group, "--out", str(tmp_path / "g")]) == 0
     assert json.loads((tmp_path / "g" / "lora_sweep_trial.json").read_text())["config"]["trial_name"] == \
         "vup-r4-rep1"
     capsys.readouterr()
@@ -263,3 +264,21 @@ def test_a_damaged_trial_blocks_only_the_choices_that_would_read_it():
     for args in (("a", None, None, False, None), ("", None, None, True, None), ("", None, None, False, "a-rep0")):
         with pytest.raises(InputError, match="trial a-rep0"):
             choose(trials, *args)
+
+
+def test_a_damaged_trial_does_not_block_another_repeat_and_labels_count_every_trial():
+    """--repeat 1 never reads a cut rep0; a group label the report gives (there: a learning rate tells two groups
+    apart, though one of them never finished) names the finished trials of that group."""
+    from record.errors import InputError
+    from tune_jobs.export import choose
+
+    cut = InputError("trial a-rep0", "finished, but its result.json is unreadable")
+    a0 = {"config": {"trial_name": "a-rep0", "scenario": "a", "r": 8, "repeat": 0, "learning_rate": 1e-3},
+          "final": {}, "damaged": cut}
+    a1 = {"config": {**a0["config"], "trial_name": "a-rep1", "repeat": 1}, "final": {"val_accuracy": 0.8}}
+    assert choose([a0, a1], "a", None, 1, False, None)[0] is a1
+    errored = {**a0["config"], "trial_name": "a-lr2-rep0", "learning_rate": 2e-3}  # never finished
+    configs = [a0["config"], a1["config"], errored]
+    assert choose([a0, a1], "a r=8 lr=0.001", None, 1, False, None, configs=configs)[0] is a1
+    with pytest.raises(InputError, match="groups: a r=8$"):  # labelled among the finished ones alone
+        choose([a0, a1], "a r=8 lr=0.001", None, 1, False, None)

@@ -1,7 +1,8 @@
 """The rooms keep their doors: no import cycles, lora_ext knows no Ray, analysis imports no training code, training
 imports no analysis but the searcher's stopping rule (analysis.sequential, the report's own test) and export's group
-labels (analysis.groups), and the trial record (record/: fields, metrics, Ray's files, the input error) imports nothing of
-the project and nothing but the standard library and pyarrow. Checked on the source, lazy imports included."""
+labels (analysis.groups), and the trial record (record/: fields, metrics, Ray's files, the input error) imports
+nothing of the project and nothing but the standard library and pyarrow. Checked on the source, lazy imports
+included."""
 
 from __future__ import annotations
 

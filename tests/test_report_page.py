@@ -1,5 +1,6 @@
 """report.html as a person reads it: the answer first, a verdict matrix, readable tables, and nothing that runs off
-a 1300 px laptop window or an 800 px one, checked in a real headless Chromium (Debian's `chromium`; .ci/run installs it)."""
+a 1300 px laptop window or an 800 px one, checked in a real headless Chromium (Debian's `chromium`; .ci/run
+installs it)."""
 
 from __future__ import annotations
 

@@ -6,7 +6,7 @@ import math
 from collections.abc import Callable
 from typing import Any
 
-from record.errors import InputError, did_you_mean
+from record.errors import InputError, did_you_mean, one_of
 
 Check = Callable[[Any, str], Any]
 
@@ -77,7 +77,7 @@ def choice(*options: str) -> Check:
     def check(value: Any, path: str) -> str:
         if value not in options:
             raise InputError(path, "unknown value", got=value,
-                             allowed=did_you_mean(value, options) + "one of " + ", ".join(options))
+                             allowed=one_of(value, options))
         return value
 
     return check

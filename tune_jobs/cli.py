@@ -8,13 +8,12 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import math
 import sys
 from collections.abc import Sequence
 
-from record.errors import InputError
+from record.errors import InputError, check_positive
 
-from .cli_args import OneLineParser, add_spec_args, run_guarded
+from .cli_args import OneLineParser, add_spec_args, installed_version, run_guarded
 
 EPILOG = """\
 typical session:
@@ -45,10 +44,8 @@ def cmd_plan(args: argparse.Namespace) -> int:
     from .plan import format_json, format_table, plan
     from .spec import load_study
 
-    if args.price_per_hour is not None and not 0 < args.price_per_hour < math.inf:
-        finite = "finite " if args.price_per_hour > 0 else ""  # inf (NaN and <= 0: not > 0)
-        raise InputError("--price-per-hour", f"must be a {finite}number > 0", got=args.price_per_hour,
-                         allowed="e.g. 1.2 (per GPU-hour, or per CPU-hour for a spec without GPUs)")
+    check_positive(args.price_per_hour, "--price-per-hour", "e.g. 1.2 (per GPU-hour, or per CPU-hour for a spec "
+                                                            "without GPUs)")
     extra = [flag for flag, value in (("--price-per-hour", args.price_per_hour), ("--address", args.address),
                                       ("--device", args.device), ("--calibrate-alone", args.calibrate_alone or None))
              if value is not None and not args.calibrate]
@@ -121,16 +118,6 @@ def chosen_subcommand(argv: Sequence[str]) -> str | None:
     return next((a for a in argv if a in SUBCOMMANDS), None)
 
 
-def _version() -> str:
-    """The installed distribution's version (pyproject.toml), or 'unknown' in a checkout that is not installed."""
-    from importlib import metadata
-
-    try:
-        return metadata.version("lora-sweep")
-    except metadata.PackageNotFoundError:
-        return "unknown"
-
-
 def build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
     """The full parser of the subcommand named in `argv`; the others are listed by name and help only."""
     parser = OneLineParser(
@@ -140,7 +127,7 @@ def build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
         epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--debug", action="store_true", help="show full tracebacks instead of one-line errors")
-    parser.add_argument("--version", action="version", version=f"lora-sweep {_version()}")
+    parser.add_argument("--version", action="version", version=f"lora-sweep {installed_version()}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=OneLineParser)
     sub.required = True
     chosen = chosen_subcommand(argv)

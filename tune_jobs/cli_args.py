@@ -9,6 +9,16 @@ from collections.abc import Callable
 from record.errors import EXIT_INPUT, InputError, InputErrors
 
 
+def installed_version() -> str:
+    """The installed distribution's version (pyproject.toml), or 'unknown' in a checkout that is not installed."""
+    from importlib import metadata
+
+    try:
+        return metadata.version("lora-sweep")
+    except metadata.PackageNotFoundError:
+        return "unknown"
+
+
 class OneLineParser(argparse.ArgumentParser):
     """argparse that exits 2 with one line (no usage dump) on a bad argument."""
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from record.errors import InputError, did_you_mean
+from record.errors import InputError, one_of
 from record.metrics import ALL_TASK_METRICS, CLASSIFICATION, DEFAULT_METRIC, DEV, REGRESSION, TASK_METRICS
 
 from . import checks as f
@@ -82,8 +82,7 @@ class DataConfig:
         metric = self.metric or (task.metric if same_kind else DEFAULT_METRIC[kind])
         if metric not in TASK_METRICS[kind]:
             raise InputError("data.metric", f"not a {kind} metric", got=metric,
-                             allowed=did_you_mean(metric, TASK_METRICS[kind]) + "one of "
-                             + ", ".join(TASK_METRICS[kind]))
+                             allowed=one_of(metric, TASK_METRICS[kind]))
         num_labels = self.num_labels
         if kind == REGRESSION:
             if self.labels:

@@ -12,14 +12,24 @@ import posixpath
 import shutil
 import sys
 import tempfile
-from importlib import metadata
 from pathlib import Path
 
 from record.errors import InputError, check_output_dir
 
-from .cli_args import run_guarded
+from .cli_args import installed_version, run_guarded
 
 HELP = "write one trial's trained adapter (or model) as a directory PEFT / transformers load, with a model card"
+
+
+def trial_configs(experiment: str) -> list[dict]:
+    """Every trial's config, finished or not: the report labels groups over all of them."""
+    import pyarrow.fs as pafs
+
+    from record.ray_files import open_experiment, trial_states
+
+    fs, exp = open_experiment(experiment)
+    return [state["config"] for _, state in sorted(trial_states(fs, exp, fs.get_file_info(pafs.FileSelector(exp)))
+                                                   .items())]
 
 
 def finished_trials(experiment: str) -> list[dict]:
@@ -88,22 +98,25 @@ def best_by_primary_metric(pool: list[dict]) -> tuple[dict, str]:
     return chosen, f"best final {metric} ({chosen['final'][metric]:.4f}) of {len(pool)} trials, chosen on {why}"
 
 
-def group_labels(trials: list[dict]) -> list[str]:
-    """Each trial's group as the report labels it (`all r=8`, `upper r=8 lr=0.001`): one configuration, seeds aside."""
+def group_labels(trials: list[dict], configs: list[dict] | None = None) -> list[str]:
+    """Each trial's group as the report labels it (`all r=8`, `upper r=8 lr=0.001`): one configuration, seeds aside;
+    labelled among `configs` (every trial of the experiment, as the report labels them; default: `trials`')."""
     import pandas as pd
 
     from analysis.groups import group_labels as labels
     from record.fields import filled
 
-    return list(labels(pd.DataFrame([filled(t["config"]) for t in trials])))
+    every = [t["config"] for t in trials] + list(configs or ())
+    named = labels(pd.DataFrame([filled(c) for c in every]))
+    return list(named[:len(trials)])
 
 
-def best_group(trials: list[dict]) -> tuple[dict, str]:
+def best_group(trials: list[dict], configs: list[dict] | None = None) -> tuple[dict, str]:
     """The best trial of the study's best group (by the mean final primary metric over its seeds), and a sentence
     saying how both were chosen."""
     metric, sign, why = _ranking_metric(trials)
     groups: dict[str, list[dict]] = {}
-    for trial, label in zip(trials, group_labels(trials)):
+    for trial, label in zip(trials, group_labels(trials, configs)):
         if trial["final"].get(metric) is not None:
             groups.setdefault(label, []).append(trial)
     if not groups:
@@ -120,9 +133,10 @@ def best_group(trials: list[dict]) -> tuple[dict, str]:
 
 
 def choose(trials: list[dict], scenario: str, r: int | None, repeat: int | None, best: bool,
-           trial_name: str | None, method: str | None = None) -> tuple[dict, str]:
+           trial_name: str | None, method: str | None = None, configs: list[dict] | None = None) -> tuple[dict, str]:
     """The trial the flags name, and a sentence saying how it was chosen. `scenario` is a scenario name or a group
-    label of the report (`all r=8`); empty with `best`: the study's best group."""
+    label of the report (`all r=8`, labelled among `configs`: every trial's); empty with `best`: the study's best
+    group."""
     if trial_name:
         named = intact([t for t in trials if t["config"].get("trial_name") == trial_name])
         if not named:
@@ -132,9 +146,9 @@ def choose(trials: list[dict], scenario: str, r: int | None, repeat: int | None,
         raise InputError("EXPERIMENT", "has no finished trial with a checkpoint", allowed="an experiment `lora-sweep "
                          "run` wrote (STORAGE/NAME), after at least one trial finished")
     names = sorted({str(t["config"].get("scenario")) for t in trials})
-    labels = group_labels(trials)
+    labels = group_labels(trials, configs)
     if not scenario and best:
-        return best_group(intact(trials))
+        return best_group(intact(trials), configs)
     pool = [t for t in trials if t["config"].get("scenario") == scenario]
     if not pool and scenario in labels:
         pool = [t for t, label in zip(trials, labels) if label == scenario]
@@ -154,10 +168,10 @@ def choose(trials: list[dict], scenario: str, r: int | None, repeat: int | None,
 
     from .grid import pick_method
 
-    pool = intact(pick_method(pool, method, scenario, key=lambda t: filled(t["config"]).get("method")))
+    pool = pick_method(pool, method, scenario, key=lambda t: filled(t["config"]).get("method"))
     if best:
-        return best_by_primary_metric(pool)
-    pool = [t for t in pool if t["config"].get("repeat") == (repeat or 0)]
+        return best_by_primary_metric(intact(pool))
+    pool = intact([t for t in pool if t["config"].get("repeat") == (repeat or 0)])
     if len(pool) != 1:
         found = sorted(t["config"].get("trial_name") for t in pool)
         raise InputError("--repeat" if not pool else "--trial", "names no single finished trial", got=found or repeat,
@@ -183,6 +197,9 @@ def portable_base(model: str) -> tuple[str, str]:
     found = hub_id(model)
     if found:
         return found, "the Hugging Face hub (or its local cache)"
+    if "://" in model:
+        return model, (f"a remote folder, `{model}`: copy it to the machine that loads this export and set "
+                       "`base_model_name_or_path` in adapter_config.json to that copy")
     where = model_location(model)
     return where, (f"a local path, `{where}`: nothing else is known about this base; on another machine set "
                    "`base_model_name_or_path` in adapter_config.json to your copy of it")
@@ -219,10 +236,7 @@ def model_card(tc, final: dict, how: str, base: str, where: str, adapter: bool) 
         load = ("from transformers import AutoModelForSequenceClassification\n"
                 "model = AutoModelForSequenceClassification.from_pretrained(DIR)")
         note = "A complete transformers model: its config holds the label names; PEFT is not needed to load it."
-    try:
-        version = metadata.version("lora-sweep")
-    except metadata.PackageNotFoundError:
-        version = "unknown"
+    version = installed_version()
     rows = "\n".join(f"| {k} | {v:.4f} |" if isinstance(v, float) else f"| {k} | {v} |" for k, v in metrics.items())
     return f"""---
 library_name: {"peft" if adapter else "transformers"}
@@ -311,7 +325,8 @@ def export(experiment: str, out: Path, scenario: str | None, r: int | None, repe
     check_output_dir(out)  # a file there (or above it): one line, not a NotADirectoryError
     if out.exists() and any(out.iterdir()):
         raise InputError("--out", "exists and is not empty", got=str(out), allowed="a new or empty directory")
-    chosen, how = choose(finished_trials(experiment), scenario or "", r, repeat, best, trial_name, method)
+    chosen, how = choose(finished_trials(experiment), scenario or "", r, repeat, best, trial_name, method,
+                         trial_configs(experiment))
     tc = TrialConfig.from_dict(chosen["config"])
     base, where = portable_base(tc.model)
     with tempfile.TemporaryDirectory(prefix="lora-sweep-export-") as tmp:
@@ -348,6 +363,7 @@ def export(experiment: str, out: Path, scenario: str | None, r: int | None, repe
 
 
 def cmd_export(args: argparse.Namespace) -> int:
+    check_output_dir(args.out)  # as typed: Path() would turn s3://b/x into a local s3:/b/x
     if not (args.scenario or args.trial or args.best):
         raise InputError("--scenario", "missing", allowed="--best (the study's best group), --scenario NAME|GROUP, "
                                                           "or --trial TRIAL_NAME")

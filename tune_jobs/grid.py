@@ -11,7 +11,7 @@ from typing import Any
 import yaml
 
 from lora_ext.methods import DEFAULT_LORAPLUS_LR_RATIO, PLAIN, uses_loraplus
-from record.errors import InputError, InputErrors, did_you_mean
+from record.errors import InputError, InputErrors, one_of
 from record.fields import CONFIRM, TUNE, short
 
 from .repeats import Repeats
@@ -181,7 +181,7 @@ def select_trial(study: Study, scenario: str, r: int | None = None, repeat: int 
     names = sorted({t.scenario for t in trials})
     if scenario not in names:
         raise InputError("--scenario", "no such scenario in the spec", got=scenario,
-                         allowed=did_you_mean(scenario, names) + "one of " + ", ".join(names))
+                         allowed=one_of(scenario, names))
     matches = [t for t in trials if t.scenario == scenario]
     ranks = sorted({t.r for t in matches if t.r is not None})
     if r is not None:

@@ -55,16 +55,22 @@ def chosen_profile(raw: dict, name: str | None, keys: tuple[str, ...], errors: l
     `extends`, if any) and its YAML path."""
     if name is None:
         return {}, ""
-    profiles = builtin_profiles()
-    own = raw.get("profiles")
-    for pname, body in (own.items() if isinstance(own, dict) else ()):
-        profiles[pname] = _deep_merge(profiles.get(pname, {}), body if isinstance(body, dict) else {})
+    profiles = all_profiles(raw)
     if name not in profiles:
         raise InputErrors([InputError("--profile", "unknown profile", got=name,
                                     allowed=did_you_mean(name, profiles) + "known profiles: "
                                     + ", ".join(sorted(profiles)))])
     path = f"profiles.{name}"
     return f.check_section(_extended(profiles, name), {k: _any for k in keys}, path, errors), path
+
+
+def all_profiles(raw: dict) -> dict[str, Any]:
+    """The built-in profiles with the spec's own `profiles:` merged over them (a spec may extend a built-in one)."""
+    profiles = builtin_profiles()
+    own = raw.get("profiles")
+    for pname, body in (own.items() if isinstance(own, dict) else ()):
+        profiles[pname] = _deep_merge(profiles.get(pname, {}), body if isinstance(body, dict) else {})
+    return profiles
 
 
 def _extended(profiles: dict[str, Any], name: str, seen: tuple[str, ...] = ()) -> Any:
@@ -119,10 +125,7 @@ def at_holding_profile(errors: list[InputError], raw: dict, name: str | None) ->
         return errors
     import re
 
-    profiles = builtin_profiles()
-    own = raw.get("profiles")
-    for pname, body in (own.items() if isinstance(own, dict) else ()):
-        profiles[pname] = _deep_merge(profiles.get(pname, {}), body if isinstance(body, dict) else {})
+    profiles = all_profiles(raw)
     if name not in profiles:
         return errors
     holders, prefix = _holders(profiles, name), f"profiles.{name}."

@@ -53,7 +53,7 @@ def storage_uri(storage: str | None) -> str:
 
     storage = storage or DEFAULT_STORAGE
     check_bucket(storage, "--storage")
-    check_output_dir(storage, "--storage")  # a file there: one line now, not Ray's NotADirectoryError at the end
+    check_output_dir(storage, "--storage", remote=True)  # a file there: one line now, not Ray's NotADirectoryError
     if "://" not in storage and (inside := resolved_inside_upload(storage)) is not None:
         raise InputError("--storage", f"resolved from the job's uploaded working directory to {inside}, in Ray's "
                         "cache of --working-dir uploads (not kept)", got=storage, allowed="an absolute path (on a cluster: "

@@ -12,7 +12,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from record.errors import InputError, did_you_mean
+from record.errors import InputError, one_of
 
 from record.metrics import CLASSIFICATION, REGRESSION
 
@@ -77,7 +77,7 @@ def preset(dataset: str) -> Task | None:
         return None
     if dataset not in TASKS:
         raise InputError("data.dataset", "unknown GLUE task", got=dataset,
-                         allowed=did_you_mean(dataset, TASKS) + "one of " + ", ".join(TASKS))
+                         allowed=one_of(dataset, TASKS))
     return TASKS[dataset]
 
 
