@@ -18,14 +18,23 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from record.errors import EXIT_INPUT, InputError, check_output_dir
-from record.fields import MAPPINGS
-from record.fields import TUNE
-from record.metrics import STOPPED, is_diverged, stopped_early
+from record.errors import EXIT_OK, check_output_dir, run_guarded
+from record.fields import MAPPINGS, provenance_of
+from record.metrics import FINAL, TRIAL_METRIC_COLUMNS, higher_is_better, is_diverged
+from record.outcome import STOPPED, column_status, outcome
 from record.predictions import PREDICTIONS_FILE
 
 from .load import TrialRecord, read_experiment, split_config
-from .schema import EPOCH_METRICS, EPOCHS_SCHEMA, PREDICTIONS_SCHEMA, SCHEMA_VERSION, TRIALS_SCHEMA
+from .schema import (
+    ANALYSIS_VERSIONS_KEY,
+    EPOCH_METRICS,
+    EPOCHS_SCHEMA,
+    PREDICTIONS_SCHEMA,
+    SCHEMA_VERSION,
+    SCHEMA_VERSION_KEY,
+    TRIALS_SCHEMA,
+)
+
 
 def _last(results: list[dict], key: str):
     for row in reversed(results):
@@ -48,10 +57,8 @@ def trial_row(rec: TrialRecord) -> dict:
     res, done = rec.results, _epochs(rec)  # every report (sizes, memory, node) / finished epochs (metrics)
     diverged = next((r for r in res if is_diverged(r)), None)
     final = done if diverged is None else []
-    # only a tuning stage's scheduler stops trials; elsewhere a short result.json is a flagged problem, not a stop
-    stopped = rec.status == "TERMINATED" and rec.config.get("stage") == TUNE and rec.problem is None \
-        and bool(res) and stopped_early(res[-1], rec.config.get("epochs"))
-    accs = [r["val_accuracy"] for r in done if r.get("val_accuracy") is not None]
+    # only a tuning stage's scheduler stops trials; a cut result.json is a flagged problem, not a stop
+    ended = outcome(rec.status, res[-1] if res else None, rec.config, complete=rec.problem is None)
     speeds = [r["train_samples_per_s"] for r in done if r.get("train_samples_per_s") is not None]
     peaks = [r["peak_memory_mb"] for r in res if r.get("peak_memory_mb") is not None]
     reserved = [r["peak_reserved_mb"] for r in res if r.get("peak_reserved_mb") is not None]
@@ -59,12 +66,10 @@ def trial_row(rec: TrialRecord) -> dict:
     saved = [r["saved_activations_mb"] for r in done if r.get("saved_activations_mb") is not None]
     return {
         "experiment": rec.experiment, "trial_id": rec.trial_id, "trial_dir": rec.trial_dir,
-        "status": STOPPED if stopped else rec.status,
+        "status": column_status(rec.status, ended),
         "error": rec.error, "problem": rec.problem, **known,
         "config_extra": json.dumps(extra, sort_keys=True) if extra else None,
-        "final_val_accuracy": _last(final, "val_accuracy"), "final_sel_accuracy": _last(final, "sel_accuracy"),
-        "best_val_accuracy": max(accs) if accs else None,
-        "final_val_loss": _last(final, "val_loss"), "final_train_loss": _last(final, "train_loss"),
+        **_metric_columns(final, done), "final_train_loss": _last(final, "train_loss"),
         "epochs_completed": len(done), "trainable_params": _last(res, "trainable_params"),
         "total_params": _last(res, "total_params"), "params_relative_pct": _last(res, "params_relative_pct"),
         "peak_memory_mb": max(peaks) if peaks else None, "memory_kind": _last(res, "memory_kind"),
@@ -76,8 +81,22 @@ def trial_row(rec: TrialRecord) -> dict:
         "node_ip": _last(res, "node_ip"), "node_id": _last(res, "node_id"), "num_restarts": rec.num_restarts,
         "last_checkpoint": rec.last_checkpoint, "diverged": diverged is not None,
         "diverged_reason": diverged.get("diverged_reason") if diverged else None,
-        "stopped_at_epoch": len(done) if stopped else None,
+        "stopped_at_epoch": len(done) if ended == STOPPED else None,
+        **provenance_of(res),  # the training node's, from the first report of the run that reported last
     }
+
+
+def _metric_columns(final: list[dict], done: list[dict]) -> dict:
+    """final_* (the last of `final`, the finished epochs of a trial that did not diverge) and best_* (over `done`)
+    of every split metric (record.metrics.TRIAL_METRIC_COLUMNS)."""
+    out = {}
+    for column, name, kind in TRIAL_METRIC_COLUMNS:
+        if kind == FINAL:
+            out[column] = _last(final, name)
+            continue
+        values = [r[name] for r in done if r.get(name) is not None]
+        out[column] = (max(values) if higher_is_better(name) else min(values)) if values else None
+    return out
 
 
 def epoch_rows(rec: TrialRecord) -> list[dict]:
@@ -106,8 +125,9 @@ def prediction_rows(records: list[TrialRecord]) -> pa.Table:
 
 
 def _versions() -> dict[str, str]:
-    out = {}
-    for dist in ("lora-sweep", "ray", "pyarrow", "transformers", "peft", "torch"):
+    """The analysing machine's package versions (the training nodes' are each trial's provenance columns)."""
+    out = {"python": sys.version.split()[0]}
+    for dist in ("lora-sweep", "ray", "pyarrow", "pandas", "transformers", "peft", "torch"):
         try:
             out[dist] = metadata.version(dist)
         except metadata.PackageNotFoundError:
@@ -138,9 +158,9 @@ def aggregate(experiments: list[str], out_dir: str | Path) -> tuple[pa.Table, pa
         records.extend(read_experiment(exp))
     records.sort(key=lambda r: (r.experiment, r.config.get("trial_name") or "", r.trial_id))
     studies = sorted({str(r.config.get("study")) for r in records if r.config.get("study")})
-    meta = {"lora_sweep.schema_version": SCHEMA_VERSION, "lora_sweep.experiments": json.dumps(
+    meta = {SCHEMA_VERSION_KEY: SCHEMA_VERSION, "lora_sweep.experiments": json.dumps(
         sorted({r.experiment for r in records})), "lora_sweep.studies": json.dumps(studies),
-        "lora_sweep.versions": json.dumps(_versions(), sort_keys=True)}
+        ANALYSIS_VERSIONS_KEY: json.dumps(_versions(), sort_keys=True)}
     trials = pa.Table.from_pylist([trial_row(r) for r in records], schema=TRIALS_SCHEMA).replace_schema_metadata(meta)
     epochs = pa.Table.from_pylist([row for r in records for row in epoch_rows(r)],
                                   schema=EPOCHS_SCHEMA).replace_schema_metadata(meta)
@@ -158,16 +178,12 @@ def aggregate(experiments: list[str], out_dir: str | Path) -> tuple[pa.Table, pa
 
 
 def cmd_analyze(args: argparse.Namespace) -> int:
-    try:
-        check_output_dir(args.out)  # before any experiment is read: a file there is one line, not a traceback
-        trials, epochs, notes = aggregate(args.experiments, args.out)
-    except InputError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return EXIT_INPUT
+    check_output_dir(args.out)  # before any experiment is read: a file there is one line, not a traceback
+    trials, epochs, notes = aggregate(args.experiments, args.out)
     for note in notes:
         print(f"warning: {note}", file=sys.stderr)
     print(summary_line(trials, epochs, Path(args.out)))
-    return 0
+    return EXIT_OK
 
 
 def summary_line(trials: pa.Table, epochs: pa.Table, out: Path, files: bool = True) -> str:
@@ -202,7 +218,7 @@ def register(sub) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m analysis.aggregate", description=__doc__)
     add_arguments(parser)
-    return cmd_analyze(parser.parse_args(argv))
+    return run_guarded(cmd_analyze, parser.parse_args(argv))
 
 
 if __name__ == "__main__":

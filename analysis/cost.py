@@ -68,7 +68,8 @@ def cost_sentence(bill: dict) -> str:
         amount = f"{bill['cost']:,.2f}" if bill["cost"] >= 1 else f"{bill['cost']:.3g}"
         text += f", {amount} at {bill['price']:g} per {bill['resource']}-hour"
     if bill.get("tuned"):
-        text += f"; {bill['tuning_resource_hours']:.3g} of those hours went to the tuning stage ({bill['tuned']} trials)"
+        text += (f"; {bill['tuning_resource_hours']:.3g} of those hours went to the tuning stage "
+                 f"({bill['tuned']} trials)")
     if bill["left_out_resource_hours"] > 0:
         text += f"; {bill['left_out_resource_hours']:.3g} of those hours went to runs left out"
     return text + "."

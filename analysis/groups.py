@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 
 from record import fields
+from record.outcome import TERMINATED
 
 # What a trial computes (its fields' roles say which), plus config keys the schema does not know and the
 # compute_dtype that `precision: auto` became on the machine (bf16 or fp32).
@@ -44,7 +45,7 @@ def config_keys(trials: pd.DataFrame) -> pd.Series:
 
 def usable_mask(trials: pd.DataFrame) -> pd.Series:
     """Runs a comparison may use: finished, with a finite value, no flagged problem, not diverged."""
-    ok = trials["status"].eq("TERMINATED") & np.isfinite(trials["value"].astype(float))
+    ok = trials["status"].eq(TERMINATED) & np.isfinite(trials["value"].astype(float))
     if "problem" in trials:
         ok &= trials["problem"].isna()
     if "diverged" in trials:

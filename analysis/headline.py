@@ -120,7 +120,8 @@ def _far_sentence(far: dict[str, pd.Series], by_group: pd.DataFrame, focal: str,
     rows = list(far.values())
     gaps = ", ".join(f"{g} ({r['delta']:+.4f}, {_gap(r, by_group, focal):.0f}x)" for g, r in far.items())
     df = sorted({f"{r['df']:.0f}" for r in rows})
-    text = (f"Far from {focal}, yet not decidable with {int(min(r['n_seeds'] for r in rows))} seed(s): {gaps} (gap, and "
+    text = (f"Far from {focal}, yet not decidable with {int(min(r['n_seeds'] for r in rows))} seed(s): "
+            f"{gaps} (gap, and "
             f"how many times the larger of the two groups' seed spreads it is): each pair's interval rests on its "
             f"own spread with {'/'.join(df)} df, which so few seeds cannot bound")
     shadows = [_relative_verdict(r) for r in rows if _shadowed(r)]

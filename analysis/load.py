@@ -20,6 +20,7 @@ import pyarrow.parquet as pq
 from record.errors import InputError
 from record.fields import filled
 from record.metrics import is_diverged
+from record.outcome import ERROR, PENDING, TERMINATED, UNKNOWN
 from record.predictions import PREDICTIONS_FILE, SCHEMA, epoch_of
 from record.ray_files import (
     ERROR_FILE,
@@ -76,9 +77,9 @@ def read_experiment(uri: str) -> list[TrialRecord]:
                 config = json.loads(read_text(fs, posixpath.join(tdir, PARAMS_FILE)))
             except json.JSONDecodeError as err:
                 raise InputError(f"{tdir}/params.json", f"corrupt ({err})") from None
-        elif state.get("status") in ("ERROR", "PENDING") and RESULT_FILE not in files:
+        elif state.get("status") in (ERROR, PENDING) and RESULT_FILE not in files:
             # Failed (or not started) before Ray wrote params.json: the experiment state still has its config.
-            if not tentries and state.get("status") == "PENDING":
+            if not tentries and state.get("status") == PENDING:
                 continue
             config = state.get("config", {})
         else:
@@ -88,11 +89,11 @@ def read_experiment(uri: str) -> list[TrialRecord]:
         if ERROR_FILE in files:
             error_text = read_text(fs, posixpath.join(tdir, ERROR_FILE)).strip().splitlines()
             error = next((line for line in reversed(error_text) if line.strip()), "error")[:500]
-        status = state.get("status") or ("ERROR" if error else "TERMINATED" if results else "UNKNOWN")
+        status = state.get("status") or (ERROR if error else TERMINATED if results else UNKNOWN)
         trial_id = state.get("trial_id") or (results[0].get("trial_id") if results else rel)
         records.append(TrialRecord(
             experiment=name, trial_id=trial_id, trial_dir=tdir, status=status, config=config, results=results,
-            error=error if status == "ERROR" else None, problem=problem, num_restarts=state.get("num_failures", 0),
+            error=error if status == ERROR else None, problem=problem, num_restarts=state.get("num_failures", 0),
             last_checkpoint=latest_checkpoint(tentries),
         ))
     read_predictions(fs, records)

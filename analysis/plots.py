@@ -8,10 +8,10 @@ import matplotlib
 matplotlib.use("Agg")  # files only; no display on a cluster node or in CI
 
 import matplotlib.pyplot as plt  # noqa: E402
-from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullFormatter  # noqa: E402
-from matplotlib.transforms import ScaledTranslation  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
+from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullFormatter  # noqa: E402
+from matplotlib.transforms import ScaledTranslation  # noqa: E402
 from scipy.stats import gaussian_kde  # noqa: E402
 
 from record.metrics import higher_is_better  # noqa: E402

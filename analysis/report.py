@@ -20,7 +20,8 @@ import pandas as pd
 import pyarrow as pa
 
 from record import metrics
-from record.errors import EXIT_INPUT, InputError, did_you_mean, one_of
+from record.errors import EXIT_OK, InputError, did_you_mean, one_of, run_guarded
+from record.outcome import STOPPED, TERMINATED
 from record.predictions import PREDICTIONS_FILE
 
 from . import cost, stats
@@ -35,7 +36,8 @@ from .compare import (
     Family,
     compare,
 )
-from .dev_error import note as dev_error_note, with_dev_error
+from .dev_error import note as dev_error_note
+from .dev_error import with_dev_error
 from .document import Block, Column, to_html, to_markdown
 from .groups import CONFIGURATION, drop_duplicate_runs, group_labels, strata_keys, usable_mask
 from .headline import headline, verdict_matrix
@@ -158,10 +160,10 @@ def _why(row: pd.Series) -> str:
     first = lambda text: str(text).strip().splitlines()[0][:160] if text and text == text else ""  # noqa: E731
     if row.get("diverged") is True or row.get("diverged") == 1:
         return f"diverged: {first(row.get('diverged_reason')) or 'non-finite loss'}"
-    if row.get("status") == metrics.STOPPED:
+    if row.get("status") == STOPPED:
         return f"stopped early: at epoch {int(row['stopped_at_epoch'])} of the tuning stage (ASHA on the selection " \
                "split); its candidate's row in the selection table"
-    if row.get("status") != "TERMINATED":
+    if row.get("status") != TERMINATED:
         return f"errored: {first(row.get('error')) or 'status ' + str(row.get('status'))}"
     if row.get("problem") and row.get("problem") == row.get("problem"):
         return f"flagged: {first(row['problem'])}"
@@ -194,7 +196,8 @@ def summarize(good: pd.DataFrame, metric: str) -> pd.DataFrame:
             "ci95_high": hi, "ci95_halfwidth": (hi - lo) / 2, "examples": examples, "resolution": step,
             "noise_floor_se": stats.binomial_se(v.mean(), examples) if metrics.metric_of(metric).name == "accuracy"
             else np.nan,
-            "trainable_params": g["trainable_params"].median(), "params_relative_pct": g["params_relative_pct"].median(),
+            "trainable_params": g["trainable_params"].median(),
+            "params_relative_pct": g["params_relative_pct"].median(),
             **memory_figures(g),
             "train_samples_per_s": g["mean_train_samples_per_s"].median(),
         })
@@ -536,8 +539,9 @@ def _reading_text(ro: Readout) -> tuple[str, ...]:
                     "fitted, df capped at the additive fit's), which keeps the family's error rate within "
                     "simulation error even when one or two groups are several times noisier (bench/evidence.py).")
         if o.test == "auto":
-            how += (f" Below {MODERATED_MIN_SEEDS} shared seeds moderation is not measured to keep that rate, so "
-                    "the plain paired t decides; the moderated test's verdict is shown beside it, labelled: not a claim.")
+            how += (f" Below {MODERATED_MIN_SEEDS} shared seeds moderation is not measured to keep that rate, "
+                    "so the plain paired t decides; the moderated test's verdict is shown beside it, "
+                    "labelled: not a claim.")
     step = ro.summary["resolution"].dropna() if "resolution" in ro.summary else pd.Series(dtype=float)
     ties = (f"{o.metric} moves in steps of 1/{1 / step.max():.0f} rows here: tied values are not read as certainty; "
             "a spread is at least the step's own rounding error (step/√12 for a value, step/√6 for a difference)."
@@ -661,22 +665,18 @@ def cmd_report(args: argparse.Namespace) -> int:
     select = tuple(s.strip() for s in (args.select or "").split(",") if s.strip())
     opts = ReportOptions(metric=args.metric, reference=args.reference, margin=args.margin, select=select,
                          test=args.test, price=args.price_per_hour)
-    try:
-        check_positive(opts.margin, "--margin", "e.g. 0.005 for half a point")
-        check_positive(opts.price, "--price-per-hour", "e.g. 1.2 per GPU-hour")
-        if args.out:
-            check_output_dir(args.out)  # as typed: Path() would turn s3://b/x into a local s3:/b/x
-        sources = resolve(args.dir, args.out)
-        check_output_dir(sources.out)
-        trials, epochs, ro = _analysed(sources, opts)
-        files = write_readout(ro, epochs, sources.out)
-    except (InputError, OSError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return EXIT_INPUT
+    check_positive(opts.margin, "--margin", "e.g. 0.005 for half a point")
+    check_positive(opts.price, "--price-per-hour", "e.g. 1.2 per GPU-hour")
+    if args.out:
+        check_output_dir(args.out)  # as typed: Path() would turn s3://b/x into a local s3:/b/x
+    sources = resolve(args.dir, args.out)
+    check_output_dir(sources.out)
+    trials, epochs, ro = _analysed(sources, opts)
+    files = write_readout(ro, epochs, sources.out)  # a folder it cannot write: one line (run_guarded), exit 2
     width = min(shutil.get_terminal_size((100, 24)).columns, 120)
     print(_terminal(answer(ro), width) or "No group has a usable run.")
     print(f"report: {len(files)} files in {sources.out}; open {sources.out / 'report.html'}")
-    return 0
+    return EXIT_OK
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -712,7 +712,8 @@ def register(sub) -> None:
                                       "analyze's Parquet files)",
                        description="Experiment folders are analysed first (as `analyze` does) into a folder of your "
                                    "own; the answer is printed, and written with the rest. The answer first (the "
-                                   "best group, what is and is not distinguishable from it, how many seeds would settle the rest), then one group per configuration: n, mean "
+                                   "best group, what is and is not distinguishable from it, how many seeds would "
+                                   "settle the rest), then one group per configuration: n, mean "
                                    "and Student t 95 % interval of the final epoch's metric (ties on small dev sets "
                                    "are never read as certainty), the split's noise floor, parameters, memory and "
                                    "speed; comparisons by paired t on shared seeds (Welch where seeds are not shared "
@@ -727,7 +728,7 @@ def register(sub) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m analysis.report", description=__doc__)
     add_arguments(parser)
-    return cmd_report(parser.parse_args(argv))
+    return run_guarded(cmd_report, parser.parse_args(argv))
 
 
 if __name__ == "__main__":

@@ -6,7 +6,8 @@ from __future__ import annotations
 import pandas as pd
 
 from record.fields import CONFIRM, TUNE
-from record.metrics import SELECTION, STOPPED, on_split
+from record.metrics import SELECTION, on_split
+from record.outcome import STOPPED, TERMINATED
 
 from .groups import axis_text, config_keys, group_labels
 
@@ -16,7 +17,8 @@ def selection_metric(metric: str) -> str:
     return on_split(SELECTION, metric)
 
 
-def select_settings(good: pd.DataFrame, settings: list[str], higher_is_better: bool) -> tuple[pd.DataFrame, pd.DataFrame]:
+def select_settings(good: pd.DataFrame, settings: list[str],
+                    higher_is_better: bool) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(the analysed trials of the chosen groups, relabelled; one row per placement and candidate value).
 
     `good` has `group`, `sel_value` (final selection metric) and `value` (final dev metric). A placement is a
@@ -55,7 +57,8 @@ def staged_settings(trials: pd.DataFrame) -> tuple[str, ...]:
     return tuple(out)
 
 
-def tuned_and_confirmed(prepared: pd.DataFrame, good: pd.DataFrame, settings: list[str]) -> tuple[pd.DataFrame, pd.DataFrame]:
+def tuned_and_confirmed(prepared: pd.DataFrame, good: pd.DataFrame,
+                        settings: list[str]) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(the usable trials compared on dev: every trial but the tune stage's; one row per placement and candidate).
 
     `prepared` (every trial, with `group`, `value` and `sel_value`) gives each candidate's tune seeds: how many,
@@ -71,7 +74,7 @@ def tuned_and_confirmed(prepared: pd.DataFrame, good: pd.DataFrame, settings: li
         chosen = set(confirmed.loc[placement[confirmed.index] == key, "group"])
         for group, seeds in cands.groupby("group", sort=False):
             diverged = seeds["diverged"].fillna(False).astype(bool) if "diverged" in seeds else False
-            ran = seeds[seeds["status"].eq("TERMINATED") & ~diverged]  # what the searcher's choice averaged
+            ran = seeds[seeds["status"].eq(TERMINATED) & ~diverged]  # what the searcher's choice averaged
             stopped = seeds[seeds["status"].eq(STOPPED)]
             first = seeds.iloc[0]
             rows.append({"placement": first["scenario"] + (f" r={int(first['r'])}" if first["r"] == first["r"]

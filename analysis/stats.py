@@ -49,7 +49,8 @@ class Estimate:
         return float(max(p_low, p_high))
 
 
-def spread(values: np.ndarray, resolution: float | None = None, ties: float = 12.0, scale: float | None = None) -> float:
+def spread(values: np.ndarray, resolution: float | None = None, ties: float = 12.0,
+           scale: float | None = None) -> float:
     """Sample standard deviation that tells ties from certainty: round-off counts as 0, and where the metric moves in
     steps of `resolution` (1/examples for accuracy) it is at least resolution/sqrt(ties), the spread that rounding to
     that step alone adds (Sheppard: h^2/12 for one value, h^2/6 for a difference of two). nan: not determined

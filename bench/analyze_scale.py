@@ -125,7 +125,8 @@ def main() -> None:
     trials, epochs, _ = aggregate([str(exp)], root / "out")
     took = time.perf_counter() - t0
     predicted = pq.read_metadata(root / "out" / PREDICTIONS_FILE).num_rows
-    print(f"analyze: {trials.num_rows} trials, {epochs.num_rows} epoch rows, {predicted} prediction rows in {took:.2f} s "
+    print(f"analyze: {trials.num_rows} trials, {epochs.num_rows} epoch rows, {predicted} prediction rows "
+          f"in {took:.2f} s "
           f"(target <= {TARGET_S:.0f} s, ratio {took / TARGET_S:.2f})")
     t0 = time.perf_counter()
     files = write_report(*load(root / "out"), root / "out" / "report", predictions=load_predictions(root / "out"))

@@ -1,7 +1,8 @@
 """Export a finished trial and check, in a clean Python process with only PEFT/transformers, that the exported
 adapter reproduces the trial's final val_accuracy on the dev split.
 
-    python bench/export_reproduces.py EXPERIMENT --scenario NAME [--best | --repeat K] [--dev ../shared/data/sst2/dev.tsv]
+    python bench/export_reproduces.py EXPERIMENT --scenario NAME [--best | --repeat K] \
+[--dev ../shared/data/sst2/dev.tsv]
 
 Prints both accuracies and their difference (target: 0, the same predictions on every dev row).
 """
@@ -64,7 +65,8 @@ def main() -> None:
     got = json.loads(res.stdout.strip().splitlines()[-1])
     want = trial["final"]["val_accuracy"]
     print(f"trial {trial['config']['trial_name']}: final val_accuracy {want:.4f}; exported adapter in a clean "
-          f"process ({dtype}): {got['accuracy']:.4f} on {got['rows']} dev rows; difference {got['accuracy'] - want:+.4f}")
+          f"process ({dtype}): {got['accuracy']:.4f} on {got['rows']} dev rows; "
+          f"difference {got['accuracy'] - want:+.4f}")
 
 
 if __name__ == "__main__":

@@ -207,9 +207,9 @@ def verify(assets: str, device: str) -> list[tuple[str, bool, str]]:
     from transformers import AutoTokenizer
 
     from tune_jobs.device import capability_of, choose_precision
+    from tune_jobs.meters import SavedTensorMeter
     from tune_jobs.spec import TrialConfig
     from tune_jobs.trial import frozen_linears_to, prepare_model, seed_everything, train_epoch
-    from tune_jobs.meters import SavedTensorMeter
 
     root, target, checks = Path(assets), torch.device(device), []
     tokenizer = AutoTokenizer.from_pretrained(root / "model")
@@ -233,7 +233,8 @@ def verify(assets: str, device: str) -> list[tuple[str, bool, str]]:
             with torch.autocast(target.type, dtype=dtype):
                 out = model(**batch)
             out.loss.backward()
-            results.append((out.logits.detach(), {n: q.grad for n, q in model.named_parameters() if q.grad is not None}))
+            results.append((out.logits.detach(),
+                            {n: q.grad for n, q in model.named_parameters() if q.grad is not None}))
         (a, ga), (b, gb) = results
         same = torch.equal(a, b) and ga.keys() == gb.keys() and all(torch.equal(ga[n], gb[n]) for n in ga)
         checks.append((f"frozen weights in {dtype} change nothing", same, f"max |logit diff| "

@@ -34,7 +34,8 @@ def start(objects: dict[str, bytes], buckets: tuple[str, ...] = ()) -> tuple[sub
 
     server, endpoint = serve()
     client = boto3.client("s3", endpoint_url=endpoint, region_name=KEYS["AWS_DEFAULT_REGION"],
-                          aws_access_key_id=KEYS["AWS_ACCESS_KEY_ID"], aws_secret_access_key=KEYS["AWS_SECRET_ACCESS_KEY"])
+                          aws_access_key_id=KEYS["AWS_ACCESS_KEY_ID"],
+                          aws_secret_access_key=KEYS["AWS_SECRET_ACCESS_KEY"])
     for bucket in {*buckets, *(k.split("/", 1)[0] for k in objects)}:
         client.create_bucket(Bucket=bucket)
     for key, body in objects.items():

@@ -28,8 +28,7 @@ import torch  # noqa: E402
 from tune_jobs.data import TrialData, length_grouped_batches  # noqa: E402
 from tune_jobs.grid import select_trial, with_overrides  # noqa: E402
 from tune_jobs.spec import load_study  # noqa: E402
-from tune_jobs.trial import (build_optimizer, build_scheduler, load_model, load_tokenizer, run_trial,  # noqa: E402
-                             seed_everything)
+from tune_jobs.trial import build_optimizer, build_scheduler, load_model, load_tokenizer, run_trial, seed_everything  # noqa: E402
 
 
 def bare_loop(tc, epoch: int = 1) -> float:

@@ -23,8 +23,8 @@ sys.path.insert(0, str(REPO))
 
 from analysis.aggregate import aggregate  # noqa: E402
 from analysis.compare import reversed_verdict  # noqa: E402
-from record.metrics import STOPPED  # noqa: E402
 from analysis.report import ReportOptions, load, read_out  # noqa: E402
+from record.outcome import STOPPED  # noqa: E402
 
 
 def spent(experiment: Path) -> dict:
@@ -92,7 +92,8 @@ def main() -> int:
         p.error("give --run, or --full and --staged experiment folders")
     ro_full, ro_staged = readout(full, ("learning_rate",)), readout(staged, ())
     rows = []
-    for label, exp, ro in (("full grid, then report --select", full, ro_full), ("tune, then confirm", staged, ro_staged)):
+    for label, exp, ro in (("full grid, then report --select", full, ro_full),
+                           ("tune, then confirm", staged, ro_staged)):
         cost = spent(exp)
         stopped = int(ro.trials["status"].eq(STOPPED).sum())
         rows.append((label, cost, choices(ro), verdicts(ro), stopped, ro))
@@ -100,12 +101,14 @@ def main() -> int:
               f"{cost['wall_min']:.1f} min wall")
         print("  chosen learning rate per rank: " + ", ".join(f"{k}: {v}" for k, v in rows[-1][2].items()))
         means = ro.summary.set_index("group")["mean"]
-        print("  dev mean per rank (the chosen rate's seeds): " + ", ".join(f"{rank_of(g)} {m:.4f}" for g, m in means.items()))
+        print("  dev mean per rank (the chosen rate's seeds): "
+              + ", ".join(f"{rank_of(g)} {m:.4f}" for g, m in means.items()))
     (_, c1, ch1, v1, _, _), (_, c2, ch2, v2, _, _) = rows
     same_choice = [k for k in ch1 if ch1.get(k) == ch2.get(k)]
     shared = sorted(set(v1) & set(v2))
     agree = [k for k in shared if v1[k] == v2[k]]
-    print(f"trial-epochs: {c2['trial_epochs']} / {c1['trial_epochs']} = {c2['trial_epochs'] / c1['trial_epochs']:.2f}x; "
+    print(f"trial-epochs: {c2['trial_epochs']} / {c1['trial_epochs']} = "
+          f"{c2['trial_epochs'] / c1['trial_epochs']:.2f}x; "
           f"wall: {c2['wall_min'] / c1['wall_min']:.2f}x")
     print(f"choices agree for {len(same_choice)} of {len(ch1)} ranks"
           + (f" (differ: {', '.join(k for k in ch1 if k not in same_choice)})" if len(same_choice) < len(ch1) else ""))
@@ -113,7 +116,8 @@ def main() -> int:
     print(f"verdicts: full {dict((x, list(v1.values()).count(x)) for x in counts['full'])}, staged "
           f"{dict((x, list(v2.values()).count(x)) for x in counts['staged'])}")
     print(f"verdicts agree for {len(agree)} of {len(shared)} rank pairs"
-          + "".join(f"\n  {a} vs {b}: full {v1[(a, b)]!r}, staged {v2[(a, b)]!r}" for a, b in shared if (a, b) not in agree))
+          + "".join(f"\n  {a} vs {b}: full {v1[(a, b)]!r}, staged {v2[(a, b)]!r}"
+                    for a, b in shared if (a, b) not in agree))
     return 0
 
 

@@ -2,7 +2,8 @@
 optimizer helper; nothing here reimplements a variant.
 
 A method is `lora` (plain LoRA) or a `+`-joined combination of variants, written in one canonical order, e.g.
-`dora+rslora` (the variant that changes the adapter first, then the scaling, then the optimizer). `pissa` and `olora` start from a decomposition of the base weights and so change them; an export
+`dora+rslora` (the variant that changes the adapter first, then the scaling, then the optimizer). `pissa` and
+`olora` start from a decomposition of the base weights and so change them; an export
 converts such an adapter back into a plain LoRA delta on the original base (PEFT's
 `path_initial_model_for_weight_conversion`).
 """

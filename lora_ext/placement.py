@@ -24,8 +24,8 @@ from .methods import PLAIN
 
 Baseline = Literal["classifier_only", "full"]
 BASELINES: tuple[str, ...] = ("classifier_only", "full")
-LAYER_SELECTORS = ("'all', 'upper', 'lower', 'even' (optionally ':k', e.g. 'upper:4'), 'global' or 'local' (models that "
-                   "alternate them), an index, or a list of indices")
+LAYER_SELECTORS = ("'all', 'upper', 'lower', 'even' (optionally ':k', e.g. 'upper:4'), 'global' or 'local' "
+                   "(models that alternate them), an index, or a list of indices")
 
 
 @dataclass(frozen=True)

@@ -1,9 +1,18 @@
-"""The one input-error type of the project: every package raises it, every command prints it as one line and
-exits 2 (EXIT_INPUT)."""
+"""The one input-error type of the project, the exit codes of every command, and the one way a command runs
+(`run_guarded`): every package raises InputError, every command prints it as one line and exits 2 (EXIT_INPUT)."""
 
 from __future__ import annotations
 
-EXIT_INPUT = 2
+import sys
+from collections.abc import Callable
+
+# The exit codes of every command (`lora-sweep SUBCOMMAND`, `python -m analysis.report`, ...)
+EXIT_OK = 0
+EXIT_TRIALS_FAILED = 1  # it ran, but a trial did not end well: `run` with errored trials (a diverged one is a
+#                         result there, exit 0), `trial` whose loss turned NaN/inf
+EXIT_INPUT = 2  # bad input (InputError): a spec field, a data file, a flag, an experiment folder; or a folder or
+#                 bucket that cannot be read or written (OSError)
+EXIT_INTERRUPTED = 130  # Ctrl-C (128 + SIGINT, as a shell reports it)
 
 
 class InputError(ValueError):
@@ -85,3 +94,19 @@ def check_output_dir(path: object, field: str = "--out", remote: bool = False) -
         where = "is a file" if here == os.path.abspath(os.path.expanduser(text)) else f"lies under the file {here}"
         raise InputError(field, f"{where}, not a directory", got=text,
                          allowed="a new or existing directory (remove or rename the file, or choose another path)")
+
+
+def run_guarded(func: Callable, args) -> int:
+    """Run a command: `func(args)`'s exit code (None: EXIT_OK). Bad input (InputError, InputErrors) and a folder or
+    bucket that cannot be read or written (OSError) become one `error:` line per problem and EXIT_INPUT (`--debug`
+    on `args`: the traceback instead); Ctrl-C one line and EXIT_INTERRUPTED."""
+    try:
+        return int(func(args) or EXIT_OK)
+    except (InputError, InputErrors, OSError) as err:
+        if getattr(args, "debug", False):
+            raise
+        print(f"error: {err}".replace("\n", "\nerror: "), file=sys.stderr)
+        return EXIT_INPUT
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED

@@ -1,6 +1,7 @@
 """The trial config, declared once: every field a grid point has, with its Arrow type, its role and how it is
 labelled. Ray's config dict (`TrialConfig`), the Parquet schema, trial names, TensorBoard's HParams, the
-analysis' configuration key and group labels are all derived from `FIELDS`.
+analysis' configuration key and group labels are all derived from `FIELDS`. What a trial records about the node it
+ran on (versions, device, commit) is declared here too, as `PROVENANCE`: a record's fields, not config.
 
 A new training setting is one `Field` here (with its default) plus its check in `tune_jobs.spec.TRAIN_SCHEMA` and
 its use in the trial; `tune_jobs.spec.TrainConfig` is derived from the TRAINING fields.
@@ -14,6 +15,7 @@ from typing import Any
 import pyarrow as pa
 
 IDENTITY, PLACEMENT, MODEL, DATA, TRAINING = "identity", "placement", "model", "data", "training"
+PROVENANCE_ROLE = "provenance"  # where and with what a trial ran: recorded by the trial, never a config value
 NO_DEFAULT = object()  # fields that always come from the spec and the grid, and that every record holds
 
 
@@ -24,6 +26,7 @@ class Field:
     name: str
     arrow: pa.DataType
     role: str  # identity (labels and bookkeeping: never part of a group) | placement | model | data | training
+    # | provenance (PROVENANCE: what the trial reports about its node, never part of the config)
     nullable: bool = False  # None is a valid value (unset, or not read yet)
     short: str | None = None  # its name in trial names and group labels (lr, ep, bs, ...); None: the full name
     label_order: int | None = None  # the order in which group labels add it to tell same-named groups apart
@@ -36,7 +39,7 @@ class Field:
     @property
     def in_configuration(self) -> bool:
         """Part of what a trial computes (so of a group's identity), unlike labels, repeat and seed."""
-        return self.role != IDENTITY
+        return self.role not in (IDENTITY, PROVENANCE_ROLE)
 
     @property
     def python_type(self) -> type:
@@ -118,6 +121,31 @@ LABEL_ORDER: tuple[str, ...] = tuple(sorted((f.name for f in FIELDS if f.label_o
 HPARAMS: tuple[str, ...] = tuple(f.name for f in FIELDS if f.hparam)
 ARROW: list[tuple[str, pa.DataType]] = [(f.name, f.arrow) for f in FIELDS]
 MAPPINGS: tuple[str, ...] = tuple(f.name for f in FIELDS if f.mapping)
+
+
+# Provenance: the training node's versions, device and source, reported by the trial in the first report of each run
+# (`tune_jobs.provenance`; a resumed run reports its own node's) and a column each of trials.parquet (the run that
+# reported last). Not config: never in TrialConfig, a group or a trial name. None: not known there (no GPU: no driver;
+# not a git checkout: no commit), or a record made before provenance was recorded.
+PROVENANCE: tuple[Field, ...] = tuple(Field(name, arrow, PROVENANCE_ROLE, nullable=True, default=None)
+                                      for name, arrow in (
+    ("lora_sweep_version", S),  # the installed distribution's version (None: a checkout that is not installed)
+    ("git_commit", S),  # HEAD of the lora-sweep checkout the trial imported (None: not a checkout, e.g. Ray's
+    ("git_dirty", B),  # working_dir upload); git_dirty: tracked files changed since that commit
+    ("python_version", S), ("torch_version", S), ("transformers_version", S), ("peft_version", S), ("ray_version", S),
+    ("cuda_version", S),  # the CUDA torch was built with (torch.version.cuda; None: a CPU build)
+    ("driver_version", S),  # the NVIDIA driver (NVML) of a trial on a GPU; None on CPU
+    ("device_name", S),  # e.g. "NVIDIA H100 80GB HBM3", or "cpu (x86_64)"
+    ))
+PROVENANCE_NAMES: tuple[str, ...] = tuple(f.name for f in PROVENANCE)
+PROVENANCE_ARROW: list[tuple[str, pa.DataType]] = [(f.name, f.arrow) for f in PROVENANCE]
+
+
+def provenance_of(reports: list[dict]) -> dict:
+    """The provenance of the last run among a trial's reports (the last report that carries it: a resumed trial's
+    node that went on, all fields from that one report), each field None where no report carries it."""
+    origin = next((r for r in reversed(reports) if any(n in r for n in PROVENANCE_NAMES)), {})
+    return {n: origin.get(n) for n in PROVENANCE_NAMES}
 
 
 TUNE, CONFIRM = "tune", "confirm"  # the values of `stage`: a study with `select:` (tune_jobs.select_section)

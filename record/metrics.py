@@ -14,6 +14,7 @@ SPLIT_PREFIXES = ("val_", "sel_")  # dev set (reported) and selection split (hel
 DEV, SELECTION = SPLIT_PREFIXES
 LEGACY_PRIMARY = "val_accuracy"  # the primary metric of experiments made before studies named theirs (SST-2)
 DIVERGED = "diverged"  # a report with `diverged: true` (and `diverged_reason`) ends a trial: not an epoch
+FINAL, BEST = "final_", "best_"  # trials.parquet: a metric at the last finished epoch / its best over the epochs
 
 
 @dataclass(frozen=True)
@@ -35,6 +36,8 @@ METRICS: dict[str, Metric] = {m.name: m for m in (
     Metric("spearman", REGRESSION, True, False),
     Metric("loss", None, False, False),
 )}
+# Which metrics each task computes, in report order: the one declaration (tune_jobs.metrics.compute computes these,
+# each by its own function; the schema's columns, the spec's `data.metric` choices follow from it).
 TASK_METRICS: dict[str, tuple[str, ...]] = {
     task: tuple(m.name for m in METRICS.values() if m.task == task) for task in (CLASSIFICATION, REGRESSION)}
 DEFAULT_METRIC = {CLASSIFICATION: "accuracy", REGRESSION: "pearson"}
@@ -46,19 +49,10 @@ def is_diverged(report: dict | None) -> bool:
     return bool((report or {}).get(DIVERGED))
 
 
-STOPPED = "STOPPED"  # the status of a trial a tuning stage's scheduler ended (trials.parquet, the sweep's summary)
-
-
-def stopped_early(report: dict | None, epochs: int | None) -> bool:
-    """A trial's last report ends it (not diverged) before its last epoch: a scheduler (a tuning stage's ASHA)
-    stopped it. Ray records such a trial TERMINATED, like one that ran to the end."""
-    epoch = (report or {}).get("epoch")
-    return isinstance(epoch, int) and isinstance(epochs, int) and not is_diverged(report) and epoch < epochs
-
-
 def metric_of(column: str) -> Metric | None:
-    """The metric a column holds (`val_mcc`, `sel_accuracy`, `final_val_loss`, `train_loss`, `accuracy`), or None."""
-    name = column.removeprefix("final_")
+    """The metric a column holds (`val_mcc`, `sel_accuracy`, `final_val_loss`, `best_val_f1`, `train_loss`,
+    `accuracy`), or None."""
+    name = column.removeprefix(FINAL).removeprefix(BEST)
     for prefix in (*SPLIT_PREFIXES, "train_"):  # train_loss is a loss too, though never a comparison's metric
         name = name.removeprefix(prefix)
     return METRICS.get(name)
@@ -70,9 +64,13 @@ def is_split_metric(column: str) -> bool:
 
 
 def higher_is_better(column: str) -> bool:
-    """Losses and squared errors go down; accuracy, F1, MCC and correlations go up; unknown names go up."""
+    """Losses and squared errors go down; accuracy, F1, MCC and correlations go up. ValueError for a name that is
+    no metric's: callers pass names already checked (a spec's `data.metric`, the report's `--metric`: an
+    InputError there), so an unknown one is a programming error, never silently ranked as higher-is-better."""
     metric = metric_of(column)
-    return True if metric is None else metric.higher_is_better
+    if metric is None:
+        raise ValueError(f"{column!r} is not a metric column (known metrics: {', '.join(METRICS)})")
+    return metric.higher_is_better
 
 
 def on_split(prefix: str, column: str) -> str:
@@ -136,3 +134,19 @@ EPOCH_COLUMNS: list[tuple[str, pa.DataType]] = [
 # What TensorBoard's HParams table links to a trial: every split metric, train loss, size, memory and speed.
 SUMMARY_METRICS: tuple[str, ...] = (*split_metric_names(DEV), *split_metric_names(SELECTION), "train_loss",
                                     "trainable_params", "params_relative_pct", "peak_memory_mb", "train_samples_per_s")
+
+
+def _trial_metric_columns() -> tuple[tuple[str, str, str], ...]:
+    out = []
+    for kind in (FINAL, BEST):
+        for prefix in SPLIT_PREFIXES:
+            out.extend((f"{kind}{name}", name, kind) for name in split_metric_names(prefix))
+    return tuple(out)
+
+
+# trials.parquet's metric columns, derived (never listed): (column, epoch column, FINAL | BEST) for every split and
+# every metric any task reports, loss first: final_val_loss, final_val_accuracy, ..., final_val_mcc, ...,
+# final_sel_spearman, best_val_loss, ..., best_sel_spearman. final_*: the last finished epoch's value (null for a
+# diverged trial); best_*: the best over finished epochs in the metric's direction (optimistic when measured on the
+# set it reports: never a verdict's metric). A metric another task reports is null.
+TRIAL_METRIC_COLUMNS: tuple[tuple[str, str, str], ...] = _trial_metric_columns()

@@ -54,7 +54,8 @@ def read_text(fs: pafs.FileSystem, path: str) -> str:
 
 def trial_states(fs: pafs.FileSystem, exp: str, entries: list[pafs.FileInfo]) -> dict[str, dict]:
     """relative_logdir -> {trial_id, status, num_failures, config, last_result} from the newest experiment_state."""
-    states = sorted(e.path for e in entries if e.base_name.startswith("experiment_state") and e.base_name.endswith(".json"))
+    states = sorted(e.path for e in entries
+                    if e.base_name.startswith("experiment_state") and e.base_name.endswith(".json"))
     if not states:
         raise InputError(str(exp), "not a Ray Tune experiment (no experiment_state-*.json); pass STORAGE/NAME "
                                    "as printed by `lora-sweep run`")
@@ -101,5 +102,6 @@ def read_results(fs: pafs.FileSystem, path: str) -> tuple[list[dict], str | None
 
 def latest_checkpoint(entries: list[pafs.FileInfo]) -> str | None:
     """The newest `checkpoint_*` folder among a trial folder's entries (Ray numbers them in order), or None."""
-    ckpts = sorted(e.path for e in entries if e.type == pafs.FileType.Directory and e.base_name.startswith(CHECKPOINT_PREFIX))
+    ckpts = sorted(e.path for e in entries
+                   if e.type == pafs.FileType.Directory and e.base_name.startswith(CHECKPOINT_PREFIX))
     return ckpts[-1] if ckpts else None

@@ -14,7 +14,8 @@ from analysis.schema import EPOCHS_SCHEMA, TRIALS_SCHEMA
 def write_study(out: Path, groups: list[dict], seeds: int = 3, examples: int = 277, seed: int = 0,
                 seed_sd: float = 0.004, noise_sd: float = 0.004) -> Path:
     """trials.parquet + epochs.parquet; each group dict: scenario, mean, and optionally model, scale (noise x),
-    params_pct, components, diverged_seeds, looks (a sequential design's), seconds (per trial). Accuracies are whole rows of `examples`, so ties happen as on RTE."""
+    params_pct, components, diverged_seeds, looks (a sequential design's), seconds (per trial). Accuracies are whole
+    rows of `examples`, so ties happen as on RTE."""
     rng = np.random.default_rng(seed)
     blocks = {}
     trials, epochs = [], []

@@ -3,8 +3,15 @@
 import pytest
 import torch
 
-from lora_ext import (Placement, apply_placement, count_params, load_model_config,
-                      predicted_module_names, to_lora_config, architecture_for)
+from lora_ext import (
+    Placement,
+    apply_placement,
+    architecture_for,
+    count_params,
+    load_model_config,
+    predicted_module_names,
+    to_lora_config,
+)
 from record.errors import InputError
 from tests import tiny_models
 from tests.conftest import tiny_roberta_config
@@ -86,8 +93,8 @@ def test_down_does_not_match_attention_output(roberta_cfg):
 
 
 def test_peft_adapts_exactly_the_predicted_modules_and_trains_only_adapters_and_head():
-    from transformers import AutoModelForSequenceClassification
     from peft.utils.other import ModulesToSaveWrapper
+    from transformers import AutoModelForSequenceClassification
 
     torch.manual_seed(0)
     model = AutoModelForSequenceClassification.from_config(tiny_roberta_config())

@@ -55,7 +55,8 @@ def experiment(tmp_path_factory):
         "study": "fixture", "scenario": tune.grid_search(["good", "plain", "flaky", "broken"]),
         "repeat": tune.grid_search([0, 1, 2]), "r": 8, "layers": [0, 1], "baseline": None,
         "components": tune.sample_from(lambda config: COMPONENTS_OF[config["scenario"]]),
-        "seed": tune.sample_from(lambda config: 42 + config["repeat"]), "model": "tiny", "learning_rate": 1e-3, "gradient_checkpointing": False,
+        "seed": tune.sample_from(lambda config: 42 + config["repeat"]), "model": "tiny", "learning_rate": 1e-3,
+        "gradient_checkpointing": False,
         "marker_dir": str(root / "markers"),
         "trial_name": tune.sample_from(lambda config: f"{config['scenario']}-rep{config['repeat']}"),
     }
@@ -101,7 +102,12 @@ def test_trials_and_epochs_parquet(experiment, tmp_path, capsys):
     assert good["hostname"].notna().all() and good["mean_train_samples_per_s"].notna().all()
     assert json.loads(good["config_extra"].iloc[0]) == {"marker_dir": str(experiment.parent / "markers")}
     meta = pq.read_schema(tmp_path / "trials.parquet").metadata
-    assert meta[b"lora_sweep.schema_version"] == SCHEMA_VERSION.encode() and b"ray" in meta[b"lora_sweep.versions"]
+    assert meta[b"lora_sweep.schema_version"] == SCHEMA_VERSION.encode()
+    assert b"ray" in meta[b"lora_sweep.analysis_versions"] and b"lora_sweep.versions" not in meta  # analysing machine's
+    # reports without provenance (as before lora-sweep recorded it) and without val_mcc still analyse: null columns
+    assert trials["torch_version"].isna().all() and trials["git_commit"].isna().all()
+    assert (trials["final_val_mcc"].isna().all()
+            and good["best_val_loss"].round(4).tolist() == [round(1.1 / EPOCHS, 4)] * 3)
 
 
 def test_rerun_gives_identical_files_and_several_experiments_merge(experiment, tmp_path):
@@ -126,7 +132,8 @@ def test_corrupt_result_line_flags_that_trial_only(experiment, tmp_path, capsys)
     err = capsys.readouterr().err
     assert "good-rep0/result.json:3: corrupt or truncated line" in err and "the rest is analysed" in err
     trials = pq.read_table(tmp_path / "out" / "trials.parquet").to_pandas().set_index("trial_name")
-    assert trials.loc["good-rep0", "problem"].startswith(str(result)) and trials.loc["good-rep0", "epochs_completed"] == 2
+    assert (trials.loc["good-rep0", "problem"].startswith(str(result))
+            and trials.loc["good-rep0", "epochs_completed"] == 2)
     assert trials["problem"].notna().sum() == 1
 
 
@@ -174,7 +181,8 @@ def test_report_tables_comparisons_and_plots(experiment, tmp_path, capsys):
     good = trials[trials["scenario"] == "good"]["final_val_accuracy"].to_numpy()
     ci = sps.ttest_1samp(good, 0).confidence_interval(0.95)
     assert summary.loc["good r=8", "mean"] == pytest.approx(good.mean())
-    assert (summary.loc["good r=8", "ci95_low"], summary.loc["good r=8", "ci95_high"]) == pytest.approx((ci.low, ci.high))
+    assert ((summary.loc["good r=8", "ci95_low"], summary.loc["good r=8", "ci95_high"])
+            == pytest.approx((ci.low, ci.high)))
     pairs = pd.read_csv(tmp_path / "rep" / "comparisons.csv")
     assert len(pairs) == 3 and set(pairs["test"]) == {"paired-t"} and (pairs["n_seeds"] == 3).all()
     same = pairs.set_index(["a", "b"]).loc[("flaky r=8", "plain r=8")]  # the fixture gives both the same values
@@ -384,9 +392,9 @@ RSS = {"upper": 1451.0, "lower": 743.0, "all": 886.0}  # its process RSS growth:
 def _memory_study(root: Path, device: str) -> Path:
     """A synthetic upper / lower / all study with the quickstart's memory figures, run on a CPU or a GPU."""
     import pyarrow as pa
+    from synthetic import write_study
 
     from analysis.schema import TRIALS_SCHEMA
-    from synthetic import write_study
 
     out = write_study(root / device, [{"scenario": s, "mean": 0.83} for s in ACTIVATIONS], seeds=3, examples=872)
     trials = pq.read_table(out / "trials.parquet").to_pandas()

@@ -44,7 +44,8 @@ def _jsonl(root: Path, train: str, dev: str = '{"text": "ok", "y": "pos"}\n{"tex
 REGRESSION_TSV = "sentence\tlabel\na fine film\t4.5\na dull film\t1.0\n"
 DATA_CASES = [  # (id, build the dataset dir under tmp, extra data fields, the error line's field: problem)
     ("dir missing", lambda t: t / "nope", {}, "data.dataset: local dataset directory not found"),
-    ("no split files", lambda t: (t / "empty").mkdir() or t / "empty", {}, "data.splits.train: no file for split 'train'"),
+    ("no split files", lambda t: (t / "empty").mkdir() or t / "empty", {},
+     "data.splits.train: no file for split 'train'"),
     ("eval split missing", lambda t: _tsv(t / "d").joinpath("dev.tsv").unlink() or t / "d", {},
      "data.splits.eval: no file for split 'validation'"),
     ("named eval split missing", lambda t: _tsv(t / "d"), {"splits": {"eval": "test"}},
@@ -70,7 +71,8 @@ DATA_CASES = [  # (id, build the dataset dir under tmp, extra data fields, the e
     ("regression target not a number", lambda t: _tsv(t / "d", train=REGRESSION_TSV + "x\tn/a\n", dev=REGRESSION_TSV),
      {"task": "regression"}, "data.label: {train}:4: regression target 'n/a' in column 'label' is not a number"),
     ("no header without names", lambda t: _tsv(t / "d"), {"reader": {"header": False}}, "data.reader.column_names"),
-    ("parquet lacks label", lambda t: _parquet(t / "p", {"sentence": ["a"], "y": [1]}), {}, "data.label: no column 'label'"),
+    ("parquet lacks label", lambda t: _parquet(t / "p", {"sentence": ["a"], "y": [1]}), {},
+     "data.label: no column 'label'"),
     ("parquet empty", lambda t: _parquet(t / "p", {"sentence": pa.array([], pa.string()),
                                                     "label": pa.array([], pa.int64())}), {}, "has no rows"),
     ("parquet label range", lambda t: _parquet(t / "p", {"sentence": ["a", "b"], "label": [0, 5]}), {"num_labels": 2},

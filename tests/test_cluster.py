@@ -6,8 +6,8 @@ import itertools
 import json
 import os
 import re
-import signal
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -98,7 +98,8 @@ START_KEYS = ("head_start_ray_commands", "worker_start_ray_commands")
 def test_every_node_gets_the_token_and_starts_ray_with_token_auth(name):
     cfg = yaml.safe_load((REPO / name).read_text())
     home = f"/home/{cfg['auth']['ssh_user']}"
-    assert cfg["file_mounts"][f"{home}/.ray/auth_token"] == "~/.ray/auth_token"  # the laptop's token, Ray's default path
+    # the laptop's token, Ray's default path
+    assert cfg["file_mounts"][f"{home}/.ray/auth_token"] == "~/.ray/auth_token"
     assert not [k for t in cfg.get("available_node_types", {}).values() for k in t
                 if "setup_commands" in k or "start_ray_commands" in k]  # no node type replaces the commands below
     starts = [c for key in START_KEYS for c in cfg[key] if "ray start" in c]
@@ -402,7 +403,8 @@ def test_storage_inside_a_job_upload_is_refused_before_ray_starts(tmp_path, sst2
         out = _run_in(upload, str(spec), *argv)
         lines = out.stderr.strip().splitlines()
         assert out.returncode == 2 and out.stdout == "" and len(lines) == 1, out.stderr
-        assert lines[0].startswith("error: --storage: resolved from the job's uploaded working directory to ") and "uploaded working directory" in lines[0]
+        assert (lines[0].startswith("error: --storage: resolved from the job's uploaded working directory to ")
+                and "uploaded working directory" in lines[0])
         assert "s3://" in lines[0] and "$PWD/lora_sweep_results" in lines[0]
     assert not list(upload.glob("lora_sweep_results*")) and not (upload / "results").exists()
 
@@ -538,8 +540,8 @@ def token_head(env: dict):
 
 def ray_job(env: dict, address: str, *argv: str, timeout: float = 600) -> subprocess.CompletedProcess:
     """`ray job SUBCOMMAND --address ADDRESS ...` with the token mode on, as the README's commands run."""
-    return subprocess.run(["ray", "job", argv[0], "--address", address, *argv[1:]], env=dict(env, RAY_AUTH_MODE="token"),
-                          capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(["ray", "job", argv[0], "--address", address, *argv[1:]],
+                          env=dict(env, RAY_AUTH_MODE="token"), capture_output=True, text=True, timeout=timeout)
 
 
 @pytest.mark.slow
@@ -579,7 +581,8 @@ def test_ray_job_submit_with_token_auth_runs_a_sweep_then_analyze(tmp_path, tiny
         assert len(lines) == 1, logs.stdout
         assert lines[0].startswith("error: data.dataset: local dataset directory not found: resolved from the "
                                    "job's uploaded working directory to /tmp/")
-        assert "runtime_resources/working_dir_files/shared/data/sst2" in lines[0] and "'../shared/data/sst2'" in lines[0]
+        assert ("runtime_resources/working_dir_files/shared/data/sst2" in lines[0]
+                and "'../shared/data/sst2'" in lines[0])
         assert "GLUE_DIR" in lines[0] and not (tmp_path / "store2").exists()
     res = subprocess.run([sys.executable, "-m", "analysis.aggregate", str(tmp_path / "store" / "job"), "--out",
                           str(tmp_path / "pq")], cwd=REPO, capture_output=True, text=True)

@@ -16,8 +16,17 @@ from record.errors import EXIT_INPUT
 from tests.conftest import REPO, SST2_DIR, tiny_spec
 from tune_jobs.data import PaddedSplit, TrialData
 from tune_jobs.data_section import DataConfig
-from tune_jobs.device import (BF16, FP16, FP32, Capability, DeviceUnavailable, capability_of, choose_device,
-                              choose_precision, cuda_problem)
+from tune_jobs.device import (
+    BF16,
+    FP16,
+    FP32,
+    Capability,
+    DeviceUnavailable,
+    capability_of,
+    choose_device,
+    choose_precision,
+    cuda_problem,
+)
 from tune_jobs.grid import select_trial, with_overrides
 from tune_jobs.meters import SavedTensorMeter, peak_steps
 from tune_jobs.spec import load_study

@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-_spec = importlib.util.spec_from_file_location("evidence", Path(__file__).resolve().parents[1] / "bench" / "evidence.py")
+_spec = importlib.util.spec_from_file_location("evidence",
+                                               Path(__file__).resolve().parents[1] / "bench" / "evidence.py")
 evidence = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(evidence)
 

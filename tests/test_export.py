@@ -86,6 +86,7 @@ def test_export_loads_with_the_ecosystem_and_gives_the_trials_logits(experiment,
     assert "exported" in capsys.readouterr().out
     card = (out / "README.md").read_text()
     assert "seed 8" in card and "trainable parameters" in card and "lora-sweep" in card  # base_seed 7 + repeat 1
+    assert "- trained on: cpu" in card and "torch " in card  # the training node's provenance, from the checkpoint
     if kind == "peft":  # a local base that stands for no hub id: its path, and the card says so
         config = json.loads((out / "adapter_config.json").read_text())
         assert config["task_type"] == "SEQ_CLS" and config["base_model_name_or_path"].endswith("model")

@@ -11,7 +11,6 @@ import pytest
 
 from tests.conftest import REPO, tiny_spec
 
-
 # ---------------------------------------------------------------------------------------------------------------------
 # Under Ray (issue 29, item 1): a trial whose node has no usable GPU errors once with its one line and is never retried
 # (other errors are, as max_failures says); trials that no node could hold make the progress line say so.

@@ -7,10 +7,9 @@ included."""
 from __future__ import annotations
 
 import ast
+import sys
 
 from tests.conftest import REPO
-
-import sys
 
 PACKAGES = ("lora_ext", "tune_jobs", "analysis", "record")
 

@@ -3,8 +3,8 @@
 import pytest
 
 from lora_ext import resolve_components, resolve_layers
-from record.errors import InputError
 from lora_ext.placement import check_alpha, check_dropout, check_rank
+from record.errors import InputError
 
 LAYER_CASES = [
     ("all", 12, tuple(range(12))),

@@ -177,7 +177,8 @@ def test_analyze_gathers_predictions_on_s3(tmp_path, monkeypatch, capsys):
     captured = capsys.readouterr()
     assert "warning" not in captured.err  # a trial without a predictions file is not a problem on s3 either
     assert main(["analyze", str(exp), "--out", str(tmp_path / "local")]) == 0
-    assert pq.read_table(tmp_path / "s3" / PREDICTIONS_FILE).equals(pq.read_table(tmp_path / "local" / PREDICTIONS_FILE))
+    assert pq.read_table(tmp_path / "s3" / PREDICTIONS_FILE).equals(
+        pq.read_table(tmp_path / "local" / PREDICTIONS_FILE))
 
 
 # ---------------------------------------------------------------- the report shows both intervals

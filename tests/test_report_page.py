@@ -13,8 +13,8 @@ from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
-
 from synthetic import write_study
+
 from tune_jobs.cli import main
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")

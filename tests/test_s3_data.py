@@ -19,7 +19,9 @@ sys.path.insert(0, str(REPO / "bench"))
 import local_s3  # noqa: E402  (bench/local_s3.py: moto's server in its own process)
 
 BUCKET = "data"
-SETUP_ACTIONS = 12  # 7 S3 and 5 IAM calls below; requests the server serves unsigned (buckets, objects, the IAM user); then it checks them all
+# 7 S3 and 5 IAM calls below; requests the server serves unsigned (buckets, objects, the IAM user); then it checks
+# them all
+SETUP_ACTIONS = 12
 
 
 def _small_sst2(folder: Path) -> Path:
@@ -58,8 +60,9 @@ def s3(tmp_path_factory):
                                 '"Statement": [{"Effect": "Allow", "Action": "s3:*", "Resource": "*"}]}')
         keys[user] = iam.create_access_key(UserName=user)["AccessKey"]
     env = {"AWS_ENDPOINT_URL": endpoint, "AWS_DEFAULT_REGION": "us-east-1", "AWS_EC2_METADATA_DISABLED": "true"}
-    yield {"env": env, "keys": {u: {"AWS_ACCESS_KEY_ID": k["AccessKeyId"], "AWS_SECRET_ACCESS_KEY": k["SecretAccessKey"]}
-                                for u, k in keys.items()}, "admin_client": client, "local": local}
+    yield {"env": env,
+           "keys": {u: {"AWS_ACCESS_KEY_ID": k["AccessKeyId"], "AWS_SECRET_ACCESS_KEY": k["SecretAccessKey"]}
+                    for u, k in keys.items()}, "admin_client": client, "local": local}
     server.terminate()
     server.wait(timeout=30)
 
@@ -77,7 +80,8 @@ def admin_client(s3):
 
     keys = s3["keys"]["admin"]
     return boto3.client("s3", endpoint_url=s3["env"]["AWS_ENDPOINT_URL"], region_name="us-east-1",
-                        aws_access_key_id=keys["AWS_ACCESS_KEY_ID"], aws_secret_access_key=keys["AWS_SECRET_ACCESS_KEY"])
+                        aws_access_key_id=keys["AWS_ACCESS_KEY_ID"],
+                        aws_secret_access_key=keys["AWS_SECRET_ACCESS_KEY"])
 
 
 @pytest.fixture

@@ -64,7 +64,8 @@ def test_plan_json_reference_numbers(capsys):
     by = {(r["scenario"], r["r"]): r for r in rows}
     assert all(r["total_params"] == 124_647_170 for r in rows)
     co = by[("classifier_only", None)]
-    assert (co["baseline"], co["layers"], co["components"], co["trainable_params"]) == ("classifier_only", [], [], 592_130)
+    assert ((co["baseline"], co["layers"], co["components"], co["trainable_params"])
+            == ("classifier_only", [], [], 592_130))
     assert co["params_relative_pct"] == pytest.approx(0.475, abs=5e-4)
     r8 = by[("lora_all", 8)]
     assert r8["trainable_params"] == 1_919_234 and r8["params_relative_pct"] == pytest.approx(1.54, abs=5e-3)

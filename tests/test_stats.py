@@ -44,7 +44,8 @@ def test_welch_and_paired_match_scipy():
     c = rng.normal(0.8, 0.01, 5)
     p = stats.paired(a, c)
     ref = sps.ttest_rel(a, c)
-    assert p.p_value() == pytest.approx(ref.pvalue) and p.interval(0.9) == pytest.approx(tuple(ref.confidence_interval(0.9)))
+    assert (p.p_value() == pytest.approx(ref.pvalue)
+            and p.interval(0.9) == pytest.approx(tuple(ref.confidence_interval(0.9))))
 
 
 def _balanced(groups: int, seeds: int, rng, effect=None, noise=0.005, seed_sd=0.01) -> pd.DataFrame:
@@ -123,7 +124,8 @@ def test_constant_groups_get_the_same_kind_of_answer_never_p_from_round_off(a, b
 def test_two_models_are_never_blocks_of_each_other_and_data_sets_are_never_compared():
     rng = np.random.default_rng(8)
     rows = [{"group": f"{m}-{d}-{g}", "seed": 42 + s, "value": 0.85 + rng.normal(0, 0.01), "model_key": m,
-             "data_key": d} for m, d in (("A", "sst2"), ("B", "sst2"), ("A", "rte")) for g in range(2) for s in range(3)]
+             "data_key": d}
+            for m, d in (("A", "sst2"), ("B", "sst2"), ("A", "rte")) for g in range(2) for s in range(3)]
     for test in ("paired", "blocked"):
         res, family = compare(pd.DataFrame(rows), "val_accuracy", test=test)
         pairs = {frozenset((a, b)): r for a, b, r in zip(res["a"], res["b"], res.to_dict("records"))}
@@ -249,7 +251,8 @@ def _write_study(tmp_path, rows):
     for i, (scenario, lr, seed, sel, dev) in enumerate(rows):
         head = {"experiment": "e", "trial_id": f"t{i}", "scenario": scenario, "seed": seed, "repeat": seed - 42}
         trials.append({**head, "status": "TERMINATED", "study": "s", "trial_name": f"{scenario}-{lr}-{seed}", "r": 8,
-                       "layers": [3] if scenario == "upper" else [0], "components": ["v"], "learning_rate": lr, "model": "m", "dataset": "d",
+                       "layers": [3] if scenario == "upper" else [0], "components": ["v"], "learning_rate": lr,
+                       "model": "m", "dataset": "d",
                        "final_val_accuracy": dev, "final_sel_accuracy": sel, "params_relative_pct": 1.0,
                        "trainable_params": 10, "diverged": False})
         epochs.append({**head, "epoch": 1, "val_accuracy": dev, "sel_accuracy": sel, "val_examples": 872,
@@ -365,7 +368,8 @@ def test_moderated_estimate_is_the_posterior_variance_with_its_df_capped():
 def _components(seeds: int, rng) -> pd.DataFrame:
     means = [0.833, 0.821, 0.820, 0.809, 0.805, 0.794, 0.790, 0.715]
     block = rng.normal(0, 0.01, seeds)
-    return pd.DataFrame([{"group": f"g{g}", "seed": 42 + s, "value": m + block[s] + rng.normal(0, 0.004 * (1 + (g == 7)))}
+    return pd.DataFrame([{"group": f"g{g}", "seed": 42 + s,
+                          "value": m + block[s] + rng.normal(0, 0.004 * (1 + (g == 7)))}
                          for g, m in enumerate(means) for s in range(seeds)])
 
 

@@ -80,7 +80,8 @@ def test_sweep_end_to_end(tmp_path, tiny_bert_dir):
 
     spec.write_text(spec.read_text().replace("learning_rate: 0.003", "learning_rate: 0.01"))
     edited = sweep(spec, "--storage", tmp_path / "store", "--name", "e2e")  # same name: would resume
-    assert edited.returncode == 2 and "differs from the experiment" in edited.stderr and "learning_rate" in edited.stderr
+    assert (edited.returncode == 2 and "differs from the experiment" in edited.stderr
+            and "learning_rate" in edited.stderr)
 
 
 def _finished_trials(exp: Path, epochs: int) -> dict[str, tuple]:

@@ -1,4 +1,5 @@
-"""Tasks beyond SST-2: GLUE presets on the real files, column mapping, readers, label ids, pairs, metrics, regression."""
+"""Tasks beyond SST-2: GLUE presets on the real files, column mapping, readers, label ids, pairs, metrics,
+regression."""
 
 from __future__ import annotations
 
@@ -12,14 +13,14 @@ import pytest
 import yaml
 
 from record.errors import InputError, InputErrors
+from record.metrics import higher_is_better
 from tests.conftest import EXPERIMENTS, GLUE_DIR, tiny_spec
 from tune_jobs.cli import main
 from tune_jobs.data import _fingerprint, check_data, load_splits, tokenized_splits
+from tune_jobs.data_section import DataConfig, Reader, Splits
 from tune_jobs.grid import select_trial
-from record.metrics import higher_is_better
 from tune_jobs.metrics import compute
 from tune_jobs.readers import resolve_source
-from tune_jobs.data_section import DataConfig, Reader, Splits
 from tune_jobs.spec import load_study
 from tune_jobs.trial import load_model, load_tokenizer, run_trial
 

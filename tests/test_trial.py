@@ -7,14 +7,22 @@ import numpy as np
 import pytest
 
 from record.errors import InputError
+from record.fields import PROVENANCE_NAMES
 from tests.conftest import EXPERIMENTS, SST2_DIR, tiny_spec
-from tune_jobs.cli import main
-from tune_jobs.data import (TrialData, check_data, length_grouped_batches, padding_efficiency, selection_split,
-                            subset_indices, tokenized_splits)
-from tune_jobs.grid import select_trial, with_overrides
-from tune_jobs.data_section import DataConfig, Selection
-from tune_jobs.spec import load_study
 from tune_jobs.checkpoint import STATE_FILE
+from tune_jobs.cli import main
+from tune_jobs.data import (
+    TrialData,
+    check_data,
+    length_grouped_batches,
+    padding_efficiency,
+    selection_split,
+    subset_indices,
+    tokenized_splits,
+)
+from tune_jobs.data_section import DataConfig, Selection
+from tune_jobs.grid import select_trial, with_overrides
+from tune_jobs.spec import load_study
 from tune_jobs.trial import run_trial
 
 SCEN = "scenarios:\n  - {name: vup, layers: all, components: v+up}\n  - {name: head, baseline: classifier_only}\n"
@@ -38,11 +46,13 @@ def test_metrics_every_epoch_and_determinism(trial_cfg):
                 "train_samples_per_s", "epoch_time_s", "peak_memory_mb", "memory_kind", "compute_dtype",
                 "saved_activations_mb", "trainable_state_mb",
                 "trainable_params", "total_params", "params_relative_pct", "padding_efficiency", "checkpoint_mb"}
-    assert set(first[0]) == expected
+    assert set(first[0]) == expected | set(PROVENANCE_NAMES) and set(first[1]) == expected  # provenance: first only
+    assert first[0]["device_name"].startswith("cpu") and first[0]["driver_version"] is None
     assert first[0]["val_examples"] == 872  # the whole SST-2 dev split
     assert [m["saved_activations_mb"] for m in first] == [m["saved_activations_mb"] for m in second]  # exact
     assert first[0]["memory_kind"] == "cpu_rss" and first[0]["checkpoint_mb"] > 0
-    assert first[0]["params_relative_pct"] == pytest.approx(100 * first[0]["trainable_params"] / first[0]["total_params"])
+    assert first[0]["params_relative_pct"] == pytest.approx(
+        100 * first[0]["trainable_params"] / first[0]["total_params"])
     assert learned(first) == learned(second)  # bit-identical, not approximately equal
 
 

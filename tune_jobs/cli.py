@@ -11,9 +11,9 @@ import importlib
 import sys
 from collections.abc import Sequence
 
-from record.errors import InputError, check_positive
+from record.errors import EXIT_OK, InputError, check_positive, run_guarded
 
-from .cli_args import OneLineParser, add_spec_args, installed_version, run_guarded
+from .cli_args import OneLineParser, add_spec_args, installed_version
 
 EPILOG = """\
 typical session:
@@ -29,7 +29,8 @@ Docs: README.md and docs/."""
 # name -> (module with `register(subparsers)`, one-line help shown by `lora-sweep --help`)
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "plan": ("tune_jobs.cli", "validate a spec and list its trials with exact trainable parameters"),
-    "trial": ("tune_jobs.trial_cli", "run one trial of a spec locally, without Ray (one JSON line of metrics per epoch)"),
+    "trial": ("tune_jobs.trial_cli",
+              "run one trial of a spec locally, without Ray (one JSON line of metrics per epoch)"),
     "run": ("tune_jobs.sweep", "run a whole study as a Ray Tune grid (local Ray, or a cluster via --address)"),
     "analyze": ("analysis.aggregate", "turn experiment directories into trials.parquet + epochs.parquet"),
     "report": ("analysis.report", "the answer: statistics, verdicts, cost and figures of experiments (or of analyze's "
@@ -71,25 +72,26 @@ def cmd_plan(args: argparse.Namespace) -> int:
     planned = plan(study)
     print(format_json(planned) if args.json else format_table(study, planned))
     if args.json:
-        return 0
+        return EXIT_OK
     from .calibrate import calibrate, format_costs, project, setups
 
     if not args.calibrate:
         print(f"cost: `--calibrate` times a few steps of each of the {len(setups(study))} distinct setup(s) here (or "
               "on a cluster node with --address) and projects trial-hours, resource-hours and, with "
               "--price-per-hour, money; without it no cost is estimated")
-        return 0
+        return EXIT_OK
     timings = calibrate(study, device=args.device, steps=args.steps, address=args.address,
                         alone=args.calibrate_alone)
     where = f"on the cluster at {args.address}" if args.address else "on this machine"
     print(format_costs(study, timings, project(study, timings), args.price_per_hour, where))
-    return 0
+    return EXIT_OK
 
 
 def register(sub) -> None:
     p = sub.add_parser("plan", help=SUBCOMMANDS["plan"][1],
                        description="Validate SPEC (every error at once), expand it into trials (scenario x rank x "
-                                   "training-setting axes x repeat) and print each with its trainable parameters and % of full fine-tuning. "
+                                   "training-setting axes x repeat) and print each with its trainable parameters "
+                                   "and % of full fine-tuning. "
                                    "Offline and in seconds: the model is built on the meta device, no weights load.")
     add_spec_args(p)
     p.add_argument("--json", action="store_true", help="print a JSON array of trial objects instead of a table")

@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import argparse
-import sys
-from collections.abc import Callable
 
-from record.errors import EXIT_INPUT, InputError, InputErrors
+from record.errors import EXIT_INPUT
 
 
 def installed_version() -> str:
@@ -30,17 +28,3 @@ def add_spec_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("spec", help="experiment spec (YAML), e.g. tune_jobs/experiments/layers.yaml")
     p.add_argument("--profile", help="apply a profile over the spec: 'demo' (CPU, offline), 'paper' (GPU), or one "
                                      "the spec defines under `profiles:`")
-
-
-def run_guarded(func: Callable[[argparse.Namespace], int | None], args: argparse.Namespace) -> int:
-    """Run a subcommand; bad input (InputError) becomes one `error:` line per problem and exit 2."""
-    try:
-        return int(func(args) or 0)
-    except (InputError, InputErrors) as err:
-        if getattr(args, "debug", False):
-            raise
-        print(f"error: {err}".replace("\n", "\nerror: "), file=sys.stderr)
-        return EXIT_INPUT
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130

@@ -13,10 +13,10 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from record.errors import InputError
-
 from record.metrics import REGRESSION
-from .readers import ROLES, Source, quiet_datasets, read_file, read_hub, resolve_source
+
 from .data_section import DataConfig
+from .readers import ROLES, Source, quiet_datasets, read_file, read_hub, resolve_source
 from .remote_data import cache_root
 from .spec import Study
 
@@ -167,8 +167,9 @@ def load_splits(data: DataConfig) -> LoadedSplits:
         for role, values in texts.items():
             bad = next((i for i, t in enumerate(values) if t not in ids), None)
             if bad is not None:
-                raise InputError("data.label", f"{wheres[role](bad)}: label {values[bad]!r} is not a label of the train "
-                                "split", got=values[bad], allowed="labels: " + ", ".join(vocab) + "; fix the row, or "
+                raise InputError("data.label", f"{wheres[role](bad)}: label {values[bad]!r} is not a label of the "
+                                "train split", got=values[bad],
+                                allowed="labels: " + ", ".join(vocab) + "; fix the row, or "
                                 "list every label in data.labels")
             out[role] = [ids[t] for t in values]
     loaded = {r: ds.remove_columns([c for c in ds.column_names if c not in data.text]).add_column(LABELS, out[r])
@@ -258,7 +259,8 @@ def selection_split(n_rows: int, fraction: float | None, rows: int | None, seed:
     return np.sort(order[:held]), np.sort(order[held:])
 
 
-def length_grouped_batches(lengths: np.ndarray, batch_size: int, seed: int, chunk_batches: int = 64) -> list[np.ndarray]:
+def length_grouped_batches(lengths: np.ndarray, batch_size: int, seed: int,
+                           chunk_batches: int = 64) -> list[np.ndarray]:
     """Batches of similar-length rows: shuffle, sort by length inside chunks of `chunk_batches` batches, shuffle
     the batches. Random enough for SGD, and dynamic padding then wastes little (see `padding_efficiency`)."""
     rng = np.random.default_rng(seed)

@@ -154,7 +154,8 @@ def _delimiter(value: Any, path: str) -> str:
 
 def _column_names(value: Any, path: str) -> tuple[str, ...]:
     if not isinstance(value, list) or not value or not all(isinstance(v, str) and v for v in value):
-        raise InputError(path, "must be a list of column names", got=value, allowed="e.g. [source, label, mark, sentence]")
+        raise InputError(path, "must be a list of column names", got=value,
+                         allowed="e.g. [source, label, mark, sentence]")
     return tuple(value)
 
 

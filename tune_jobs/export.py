@@ -14,9 +14,9 @@ import sys
 import tempfile
 from pathlib import Path
 
-from record.errors import InputError, check_output_dir
+from record.errors import InputError, check_output_dir, run_guarded
 
-from .cli_args import installed_version, run_guarded
+from .cli_args import installed_version
 
 HELP = "write one trial's trained adapter (or model) as a directory PEFT / transformers load, with a model card"
 
@@ -38,7 +38,7 @@ def finished_trials(experiment: str) -> list[dict]:
     `damaged` (the error `intact` raises when a choice would read it)."""
     import pyarrow.fs as pafs
 
-    from record.metrics import is_diverged, stopped_early
+    from record.outcome import FINISHED, TERMINATED, outcome
     from record.ray_files import RESULT_FILE, latest_checkpoint, open_experiment, read_results, trial_states
 
     fs, exp = open_experiment(experiment)
@@ -48,7 +48,7 @@ def finished_trials(experiment: str) -> list[dict]:
     for rel, state in sorted(states.items()):
         tdir = posixpath.join(exp, rel)
         results, problem = read_results(fs, posixpath.join(tdir, RESULT_FILE))
-        if problem and state["status"] == "TERMINATED":  # its final result is unknown: choosing without it is wrong
+        if problem and state["status"] == TERMINATED:  # its final result is unknown: choosing without it is wrong
             name = state["config"].get("trial_name") or rel
             out.append({"config": state["config"], "final": {}, "damaged": InputError(
                 f"trial {name}", f"finished, but its {RESULT_FILE} is unreadable: "
@@ -56,10 +56,10 @@ def finished_trials(experiment: str) -> list[dict]:
                                   "corrupt or truncated at this line"),
                 allowed=f"restore {RESULT_FILE} from a copy, or move the trial folder out of the experiment")})
             continue
-        if state["status"] != "TERMINATED" or not results or is_diverged(results[-1]):
+        # not errored, not diverged, not a tuning-stage candidate ASHA ended (a model of fewer epochs than its config
+        # says); and with a final result to choose by
+        if not results or outcome(state["status"], results[-1], state["config"]) != FINISHED:
             continue
-        if stopped_early(results[-1], state["config"].get("epochs", 0)):
-            continue  # a tuning-stage candidate ASHA ended: a model of fewer epochs than its config says
         checkpoint = latest_checkpoint(fs.get_file_info(pafs.FileSelector(tdir, allow_not_found=True)))
         if checkpoint:
             out.append({"config": state["config"], "final": results[-1], "checkpoint": checkpoint, "fs": fs})
@@ -93,7 +93,8 @@ def best_by_primary_metric(pool: list[dict]) -> tuple[dict, str]:
     metric, sign, why = _ranking_metric(pool)
     scored = [t for t in pool if t["final"].get(metric) is not None]
     if not scored:
-        raise InputError("--best", f"no finished trial of this scenario reports {metric}", allowed="--repeat or --trial")
+        raise InputError("--best", f"no finished trial of this scenario reports {metric}",
+                         allowed="--repeat or --trial")
     chosen = max(scored, key=lambda t: sign * t["final"][metric])
     return chosen, f"best final {metric} ({chosen['final'][metric]:.4f}) of {len(pool)} trials, chosen on {why}"
 
@@ -214,10 +215,44 @@ def label_kwargs(tc) -> str:
     return f"id2label={dict(enumerate(names))!r}, label2id={ {n: i for i, n in enumerate(names)}!r}"
 
 
-def model_card(tc, final: dict, how: str, base: str, where: str, adapter: bool) -> str:
-    """README.md for the exported directory: what was trained, how it was chosen, its final metrics, how to load
-    it. `adapter`: a PEFT adapter on `base` (else a complete transformers model)."""
+def trained_with(checkpoint: Path) -> dict:
+    """The provenance (record.fields.PROVENANCE) of the run that wrote a trial's checkpoint: the last one its
+    history (trial_state.json) holds; all None for a checkpoint made before trials recorded it."""
+    from record.fields import provenance_of
+
+    from .checkpoint import STATE_FILE
+
+    try:
+        history = json.loads((checkpoint / STATE_FILE).read_text()).get("history", [])
+    except (OSError, ValueError, AttributeError):
+        history = []
+    return provenance_of(history if isinstance(history, list) else [])
+
+
+def provenance_text(origin: dict) -> str:
+    """One line of what trained the model: device, driver, CUDA, packages, lora-sweep's commit."""
+    if not any(origin.values()):
+        return "not recorded (a trial made before lora-sweep recorded its node's versions)"
+    device = origin.get("device_name") or "unknown device"
+    details = [f"driver {origin['driver_version']}" if origin.get("driver_version") else "",
+               f"CUDA {origin['cuda_version']}" if origin.get("cuda_version") else ""]
+    device += f" ({', '.join(d for d in details if d)})" if any(details) else ""
+    packages = ", ".join(f"{name} {origin.get(f'{name}_version') or '?'}"
+                         for name in ("python", "torch", "transformers", "peft", "ray"))
+    commit = origin.get("git_commit")
+    source = (f"commit {commit}" + (" with uncommitted changes" if origin.get("git_dirty") else "")) if commit else \
+        "no git commit known (an installed package, or code Ray uploaded without .git)"
+    return f"{device}; {packages}; lora-sweep {origin.get('lora_sweep_version') or '?'}, {source}"
+
+
+def model_card(tc, final: dict, how: str, base: str, where: str, adapter: bool, origin: dict | None = None) -> str:
+    """README.md for the exported directory: what was trained, how it was chosen, its final metrics, what trained
+    it (`origin`: the training node's provenance, `trained_with`; default: what `final` holds), how to load it.
+    `adapter`: a PEFT adapter on `base` (else a complete transformers model)."""
+    from record.fields import PROVENANCE_NAMES
     from record.metrics import is_split_metric
+
+    origin = origin if origin is not None else {name: final.get(name) for name in PROVENANCE_NAMES}
 
     placement = ("classifier head only" if tc.baseline == "classifier_only" else "every weight (full fine-tuning)"
                  if tc.baseline == "full" else f"LoRA r={tc.r}, alpha={tc.alpha or tc.r}, layers {tc.layers}, "
@@ -236,7 +271,7 @@ def model_card(tc, final: dict, how: str, base: str, where: str, adapter: bool) 
         load = ("from transformers import AutoModelForSequenceClassification\n"
                 "model = AutoModelForSequenceClassification.from_pretrained(DIR)")
         note = "A complete transformers model: its config holds the label names; PEFT is not needed to load it."
-    version = installed_version()
+    version = installed_version()  # this machine's, which exports; the training node's is in `origin`
     rows = "\n".join(f"| {k} | {v:.4f} |" if isinstance(v, float) else f"| {k} | {v} |" for k, v in metrics.items())
     return f"""---
 library_name: {"peft" if adapter else "transformers"}
@@ -245,14 +280,17 @@ tags: [lora-sweep, text-classification]
 ---
 # {tc.study}: {tc.trial_name}
 
-Trained by lora-sweep {version} (study `{tc.study}`, scenario `{tc.scenario}`, seed {tc.seed}); chosen: {how}.
+Trained with lora-sweep (study `{tc.study}`, scenario `{tc.scenario}`, seed {tc.seed}); chosen: {how}; exported
+by lora-sweep {version}.
 
 - base model: `{base}` (the spec's `{tc.model}`), loaded from {where}
 - data: `{tc.dataset}` (train_limit {tc.train_limit}, max_length {tc.max_length})
 - labels: {", ".join(tc.label_names or ()) or ("one output (regression)" if tc.num_labels == 1 else tc.num_labels)}
 - placement: {placement}
-- trainable parameters: {final.get("trainable_params")} ({final.get("params_relative_pct", float("nan")):.3f} % of full fine-tuning)
+- trainable parameters: {final.get("trainable_params")} \
+({final.get("params_relative_pct", float("nan")):.3f} % of full fine-tuning)
 - training: {tc.epochs} epochs, learning rate {tc.learning_rate:g}, batch {tc.batch_size}, {tc.lr_schedule} schedule
+- trained on: {provenance_text(origin)}
 
 | final-epoch metric | value |
 |---|---|
@@ -354,7 +392,8 @@ def export(experiment: str, out: Path, scenario: str | None, r: int | None, repe
         tokenizer.save_pretrained(str(staged))
         (staged / "lora_sweep_trial.json").write_text(json.dumps({"config": chosen["config"], "final": chosen["final"]},
                                                                  indent=2, default=str))
-        (staged / "README.md").write_text(model_card(tc, chosen["final"], how, base, where, adapter))
+        (staged / "README.md").write_text(model_card(tc, chosen["final"], how, base, where, adapter,
+                                                     trained_with(local)))
         out.parent.mkdir(parents=True, exist_ok=True)
         if out.exists():
             out.rmdir()

@@ -75,7 +75,8 @@ class Cell:
 
     label: str  # the trial names without `-rep<k>`, e.g. upper-r8-lr1e-3
     repeats: Repeats
-    trials: tuple[TrialConfig, ...]  # repeat 0 .. repeats.max - 1 (a confirm stage: from tune_repeats), seed base_seed + repeat
+    # repeat 0 .. repeats.max - 1 (a confirm stage: from tune_repeats), seed base_seed + repeat
+    trials: tuple[TrialConfig, ...]
     stage: str | None = None  # tune | confirm under `select:`
     choice: str | None = None  # the placement's label (its name without the chosen settings) when candidates compete
 
@@ -84,7 +85,8 @@ def cells(study: Study) -> list[Cell]:
     """The grid's cells: scenario x rank x method x training-setting axes (baselines are not multiplied by rank or
     method); under `select:` each cell's tune and confirm stages, a placement's tune cells before its confirm cells.
 
-    Names carry the rank, the method (unless plain LoRA) and the axes a scenario varies, e.g. `upper-r8-dora-lr1e-3-rep0`.
+    Names carry the rank, the method (unless plain LoRA) and the axes a scenario varies, e.g.
+    `upper-r8-dora-lr1e-3-rep0`.
     """
     out = []
     for sc in study.scenarios:
@@ -187,7 +189,8 @@ def select_trial(study: Study, scenario: str, r: int | None = None, repeat: int 
     if r is not None:
         matches = [t for t in matches if t.r == r]
         if not matches:
-            raise InputError("--r", "scenario has no such rank", got=r, allowed=f"ranks of {scenario}: {ranks or 'none'}")
+            raise InputError("--r", "scenario has no such rank", got=r,
+                             allowed=f"ranks of {scenario}: {ranks or 'none'}")
     elif len(ranks) > 1:
         raise InputError("--r", f"scenario {scenario} has several ranks; pick one", allowed=f"one of {ranks}")
     matches = pick_method(matches, method, scenario)
@@ -235,5 +238,5 @@ def with_overrides(trial: TrialConfig, **changes: Any) -> TrialConfig:
     return replace(trial, **{k: v for k, v in changes.items() if v is not None})
 
 
-__all__ = ["Cell", "axis_settings", "cells", "counted", "expand", "pick_method", "select_trial", "trial_counts", "value_text",
-           "with_overrides"]
+__all__ = ["Cell", "axis_settings", "cells", "counted", "expand", "pick_method", "select_trial", "trial_counts",
+           "value_text", "with_overrides"]

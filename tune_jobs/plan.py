@@ -6,10 +6,10 @@ import json
 from dataclasses import dataclass
 
 from lora_ext import ParamCount, architecture_for, count_params
+from record.fields import CONFIRM, TUNE, short
 
 from .grid import axis_settings, cells, counted, setting_label, value_text
 from .remote_model import load_model_config
-from record.fields import CONFIRM, TUNE, short
 from .spec import TRAIN_SCHEMA, Study, TrialConfig
 
 

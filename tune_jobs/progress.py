@@ -1,8 +1,9 @@
 """A concise progress line for a sweep (instead of Ray's full table): counts, best so far, ETA.
 
-A diverged trial (NaN/inf loss) ends TERMINATED with `diverged: True` in its last result; it is counted, and
-summarised, as diverged rather than done. An errored trial's line, and the summary, show its error's last line; a
-sweep whose trials stay pending because no node could ever hold one says so (an autoscaler may yet add such nodes).
+How a trial ended is `record.outcome`'s: a diverged trial (NaN/inf loss) ends TERMINATED with `diverged: True` in
+its last result; it is counted, and summarised, as diverged rather than done. An errored trial's line, and the
+summary, show its error's last line; a sweep whose trials stay pending because no node could ever hold one says so
+(an autoscaler may yet add such nodes).
 """
 
 from __future__ import annotations
@@ -15,7 +16,20 @@ from pathlib import Path
 from ray import tune
 
 from record.fields import TUNE
-from record.metrics import STOPPED, higher_is_better, is_diverged, primary_metric, stopped_early
+from record.metrics import higher_is_better, is_diverged, primary_metric
+from record.outcome import (
+    COMPLETED,
+    DIVERGED,
+    ERROR,
+    ERRORED,
+    FINISHED,
+    OUTCOMES,
+    PENDING,
+    RUNNING,
+    STOPPED,
+    TERMINATED,
+    outcome,
+)
 
 
 class ConciseProgress(tune.Callback):
@@ -56,8 +70,8 @@ class ConciseProgress(tune.Callback):
 
     @staticmethod
     def _status(trial, status: str) -> str:
-        diverged = status == "TERMINATED" and is_diverged(trial.last_result)
-        return "DIVERGED" if diverged else status
+        """The trial's outcome, given Ray's `status` for it."""
+        return outcome(status, trial.last_result, trial.config)
 
     def _line(self, trials, event: str, force: bool = True, now_status: tuple | None = None) -> None:
         now = time.time()
@@ -68,22 +82,21 @@ class ConciseProgress(tune.Callback):
         status = {t.trial_id: self._status(t, t.status) for t in trials}
         if now_status is not None:
             status[now_status[0].trial_id] = self._status(*now_status)
-        count = {s: sum(1 for v in status.values() if v == s)
-                 for s in ("RUNNING", "PENDING", "TERMINATED", "DIVERGED", "ERROR")}
+        count = {s: sum(1 for v in status.values() if v == s) for s in OUTCOMES}
         left = trials_left(count, self.totals)
-        self.max_running = max(self.max_running, count["RUNNING"])
+        self.max_running = max(self.max_running, count[RUNNING])
         best = f"best {self.best[1]} {self.best[0]:.4f}" if self.best else "best -"
         eta = "-"
         if self.durations:
             eta = eta_text(sum(self.durations) / len(self.durations), left, self.concurrency or self.max_running)
-        print(f"[{(now - self.t0) / 60:5.1f} min] running {count['RUNNING']} | pending {count['PENDING']} | "
-              f"done {count['TERMINATED']} | diverged {count['DIVERGED']} | errored {count['ERROR']} | {best} | "
-              f"ETA {eta} | {event}",
+        print(f"[{(now - self.t0) / 60:5.1f} min] running {count[RUNNING]} | pending {count[PENDING]} | "
+              f"done {count[FINISHED] + count[STOPPED]} | diverged {count[DIVERGED]} | errored {count[ERRORED]} | "
+              f"{best} | ETA {eta} | {event}",
               file=sys.stdout, flush=True)
 
     def on_trial_start(self, iteration, trials, trial, **info):
         self.started_at[trial.trial_id] = time.time()
-        self._line(trials, f"started {self._name(trial)}", now_status=(trial, "RUNNING"))
+        self._line(trials, f"started {self._name(trial)}", now_status=(trial, RUNNING))
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
         if is_diverged(result):
@@ -100,14 +113,13 @@ class ConciseProgress(tune.Callback):
 
     def on_trial_complete(self, iteration, trials, trial, **info):
         start = self.started_at.pop(trial.trial_id, None)
-        diverged = self._status(trial, "TERMINATED") == "DIVERGED"
-        result = trial.last_result or {}
-        stopped = stopped_early(result, trial.config.get("epochs"))
-        if start is not None and not diverged and not stopped:  # those end early: their time would skew the ETA
+        ended = self._status(trial, TERMINATED)
+        if start is not None and ended == FINISHED:  # diverged and stopped end early: their time would skew the ETA
             self.durations.append(time.time() - start)
-        word = "diverged (not retried)" if diverged else \
-            f"stopped early at epoch {result.get('epoch')} (tuning stage)" if stopped else "finished"
-        self._line(trials, f"{word} {self._name(trial)}", now_status=(trial, "TERMINATED"))
+        word = "diverged (not retried)" if ended == DIVERGED else \
+            f"stopped early at epoch {(trial.last_result or {}).get('epoch')} (tuning stage)" if ended == STOPPED \
+            else "finished"
+        self._line(trials, f"{word} {self._name(trial)}", now_status=(trial, TERMINATED))
 
     def on_trial_recover(self, iteration, trials, trial, **info):
         self.started_at.pop(trial.trial_id, None)
@@ -119,7 +131,7 @@ class ConciseProgress(tune.Callback):
         # max_failures allowed a retry, yet it errored: a failure a retry cannot fix (sweep.retry_cannot_fix)
         not_retried = " (not retried)" if 0 < trial.num_failures <= trial.max_failures else ""
         self._line(trials, f"ERROR in {self._name(trial)}{not_retried}: {error_line(trial_error_text(trial))} "
-                           f"(see {trial.path}/error.txt)", now_status=(trial, "ERROR"))
+                           f"(see {trial.path}/error.txt)", now_status=(trial, ERROR))
 
     def on_step_end(self, iteration, trials, **info):
         """While trials are pending that no node could hold: a line saying so, again when it changes or after
@@ -187,7 +199,7 @@ def pending_hint(trials, nodes: list[dict] | None = None) -> str | None:
     """`2 pending: no node offers gpu 1 (cluster has GPU 0); add GPU workers or lower resources.gpu` when pending
     trials ask for more than any live node has (`nodes`: each live node's total resources, default Ray's), else
     None. A state, not a failure: an autoscaling cluster may add such nodes."""
-    pending = [t for t in trials if t.status == "PENDING"]
+    pending = [t for t in trials if t.status == PENDING]  # Ray's status: waiting for a node to hold it
     if not pending:
         return None
     if nodes is None:
@@ -214,11 +226,11 @@ def pending_hint(trials, nodes: list[dict] | None = None) -> str | None:
 
 def trials_left(count: dict[str, int], totals: tuple[int, int] | None) -> tuple[int, int]:
     """(fewest, most) trials still to run: those Tune knows (running, pending), or more where the study's totals say
-    that the searcher has yet to hand out some (adaptive repeats, a confirm stage)."""
-    known = count["RUNNING"] + count["PENDING"]
+    that the searcher has yet to hand out some (adaptive repeats, a confirm stage). `count`: trials per outcome."""
+    known = count.get(RUNNING, 0) + count.get(PENDING, 0)
     if totals is None:
         return known, known
-    ended = count["TERMINATED"] + count["DIVERGED"] + count["ERROR"]
+    ended = sum(count.get(s, 0) for s in (*COMPLETED, ERRORED))
     return max(known, totals[0] - ended), max(known, totals[1] - ended)
 
 
@@ -229,13 +241,8 @@ def eta_text(mean_trial_s: float, left: tuple[int, int], parallel: int) -> str:
 
 
 def result_status(result) -> str:
-    """TERMINATED, ERROR, DIVERGED for a trial that ended normally with `diverged: True`, or STOPPED for one the
-    tuning stage's early stopping ended before its last epoch."""
-    if result.error:
-        return "ERROR"
-    if is_diverged(result.metrics):
-        return "DIVERGED"
-    return STOPPED if stopped_early(result.metrics, (result.config or {}).get("epochs")) else "TERMINATED"
+    """The outcome of a trial of Tune's ResultGrid (every one has ended: ERROR where it holds an error)."""
+    return outcome(ERROR if result.error else TERMINATED, result.metrics, result.config)
 
 
 def print_summary(results, wall_s: float, path: str) -> None:
@@ -244,7 +251,7 @@ def print_summary(results, wall_s: float, path: str) -> None:
     for r in results:
         statuses[result_status(r)] = statuses.get(result_status(r), 0) + 1
     metric = primary_metric(next((r.config for r in results if r.config), {}))
-    done = [r for r in results if result_status(r) == "TERMINATED" and r.metrics.get(metric) is not None
+    done = [r for r in results if result_status(r) == FINISHED and r.metrics.get(metric) is not None
             and (r.config or {}).get("stage") != TUNE]  # the best on dev among trials compared on dev
     best = ""
     if done:
@@ -255,10 +262,10 @@ def print_summary(results, wall_s: float, path: str) -> None:
     print(f"lora-sweep: {len(results)} trials ({summary}) in {wall_s / 60:.1f} min{best}; results in {path}",
           flush=True)
     for r in results:
-        if result_status(r) == "DIVERGED":
+        if result_status(r) == DIVERGED:
             print(f"  diverged (not retried, never averaged in): {r.config.get('trial_name')}: "
                   f"{r.metrics.get('diverged_reason')}", flush=True)
-        elif result_status(r) == "ERROR":
+        elif result_status(r) == ERRORED:
             print(f"  errored: {(r.config or {}).get('trial_name')}: {error_line(r.error)}", flush=True)
 
 
@@ -267,7 +274,7 @@ def savings_line(results, fixed_max: int, resources: dict) -> str:
     saved = fixed_max - len(results)
     line = f"lora-sweep: ran {len(results)} trials of the fixed-max design's {fixed_max} (saved {saved} trials"
     times = [r.metrics["time_total_s"] for r in results
-             if result_status(r) == "TERMINATED" and isinstance(r.metrics.get("time_total_s"), (int, float))]
+             if result_status(r) == FINISHED and isinstance(r.metrics.get("time_total_s"), (int, float))]
     if times:
         mean_s = sum(times) / len(times)
         kind = "gpu" if resources.get("gpu") else "cpu"

@@ -63,7 +63,8 @@ class SplitFile:
 
 @dataclass(frozen=True)
 class Source:
-    """Where a dataset's splits come from: local files, or a hub dataset (path, config); `key` names it for the cache."""
+    """Where a dataset's splits come from: local files, or a hub dataset (path, config); `key` names it for the
+    cache."""
 
     key: str
     files: tuple[SplitFile, ...] = ()
@@ -230,8 +231,8 @@ def _file_columns(sf: SplitFile) -> list[str]:
         except ValueError:
             obj = None
         if not isinstance(obj, dict):
-            raise InputError("data.dataset", f"{sf.shown}:{first[0]}: not a JSON object", allowed="JSON Lines: one object "
-                            "per line, e.g. {\"text\": \"...\", \"label\": \"pos\"}")
+            raise InputError("data.dataset", f"{sf.shown}:{first[0]}: not a JSON object",
+                             allowed="JSON Lines: one object per line, e.g. {\"text\": \"...\", \"label\": \"pos\"}")
         names = list(obj)
     elif sf.column_names:
         names = list(sf.column_names)
@@ -252,7 +253,8 @@ def _check_columns(columns: list[str], data: DataConfig, where: str) -> None:
         if column not in columns:
             close = difflib.get_close_matches(column, columns, n=1)
             raise InputError(field, f"no column {column!r} in {where}", got=column,
-                            allowed=(f"did you mean {close[0]!r}? " if close else "") + "columns: " + ", ".join(columns))
+                            allowed=(f"did you mean {close[0]!r}? " if close else "")
+                            + "columns: " + ", ".join(columns))
 
 
 def _check_first_row(sf: SplitFile, n_columns: int) -> None:
@@ -266,8 +268,9 @@ def _check_first_row(sf: SplitFile, n_columns: int) -> None:
         first = next(_data_records(sf), None)
         rows = 0 if first is None else 1
         if first is not None and len(first[1]) > n_columns:
-            raise InputError("data.dataset", f"{sf.shown}:{first[0]}: malformed row (expected {n_columns} fields, saw "
-                            f"{len(first[1])})", allowed="one row per line; check the delimiter and data.reader.quoting")
+            raise InputError("data.dataset", f"{sf.shown}:{first[0]}: malformed row (expected {n_columns} fields, "
+                            f"saw {len(first[1])})", allowed="one row per line; check the delimiter and "
+                            "data.reader.quoting")
     else:
         return  # JSON Lines: _file_columns found its first object
     if rows == 0:
@@ -325,9 +328,11 @@ def read_hub(source: Source, data: DataConfig) -> dict:
     except Exception as err:  # datasets raises many types (ConnectionError, DatasetNotFoundError, ...)
         offline = os.environ.get("HF_DATASETS_OFFLINE", "0") not in ("0", "")
         reason = "offline: HF_DATASETS_OFFLINE is set" if offline else type(err).__name__
-        hint = ("export GLUE_DIR=<folder with the GLUE task folders> to read local files, or load it with network "
-                "access") if preset(data.dataset) else "a local directory of split files, or a hub id with network access"
-        raise InputError("data.dataset", f"cannot load from the hub ({reason})", got=data.dataset, allowed=hint) from None
+        hint = (("export GLUE_DIR=<folder with the GLUE task folders> to read local files, or load it with network "
+                 "access") if preset(data.dataset)
+                else "a local directory of split files, or a hub id with network access")
+        raise InputError("data.dataset", f"cannot load from the hub ({reason})", got=data.dataset,
+                         allowed=hint) from None
     out = {}
     for role in ROLES:
         name = getattr(data.splits, role)

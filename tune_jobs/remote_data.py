@@ -108,7 +108,8 @@ def list_folder(uri: str, field: str = FIELD, hint: str = SPLITS_HINT) -> Remote
         entries = []  # the bucket exists (else: NO_SUCH_BUCKET below), the prefix holds nothing
     except (OSError, ValueError, pa.ArrowException) as err:
         raise _why(err, uri, field) from None
-    files = {Path(e.path).name: (int(e.size or 0), int(e.mtime_ns or 0)) for e in entries if e.type == pafs.FileType.File}
+    files = {Path(e.path).name: (int(e.size or 0), int(e.mtime_ns or 0))
+             for e in entries if e.type == pafs.FileType.File}
     folders = tuple(sorted(Path(e.path).name for e in entries if e.type == pafs.FileType.Directory))
     if not files and not folders:
         raise InputError(field, "nothing under this prefix (no objects)", got=uri, allowed=hint)

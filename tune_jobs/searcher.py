@@ -31,12 +31,13 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from ray.tune.search import SearchGenerator, Searcher
+from ray.tune.search import Searcher, SearchGenerator
 from scipy import stats
 
 from analysis.sequential import PENDING, Arm, rounds
 from record.fields import CONFIRM, TUNE
-from record.metrics import DEV, is_diverged, resolution, stopped_early
+from record.metrics import DEV, is_diverged, resolution
+from record.outcome import STOPPED, TERMINATED, outcome
 
 from .grid import Cell
 
@@ -82,7 +83,8 @@ def stratum_of(cell: Cell) -> tuple:
     return (t.model, t.model_init, t.dataset, t.task, t.eval_split, tuple(t.text_columns or ()), t.label_column)
 
 
-Tuned = tuple[str, Sequence[tuple[float | None, bool]]]  # a candidate: its cell label, (selection value, stopped) per seed
+# a candidate: its cell label, (selection value, stopped) per seed
+Tuned = tuple[str, Sequence[tuple[float | None, bool]]]
 
 
 def choose(candidates: Sequence[Tuned], higher_is_better: bool = True) -> str | None:
@@ -235,7 +237,8 @@ class StudySearcher(Searcher):
             self.examples[name] = (result or {}).get(f"{DEV}examples")
             if self.selection_metric:
                 self.selection[name] = final_value(result, self.selection_metric)
-            if stopped_early(result, self._points[name].epochs):
+            point = self._points[name]  # Tune says `error` or not: without one, the trial returned (TERMINATED)
+            if outcome(TERMINATED, result, {"epochs": point.epochs, "stage": point.stage}) == STOPPED:
                 self.stopped.add(name)
 
     def save(self, checkpoint_path: str) -> None:

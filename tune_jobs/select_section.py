@@ -6,7 +6,8 @@ trials are compared on the dev set.
     select:
       axes: [learning_rate]
       tune_repeats: 1
-      confirm_repeats: 5                          # or {min, max, until_halfwidth | until: decided}; default: the study's repeats
+      # or {min, max, until_halfwidth | until: decided}; default: the study's repeats
+      confirm_repeats: 5
       early_stop: {grace_epochs: 1, reduction: 3} # Ray Tune's ASHA within each placement's candidates (optional)
 """
 
@@ -21,7 +22,6 @@ from record.fields import TRAINING_NAMES  # the training settings (each has its 
 
 from . import checks as f
 from .repeats import Repeats, check_repeats
-
 
 
 @dataclass(frozen=True)
@@ -46,7 +46,8 @@ class Selecting:
 def _axes(value: Any, path: str) -> tuple[str, ...]:
     items = [value] if isinstance(value, str) else value
     if not isinstance(items, list) or not items:
-        raise InputError(path, "must be a training setting or a list of them", got=value, allowed="e.g. [learning_rate]")
+        raise InputError(path, "must be a training setting or a list of them", got=value,
+                         allowed="e.g. [learning_rate]")
     for item in items:
         if item not in TRAINING_NAMES:
             close = difflib.get_close_matches(str(item), list(TRAINING_NAMES), n=1)

@@ -37,7 +37,6 @@ from .remote_model import load_model_config
 from .repeats import Repeats, check_repeats
 from .select_section import Selecting, check_select
 
-
 # Optimisation and regularisation settings of one trial: the TRAINING fields of the record, with their defaults.
 TrainConfig = make_dataclass("TrainConfig", [(name, record_fields.BY_NAME[name].python_type,
                                               field(default=record_fields.BY_NAME[name].default))
@@ -380,7 +379,8 @@ def _unique(errors: list[InputError]) -> list[InputError]:
 
 
 def _scenario(body: dict, path: str, name: str, train: dict, lora: dict, repeats: Repeats,
-              shape: tuple[int, Architecture | None, tuple[str, ...] | None], errors: list[InputError]) -> list[Scenario]:
+              shape: tuple[int, Architecture | None, tuple[str, ...] | None],
+              errors: list[InputError]) -> list[Scenario]:
     """Validate one scenario on a model of `shape` (layers, architecture, layer_types); `layers: each` yields one
     scenario per layer, named `<name>_L<i>`."""
     n_layers, arch, kinds = shape

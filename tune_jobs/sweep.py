@@ -15,9 +15,9 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from record.errors import InputError
+from record.errors import EXIT_OK, EXIT_TRIALS_FAILED, InputError, run_guarded
 
-from .cli_args import OneLineParser, add_spec_args, run_guarded
+from .cli_args import OneLineParser, add_spec_args
 from .data import checked_study
 from .grid import cells, counted, trial_counts, with_overrides
 from .ray_job import job_env_vars, resolved_inside_upload
@@ -56,7 +56,8 @@ def storage_uri(storage: str | None) -> str:
     check_output_dir(storage, "--storage", remote=True)  # a file there: one line now, not Ray's NotADirectoryError
     if "://" not in storage and (inside := resolved_inside_upload(storage)) is not None:
         raise InputError("--storage", f"resolved from the job's uploaded working directory to {inside}, in Ray's "
-                        "cache of --working-dir uploads (not kept)", got=storage, allowed="an absolute path (on a cluster: "
+                        "cache of --working-dir uploads (not kept)", got=storage,
+                        allowed="an absolute path (on a cluster: "
                         "NFS every node mounts) or s3://bucket/prefix; for a cluster on this machine, submit with "
                         "--storage \"$PWD/lora_sweep_results\"")
     return storage if "://" in storage else str(Path(storage).expanduser().resolve())
@@ -99,9 +100,9 @@ def recorded_trials(path: str, grid: list[dict], metric: str, selection_metric: 
     """
     import pyarrow.fs as pafs
 
+    from record.metrics import DEV
+    from record.outcome import COMPLETED, STOPPED, outcome
     from record.ray_files import open_experiment, trial_states
-
-    from record.metrics import DEV, stopped_early
 
     from .searcher import RecordedTrial, final_value
 
@@ -114,14 +115,17 @@ def recorded_trials(path: str, grid: list[dict], metric: str, selection_metric: 
     if states and not any(e.base_name.startswith("search_gen_state") for e in entries):
         raise InputError("--name", f"the experiment at {path} has no lora-sweep searcher state (started by a version "
                         "before adaptive repeats)", allowed="resume it with that version, or use a new --name")
-    epochs = {g["trial_name"]: g["epochs"] for g in grid}
-    return [RecordedTrial(st["trial_id"], st["config"]["trial_name"], st["status"] == "TERMINATED",
-                          final_value(st["last_result"], metric),
-                          final_value(st["last_result"], selection_metric) if selection_metric else None,
-                          st["status"] == "TERMINATED" and stopped_early(st["last_result"],
-                                                                         epochs[st["config"]["trial_name"]]),
-                          (st["last_result"] or {}).get(f"{DEV}examples"))
-            for st in states.values() if isinstance(st["config"].get("trial_name"), str)]
+    points = {g["trial_name"]: g for g in grid}  # the same as each recorded trial's config (check_same_grid)
+    out = []
+    for st in states.values():
+        name = st["config"].get("trial_name")
+        if not isinstance(name, str):
+            continue
+        last, ended = st["last_result"], outcome(st["status"], st["last_result"], points[name])
+        out.append(RecordedTrial(st["trial_id"], name, ended in COMPLETED, final_value(last, metric),
+                                 final_value(last, selection_metric) if selection_metric else None, ended == STOPPED,
+                                 (last or {}).get(f"{DEV}examples")))
+    return out
 
 
 def trainable_for(study: Study):
@@ -328,7 +332,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         raise InputError("--max-concurrent", "must be >= 1", got=args.max_concurrent)
     results = run_sweep(study, args.storage, args.name, args.resume, args.max_concurrent, args.address,
                         wandb=args.wandb, mlflow=args.mlflow)
-    return 1 if results.num_errors else 0
+    return EXIT_TRIALS_FAILED if results.num_errors else EXIT_OK
 
 
 def register(sub) -> None:
@@ -337,8 +341,8 @@ def register(sub) -> None:
         description="Validate SPEC completely, then run every trial (scenario x rank x axes x repeat) with Ray Tune. "
                     "Results go to STORAGE/NAME (one folder per trial: params.json, result.json, progress.csv, "
                     "TensorBoard events, checkpoint). Rerun the same command (or add --resume) after an "
-                    "interruption: finished trials are kept. Exit 0 when every trial finished (a diverged trial, NaN/inf loss, is "
-                    "finished: not retried, marked diverged), 1 when some errored.")
+                    "interruption: finished trials are kept. Exit 0 when every trial finished (a diverged trial, "
+                    "NaN/inf loss, is finished: not retried, marked diverged), 1 when some errored.")
     add_arguments(p)
     p.set_defaults(func=cmd_run)
 

@@ -13,7 +13,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from record.errors import InputError, one_of
-
 from record.metrics import CLASSIFICATION, REGRESSION
 
 GLUE_PREFIX = "glue/"
@@ -52,8 +51,8 @@ class Task:
 
 _NLI = ("entailment", "not_entailment")
 _MNLI = dict(name="mnli", folder="MNLI", text=("premise", "hypothesis"), label_names=("entailment", "neutral",
-             "contradiction"), metric="accuracy", tsv=GlueTsv(rename=(("sentence1", "premise"),
-                                                                       ("sentence2", "hypothesis"), ("gold_label", "label"))))
+             "contradiction"), metric="accuracy",
+             tsv=GlueTsv(rename=(("sentence1", "premise"), ("sentence2", "hypothesis"), ("gold_label", "label"))))
 TASKS: dict[str, Task] = {
     "glue/sst2": Task("sst2", "SST-2", ("sentence",), ("negative", "positive"), "accuracy"),
     "glue/cola": Task("cola", "CoLA", ("sentence",), ("unacceptable", "acceptable"), "mcc",

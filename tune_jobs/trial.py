@@ -27,16 +27,16 @@ import torch
 from lora_ext import apply_placement, architecture_for, count_trainable
 from lora_ext.methods import reads_base_weights, uses_loraplus
 from record.errors import InputError
+from record.metrics import DEV, DIVERGED, REGRESSION, SELECTION, TASK_METRICS
 
 from .checkpoint import load_checkpoint, save_checkpoint, write_state
 from .data import PaddedSplit, TrialData, length_grouped_batches, padding_efficiency
 from .device import DTYPES, FP16, FP32, capability_of, choose_device, choose_precision
-from .meters import MemoryMeter, SavedTensorMeter, peak_steps
 from .grid import value_text
-from record.metrics import DEV, DIVERGED, REGRESSION, SELECTION, TASK_METRICS
-
+from .meters import MemoryMeter, SavedTensorMeter, peak_steps
 from .metrics import compute
 from .predictions import predictions_table, write_predictions
+from .provenance import provenance
 from .spec import TrialConfig
 
 OnEpoch = Callable[[dict, "str | None"], None]  # (metrics, checkpoint dir; None for the diverged report)
@@ -414,6 +414,9 @@ def run_trial(config: dict, on_epoch: OnEpoch | None = None, resume_from: str | 
     if resume_from is not None:
         start_epoch, history = load_checkpoint(Path(resume_from), p.model, p.optimizer, p.scheduler)
     saved = SavedTensorMeter(p.model)
+    # the training node's versions, device and commit, in this run's first report only (a resumed run reports its
+    # own node's): record.fields.PROVENANCE
+    origin = provenance(target)
 
     for epoch in range(start_epoch + 1, p.tc.epochs + 1):
         t0 = time.perf_counter()
@@ -427,7 +430,7 @@ def run_trial(config: dict, on_epoch: OnEpoch | None = None, resume_from: str | 
         except TrialDiverged as err:
             # the task's val_* metrics None: Tune requires the sweep's metric key in every report
             last = {"epoch": epoch, DIVERGED: True, "diverged_reason": str(err),
-                    **{f"{DEV}{m}": None for m in TASK_METRICS[p.tc.task]}, **memory.read(), **p.sizes}
+                    **{f"{DEV}{m}": None for m in TASK_METRICS[p.tc.task]}, **memory.read(), **p.sizes, **origin}
             history.append(last)
             if on_epoch is not None:
                 on_epoch(last, None)
@@ -438,8 +441,9 @@ def run_trial(config: dict, on_epoch: OnEpoch | None = None, resume_from: str | 
             **memory.read(), "compute_dtype": p.compute_dtype,
             "saved_activations_mb": saved.peak_bytes / 2**20,
             "trainable_state_mb": trainable_state_bytes(p.model, p.optimizer) / 2**20, **p.sizes,
-            "padding_efficiency": padding_efficiency(p.data.train_lengths, trained.batches),
+            "padding_efficiency": padding_efficiency(p.data.train_lengths, trained.batches), **origin,
         }
+        origin = {}
         if p.scaler is not None:
             metrics["skipped_steps"] = trained.skipped_steps
         with tempfile.TemporaryDirectory(prefix="lora-sweep-ckpt-") as tmp:
@@ -475,7 +479,8 @@ def copy_checkpoint_to(target: Path) -> OnEpoch:
 
 
 def release_memory() -> None:
-    """Give freed heap memory back to the OS (and cached CUDA blocks back to the device) after a trial. Ray runs each trial of a reused actor in a new thread, and
+    """Give freed heap memory back to the OS (and cached CUDA blocks back to the device) after a trial. Ray runs
+    each trial of a reused actor in a new thread, and
     glibc keeps what a thread's malloc arena freed: measured +0.5-0.9 GB RSS per MiniLM trial, until Ray's memory
     monitor killed a 27-trial demo sweep on 24 GB. `malloc_trim` returns it (a no-op where libc has none)."""
     import ctypes

@@ -9,13 +9,11 @@ import shutil
 import sys
 from pathlib import Path
 
-from record.errors import InputError
-from record.metrics import is_diverged
+from record.errors import EXIT_OK, EXIT_TRIALS_FAILED, InputError
+from record.outcome import DIVERGED, TERMINATED, outcome
 from record.predictions import PREDICTIONS_FILE
 
 from .cli_args import add_spec_args
-
-EXIT_DIVERGED = 1  # the trial ran but its loss turned NaN/inf (bad input stays exit 2)
 
 
 def cmd_trial(args: argparse.Namespace) -> int:
@@ -29,7 +27,8 @@ def cmd_trial(args: argparse.Namespace) -> int:
     trial = select_trial(study, args.scenario, args.r, args.repeat, _axis_values(args.axis), args.method)
     trial = with_overrides(trial, epochs=args.epochs, train_limit=args.train_limit)
     if args.resume_from and not (Path(args.resume_from) / "trial_state.json").is_file():
-        raise InputError("--resume-from", "not a trial checkpoint directory (no trial_state.json)", got=args.resume_from)
+        raise InputError("--resume-from", "not a trial checkpoint directory (no trial_state.json)",
+                         got=args.resume_from)
     keep = copy_checkpoint_to(Path(args.checkpoint_dir)) if args.checkpoint_dir else None
     predictions = Path(args.predictions) if args.predictions else None
 
@@ -43,15 +42,15 @@ def cmd_trial(args: argparse.Namespace) -> int:
     print(f"# trial {trial.trial_name}: model {trial.model}, data {trial.dataset} (train_limit {trial.train_limit}), "
           f"{trial.epochs} epochs, lr {trial.learning_rate:g}, batch {trial.batch_size}", file=sys.stderr, flush=True)
     history = run_trial(trial.to_dict(), on_epoch=on_epoch, resume_from=args.resume_from, device=args.device)
-    if history and is_diverged(history[-1]):
+    if outcome(TERMINATED, history[-1] if history else None, trial.to_dict()) == DIVERGED:  # returned, as Ray sees it
         print(f"error: trial {trial.trial_name} diverged: {history[-1]['diverged_reason']}; lower learning_rate or "
               "set grad_clip", file=sys.stderr)
-        return EXIT_DIVERGED
+        return EXIT_TRIALS_FAILED
     kept = Path(args.checkpoint_dir) / PREDICTIONS_FILE if args.checkpoint_dir else None
     where = [str(f) for f in (predictions, kept) if f is not None and f.is_file()]
     if where:
         print(f"# dev-split predictions of epoch {history[-1]['epoch']}: {', '.join(where)}", file=sys.stderr)
-    return 0
+    return EXIT_OK
 
 
 def keep_predictions(checkpoint_dir: Path, target: Path) -> None:
