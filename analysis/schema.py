@@ -24,7 +24,7 @@ SCHEMA_VERSION = "9"  # 2: selection split (sel_* metrics, selection_* config), 
 #       ANALYSIS_VERSIONS_KEY (before: lora_sweep.versions)
 
 # Config keys of a lora-sweep grid point and their Arrow types: the trial record's declaration (record.fields),
-# from which training's TrialConfig is derived too.
+# which training's TrialConfig lists field by field too (tests/test_trial_config.py).
 CONFIG_FIELDS: list[tuple[str, pa.DataType]] = ARROW
 CONFIG_NAMES = list(NAMES)
 

@@ -1,10 +1,13 @@
 """The trial config, declared once: every field a grid point has, with its Arrow type, its role and how it is
-labelled. Ray's config dict (`TrialConfig`), the Parquet schema, trial names, TensorBoard's HParams, the
-analysis' configuration key and group labels are all derived from `FIELDS`. What a trial records about the node it
-ran on (versions, device, commit) is declared here too, as `PROVENANCE`: a record's fields, not config.
+labelled. The Parquet schema, trial names, TensorBoard's HParams, the analysis' configuration key and group labels
+are all derived from `FIELDS`; Ray's config dict, `tune_jobs.spec.TrialConfig`, is a plain dataclass that lists the
+same fields (tests/test_trial_config.py checks them field by field: names, order, types, defaults). What a trial
+records about the node it ran on (versions, device, commit) is declared here too, as `PROVENANCE`: a record's
+fields, not config.
 
-A new training setting is one `Field` here (with its default) plus its check in `tune_jobs.spec.TRAIN_SCHEMA` and
-its use in the trial; `tune_jobs.spec.TrainConfig` is derived from the TRAINING fields.
+A new field is one `Field` here plus its line in `TrialConfig`; a new training setting also its check in
+`tune_jobs.spec.TRAIN_SCHEMA` and its use in the trial (`tune_jobs.spec.TrainConfig` is derived from the TRAINING
+fields).
 """
 
 from __future__ import annotations

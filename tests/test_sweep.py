@@ -167,6 +167,18 @@ def test_diverged_trial_ends_once_is_not_retried_nor_resumed(tmp_path, tiny_bert
     assert row["diverged_reason"].startswith("train loss") and pd.isna(row["final_val_accuracy"])
     ok = trials.loc["vup-r4-lr3e-3-rep0"]
     assert not ok["diverged"] and 0 <= ok["final_sel_accuracy"] <= 1 and ok["selection_rows"] == 64
+    import platform
+    import subprocess
+
+    import torch
+
+    head = subprocess.run(["git", "-C", str(REPO), "rev-parse", "HEAD"], capture_output=True, text=True)
+    commit = head.stdout.strip() if head.returncode == 0 and (REPO / ".git").exists() else None
+    for name in trials.index:  # the training node's provenance, from each trial's first report
+        made = trials.loc[name]
+        assert made["torch_version"] == torch.__version__ and made["python_version"] == platform.python_version()
+        assert made["device_name"].startswith("cpu") and made["lora_sweep_version"]
+        assert made["git_commit"] == commit, (made["git_commit"], commit)  # a clone: CI's own commit
 
 
 def _trial_runs(exp: Path) -> dict[str, tuple]:

@@ -199,50 +199,103 @@ STUDY_SETTINGS = tuple(fl.name for fl in fields(Study) if fl.name in STUDY_SCHEM
                        and (fl.default is not MISSING or fl.default_factory is not MISSING))
 
 
-def _placement(self) -> Placement:
-    """The LoRA placement (or baseline) this trial trains."""
-    return Placement(
-        layers=tuple(self.layers), components=tuple(self.components), r=self.r, alpha=self.alpha,
-        dropout=self.lora_dropout, rank_pattern=tuple(self.rank_pattern.items()), baseline=self.baseline,
-        **({"method": self.method, "loraplus_lr_ratio": self.loraplus_lr_ratio} if self.baseline is None else {}),
-    )
+@dataclass(frozen=True, kw_only=True)
+class TrialConfig:
+    """One grid point, flat and JSON-able: the config dict Ray Tune hands a trial (`to_dict`, `from_dict`).
 
+    Its fields are the trial record's declaration (record.fields.FIELDS: name, Arrow type, role), in that order, so
+    the Parquet schema, trial names, HParams and the analysis' configuration key can never disagree with it;
+    tests/test_trial_config.py checks names, order, types and defaults field by field. A default is the record's:
+    a training setting's value when no spec layer sets it, another field's value in records made before it existed
+    (`from_dict` still wants every field, after `record.fields.filled`)."""
 
-def _to_dict(self) -> dict[str, Any]:
-    return asdict(self)
+    study: str
+    trial_name: str
+    scenario: str
+    # placement
+    baseline: str | None  # classifier_only | full | None (LoRA)
+    layers: list[int]
+    components: list[str]
+    r: int | None
+    method: str | None = "lora"  # lora | dora+rslora | ...; None: a baseline
+    loraplus_lr_ratio: float | None = None  # LoRA+ methods only
+    rank_pattern: dict[str, int]  # {component: rank} exceptions to r
+    alpha: float | None
+    lora_dropout: float
+    # identity
+    repeat: int
+    seed: int
+    looks: int = 1
+    stage: str | None = None  # tune | confirm under a spec's `select:`
+    selected: list[str] | None = None
+    # model and data (primary_metric and resources: identity, labels rather than settings)
+    model: str
+    model_init: str
+    dataset: str
+    text_columns: list[str]
+    label_column: str
+    train_split: str
+    eval_split: str
+    task: str  # classification | regression
+    label_names: list[str] | None
+    primary_metric: str
+    resources: dict[str, float] | None = None  # what Ray reserved for the trial ({cpu: 4, gpu: 1})
+    reader: dict[str, Any] | None
+    train_limit: int | None
+    max_length: int
+    num_labels: int | None
+    selection_fraction: float | None
+    selection_rows: int | None
+    selection_seed: int | None
+    # training settings (TrainConfig)
+    epochs: int = 3
+    learning_rate: float = 1.4e-3
+    batch_size: int = 32
+    eval_batch_size: int = 256
+    weight_decay: float = 0.01
+    adam_betas: list[float] | tuple[float, ...] = (0.9, 0.98)  # a list in a grid point (JSON)
+    adam_epsilon: float = 1e-6
+    warmup_ratio: float = 0.1
+    lr_schedule: str = "cosine"
+    grad_clip: float | None = None
+    hidden_dropout: float = 0.1
+    attention_dropout: float = 0.1
+    classifier_dropout: float | None = None
+    gradient_checkpointing: bool = False
+    precision: str = "auto"
 
+    def placement(self) -> Placement:
+        """The LoRA placement (or baseline) this trial trains."""
+        return Placement(
+            layers=tuple(self.layers), components=tuple(self.components), r=self.r, alpha=self.alpha,
+            dropout=self.lora_dropout, rank_pattern=tuple(self.rank_pattern.items()), baseline=self.baseline,
+            **({"method": self.method, "loraplus_lr_ratio": self.loraplus_lr_ratio} if self.baseline is None else {}),
+        )
 
-def _data_config(self) -> DataConfig:
-    """The data section this trial was made from (what `tune_jobs.data` reads)."""
-    held = self.selection_fraction is not None or self.selection_rows is not None
-    return DataConfig(
-        dataset=self.dataset, text=tuple(self.text_columns), label=self.label_column,
-        splits=Splits(self.train_split, self.eval_split), task=self.task, metric=metric_of(self.primary_metric).name,
-        labels=tuple(self.label_names) if self.label_names else None, num_labels=self.num_labels,
-        reader=Reader(**{k: tuple(v) if isinstance(v, list) else v for k, v in self.reader.items()})
-        if self.reader else None, train_limit=self.train_limit, max_length=self.max_length,
-        selection=Selection(self.selection_fraction, self.selection_rows) if held else None)
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
 
+    def data_config(self) -> DataConfig:
+        """The data section this trial was made from (what `tune_jobs.data` reads)."""
+        held = self.selection_fraction is not None or self.selection_rows is not None
+        return DataConfig(
+            dataset=self.dataset, text=tuple(self.text_columns), label=self.label_column,
+            splits=Splits(self.train_split, self.eval_split), task=self.task,
+            metric=metric_of(self.primary_metric).name, labels=tuple(self.label_names) if self.label_names else None,
+            num_labels=self.num_labels,
+            reader=Reader(**{k: tuple(v) if isinstance(v, list) else v for k, v in self.reader.items()})
+            if self.reader else None, train_limit=self.train_limit, max_length=self.max_length,
+            selection=Selection(self.selection_fraction, self.selection_rows) if held else None)
 
-def _from_dict(cls, data: dict[str, Any]):
-    """Typed view of a config dict (Ray may hand it back with extra keys; those are ignored; fields added after the
-    config was written get what the record meant before them)."""
-    data = record_fields.filled(data)
-    missing = set(record_fields.NAMES) - set(data)
-    if missing:
-        raise InputError("trial config", "missing keys", got=sorted(missing))
-    return cls(**{k: data[k] for k in record_fields.NAMES})
-
-
-# One grid point: everything a trial needs, flat and JSON-able (it becomes Ray Tune's config). Its fields are the
-# trial record's declaration (record.fields: name, type, role), so the Parquet schema, trial names, HParams and the
-# analysis' configuration key can never disagree with it.
-TrialConfig = make_dataclass(
-    "TrialConfig", [(fl.name, fl.python_type) for fl in record_fields.FIELDS], frozen=True,
-    namespace={"placement": _placement, "to_dict": _to_dict, "data_config": _data_config,
-               "from_dict": classmethod(_from_dict),
-               "__doc__": "One grid point (fields: record.fields.FIELDS), the config dict Ray Tune hands a trial."})
-TrialConfig.__module__ = __name__  # pickled by reference (Ray ships configs between processes)
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TrialConfig:
+        """Typed view of a config dict (Ray may hand it back with extra keys; those are ignored; fields added after
+        the config was written get what the record meant before them)."""
+        data = record_fields.filled(data)
+        missing = set(record_fields.NAMES) - set(data)
+        if missing:
+            raise InputError("trial config", "missing keys", got=sorted(missing))
+        return cls(**{k: data[k] for k in record_fields.NAMES})
 
 
 # ---------------------------------------------------------------- loading
