@@ -11,7 +11,6 @@ import os
 import statistics
 import sys
 import tempfile
-from importlib import metadata
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +22,7 @@ from record.fields import MAPPINGS, provenance_of
 from record.metrics import FINAL, TRIAL_METRIC_COLUMNS, higher_is_better, is_diverged
 from record.outcome import STOPPED, column_status, outcome
 from record.predictions import PREDICTIONS_FILE
+from record.versions import package_version
 
 from .load import TrialRecord, read_experiment, split_config
 from .schema import (
@@ -126,13 +126,8 @@ def prediction_rows(records: list[TrialRecord]) -> pa.Table:
 
 def _versions() -> dict[str, str]:
     """The analysing machine's package versions (the training nodes' are each trial's provenance columns)."""
-    out = {"python": sys.version.split()[0]}
-    for dist in ("lora-sweep", "ray", "pyarrow", "pandas", "transformers", "peft", "torch"):
-        try:
-            out[dist] = metadata.version(dist)
-        except metadata.PackageNotFoundError:
-            pass
-    return out
+    found = {d: package_version(d) for d in ("lora-sweep", "ray", "pyarrow", "pandas", "transformers", "peft", "torch")}
+    return {"python": sys.version.split()[0], **{d: v for d, v in found.items() if v is not None}}
 
 
 def write_parquet_atomic(table: pa.Table, path: Path, **options) -> None:

@@ -658,7 +658,7 @@ def _analysed(sources, opts: ReportOptions) -> tuple[pd.DataFrame, pd.DataFrame,
 def cmd_report(args: argparse.Namespace) -> int:
     import shutil
 
-    from record.errors import check_output_dir, check_positive
+    from record.errors import check_positive
 
     from .sources import resolve
 
@@ -667,10 +667,7 @@ def cmd_report(args: argparse.Namespace) -> int:
                          test=args.test, price=args.price_per_hour)
     check_positive(opts.margin, "--margin", "e.g. 0.005 for half a point")
     check_positive(opts.price, "--price-per-hour", "e.g. 1.2 per GPU-hour")
-    if args.out:
-        check_output_dir(args.out)  # as typed: Path() would turn s3://b/x into a local s3:/b/x
-    sources = resolve(args.dir, args.out)
-    check_output_dir(sources.out)
+    sources = resolve(args.dir, args.out)  # --out checked there, before anything is read
     trials, epochs, ro = _analysed(sources, opts)
     files = write_readout(ro, epochs, sources.out)  # a folder it cannot write: one line (run_guarded), exit 2
     width = min(shutil.get_terminal_size((100, 24)).columns, 120)

@@ -7,7 +7,7 @@ import posixpath
 from dataclasses import dataclass
 from pathlib import Path
 
-from record.errors import InputError
+from record.errors import InputError, check_output_dir
 
 DEFAULT_ROOT = Path("lora_sweep_reports")  # relative: under the working directory the command runs in
 TRIALS_FILE = "trials.parquet"
@@ -48,7 +48,10 @@ def _inside(path: Path, folder: str) -> bool:
 
 def resolve(paths: list[str], out: str | None) -> Sources:
     """One analysis folder (the report goes into `out`, by default the same folder), or experiment folders (local or
-    s3://) analysed into `out`, by default lora_sweep_reports/NAME, where the report goes too."""
+    s3://) analysed into `out`, by default lora_sweep_reports/NAME, where the report goes too. `out` is checked as
+    typed (a file there, or a URI: `Path` would turn s3://b/x into a local s3:/b/x)."""
+    if out:
+        check_output_dir(out)
     analyses = [p for p in paths if is_analysis(p)]
     if analyses and len(paths) > 1:
         raise InputError("DIR", "one analysis folder, or one or more experiment folders, not both", got=paths,
@@ -56,6 +59,7 @@ def resolve(paths: list[str], out: str | None) -> Sources:
     if analyses:
         return Sources(Path(analyses[0]), (), Path(out) if out else Path(analyses[0]))
     folder = Path(out) if out else default_folder(paths)
+    check_output_dir(folder)
     for experiment in paths:
         if _inside(folder, experiment):
             raise InputError("--out" if out else "DIR", f"the report would go into {folder}, inside the experiment "

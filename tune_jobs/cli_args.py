@@ -9,12 +9,9 @@ from record.errors import EXIT_INPUT
 
 def installed_version() -> str:
     """The installed distribution's version (pyproject.toml), or 'unknown' in a checkout that is not installed."""
-    from importlib import metadata
+    from record.versions import package_version
 
-    try:
-        return metadata.version("lora-sweep")
-    except metadata.PackageNotFoundError:
-        return "unknown"
+    return package_version("lora-sweep") or "unknown"
 
 
 class OneLineParser(argparse.ArgumentParser):

@@ -10,23 +10,16 @@ from __future__ import annotations
 import functools
 import platform
 import subprocess
-from importlib import metadata
 from pathlib import Path
 
 import torch
 
 from record.fields import PROVENANCE_NAMES
+from record.versions import package_version
 
 GIT_TIMEOUT_S = 5  # a hung git (a network file system) must not hold a trial
 PACKAGES = {"lora_sweep_version": "lora-sweep", "torch_version": "torch", "transformers_version": "transformers",
             "peft_version": "peft", "ray_version": "ray"}
-
-
-def _version(dist: str) -> str | None:
-    try:
-        return metadata.version(dist)
-    except metadata.PackageNotFoundError:
-        return None
 
 
 def _git(root: Path, *args: str) -> str | None:
@@ -61,8 +54,9 @@ def git_state(root: Path | None = None) -> tuple[str | None, bool | None]:
 def _node() -> dict:
     """What does not depend on the device: versions and the source's commit (once per process)."""
     commit, dirty = git_state()
-    return {**{name: _version(dist) for name, dist in PACKAGES.items()}, "python_version": platform.python_version(),
-            "git_commit": commit, "git_dirty": dirty, "cuda_version": torch.version.cuda}
+    versions = {name: package_version(dist) for name, dist in PACKAGES.items()}
+    return {**versions, "python_version": platform.python_version(), "git_commit": commit, "git_dirty": dirty,
+            "cuda_version": torch.version.cuda}
 
 
 def driver_version() -> str | None:
