@@ -187,11 +187,13 @@ def compare(values: pd.DataFrame, metric: str, reference: str | None = None, mar
     False leaves out the seed plans and sentences, for simulations that read only the verdicts).
 
     `values` has columns group, seed, value (one row per run, duplicates already dropped) and optionally
-    model_key and data_key (the strata) and resolution (the metric's step, 1/examples for accuracy; nan: unknown).
+    model_key and data_key (the strata), compare_key (pairs are tested only within one; default data_key) and
+    resolution (the metric's step, 1/examples for accuracy; nan: unknown).
     `looks`: the planned looks of a sequential design (analysis.sequential), over which alpha is split.
     """
     values = values.assign(**{c: values[c] if c in values else default for c, default in
                               (("model_key", ""), ("data_key", ""), ("resolution", np.nan))})
+    compared = dict(zip(values["group"], values["compare_key"] if "compare_key" in values else values["data_key"]))
     ordered = values.sort_values(["group", "seed"], kind="stable")
     by_group = {g: pd.Series(d["value"].to_numpy(float), index=d["seed"].to_numpy())
                 for g, d in ordered.groupby("group", sort=True)}
@@ -206,7 +208,7 @@ def compare(values: pd.DataFrame, metric: str, reference: str | None = None, mar
     means = {g: float(v.to_numpy().mean()) for g, v in by_group.items()}
     ranked = sorted(by_group, key=lambda g: (-sign * means[g], g))  # best first: Δ mostly >= 0
     candidates = pairs_to_test(ranked, reference)
-    tested = [(a, b) for a, b in candidates if stratum[a][1] == stratum[b][1]]
+    tested = [(a, b) for a, b in candidates if compared[a] == compared[b]]
     family = Family(test, alpha, len(tested), fits, len(candidates) - len(tested), priors, looks)
     rows = []
     for a, b in tested:

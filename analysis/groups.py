@@ -66,27 +66,35 @@ def drop_duplicate_runs(trials: pd.DataFrame) -> tuple[pd.DataFrame, int]:
 
 
 def strata_keys(trials: pd.DataFrame) -> pd.DataFrame:
-    """model_key and data_key per row: seeds are shared blocks only within one model on one data set and task."""
+    """model_key and data_key per row: seeds are shared blocks only within one model on one data set and task.
+    compare_key: what groups are compared within, the data set and, for ranks chosen for a parameter budget, that
+    budget (placements at equal cost are compared with each other, not across budgets; the baselines, which have
+    no budget, with each other)."""
     def key(cols: tuple[str, ...]) -> pd.Series:
         present = [c for c in cols if c in trials.columns]
         if not present or trials.empty:
             return pd.Series("", index=trials.index, dtype=str)
         return pd.Series(["|".join(r) for r in zip(*(trials[c].map(_canonical) for c in present))], index=trials.index)
-    return pd.DataFrame({"model_key": key(("model", "model_init")),
-                         "data_key": key(("dataset", "task", "eval_split", "text_columns", "label_column"))},
-                        index=trials.index)
+    data_key = key(("dataset", "task", "eval_split", "text_columns", "label_column"))
+    budget = trials["budget"] if "budget" in trials else pd.Series(None, index=trials.index, dtype=object)
+    budget_text = budget.map(lambda b: "" if b is None or b != b else f"|budget={int(b)}")
+    return pd.DataFrame({"model_key": key(("model", "model_init")), "data_key": data_key,
+                         "compare_key": data_key + budget_text.astype(str)}, index=trials.index)
 
 
 def axis_text(col: str, value) -> str:
     """`r=8`, `lr=0.001`, `bs=32`: a setting as it appears in a group label (its short name from record.fields)."""
     if col == "r":
         return f"r={int(value)}" if value == value and value is not None else ""
+    if col == "budget":
+        return f"b={fields.count_text(int(value))}" if value == value and value is not None else ""
     return f"{fields.short(col)}={_canonical(value).strip(chr(34))}"
 
 
 def group_labels(trials: pd.DataFrame) -> pd.Series:
-    """Readable, unique label per configuration: its scenario name(s) (with `r=R` for LoRA), then only the settings
-    that tell same-named groups apart (`upper r=8 lr=0.001`), then the experiment name where nothing else does."""
+    """Readable, unique label per configuration: its scenario name(s) (with `r=R` for LoRA, or `b=332k` for ranks
+    chosen for a parameter budget), then only the settings that tell same-named groups apart (`upper r=8
+    lr=0.001`), then the experiment name where nothing else does."""
     if trials.empty:
         return pd.Series([], dtype=str, index=trials.index)
     keys = trials["config_key"] if "config_key" in trials else config_keys(trials)
@@ -96,8 +104,11 @@ def group_labels(trials: pd.DataFrame) -> pd.Series:
     labels = {}
     for key, row in firsts.iterrows():
         lora = row.get("baseline") is None or row.get("baseline") != row.get("baseline")
-        r = row.get("r")
-        labels[key] = names[key] + (" " + axis_text("r", r) if lora and r == r and r is not None else "")
+        r, budget = row.get("r"), row.get("budget")
+        if lora and budget == budget and budget is not None:
+            labels[key] = names[key] + " " + axis_text("budget", budget)
+        else:
+            labels[key] = names[key] + (" " + axis_text("r", r) if lora and r == r and r is not None else "")
     axes = [*LABEL_AXES[1:], *(c for c in CONFIGURATION if c not in LABEL_AXES), "experiment"]
     for col in (c for c in axes if c in firsts.columns):
         by_label: dict[str, list[str]] = {}

@@ -146,13 +146,18 @@ def headline(summary: pd.DataFrame, comparisons: pd.DataFrame, metric: str, marg
     lines: list[str] = []
     if summary.empty:
         return lines
+    key = "compare_key" if "compare_key" in summary else "data_key"
     several = summary["data_key"].nunique() > 1
-    for _, part in summary.groupby("data_key", sort=False, dropna=False):
+    budgets = "budget" in summary and summary["budget"].notna().any()
+    for _, part in summary.groupby(key, sort=False, dropna=False):
         dataset = part["dataset"].iloc[0]
         by_group = part.set_index("group")
         focal = reference if reference in by_group.index else part["group"].iloc[0]  # summary: best mean first
         focal_row = by_group.loc[focal]
-        where = f" on {dataset}" if several else ""
+        budget = part["budget"].iloc[0] if budgets else None
+        where = (f" on {dataset}" if several else "") + ("" if not budgets else " without a budget (baselines)"
+                                                          if budget is None or budget != budget else
+                                                          f" at {int(budget):,} adapter parameters")
         role = "Reference" if focal == reference else "Best mean"
         lines.append(f"{role}{where}: {focal}, {metric} {focal_row['mean']:.4f} over {int(focal_row['n'])} seed(s) "
                      f"({_interval(focal_row)}).")

@@ -14,6 +14,7 @@ from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullFormat
 from matplotlib.transforms import ScaledTranslation  # noqa: E402
 from scipy.stats import gaussian_kde  # noqa: E402
 
+from record.fields import count_text  # noqa: E402
 from record.metrics import higher_is_better  # noqa: E402
 
 from .compare import reversed_verdict  # noqa: E402
@@ -86,6 +87,45 @@ def accuracy_vs_params(summary: pd.DataFrame, metric: str):
     names = [*(g for g in groups if g in handles), FRONT]  # the groups in the summary's order, then the front
     fig.legend([handles[n] for n in names], names, loc="outside right upper", fontsize=8,
                ncols=cols, title="group (best mean first)", title_fontsize=8, frameon=False)
+    return fig
+
+
+def has_budgets(summary: pd.DataFrame) -> bool:
+    """Whether some group's ranks were chosen for a parameter budget (`lora.budgets`)."""
+    return "budget" in summary and summary["budget"].notna().any()
+
+
+def accuracy_at_budgets(summary: pd.DataFrame, metric: str):
+    """At equal cost: one panel per parameter budget, its placements' means (95 % t interval) best first; the
+    groups without a budget (the baselines) as dashed lines across every panel. Points are compared within a
+    panel, never across budgets (their placements train the same adapter parameters, within one module's step)."""
+    budgeted = summary[summary["budget"].notna()]
+    references = summary[summary["budget"].isna()]
+    budgets = sorted(budgeted["budget"].astype(int).unique())
+    widest = max(budgeted.groupby("budget").size())
+    fig, axes = plt.subplots(1, len(budgets), sharey=True, squeeze=False, layout="constrained",
+                             figsize=(min(4 + 1.1 * widest * len(budgets), 18), 5.5))
+    colors = plt.get_cmap("tab10").colors
+    for ax, budget in zip(axes[0], budgets):
+        part = budgeted[budgeted["budget"].astype(int) == budget]
+        part = part.sort_values("mean", ascending=not higher_is_better(metric))
+        y = part["mean"].to_numpy(float)
+        err = np.clip(np.nan_to_num(np.vstack([y - part["ci95_low"].to_numpy(float),
+                                               part["ci95_high"].to_numpy(float) - y])), 0, None)
+        ax.errorbar(np.arange(len(part)), y, yerr=err, fmt="o", capsize=3, ms=6, color="black")
+        suffix = f" b={count_text(budget)}"
+        ax.set_xticks(np.arange(len(part)), [g.removesuffix(suffix) for g in part["group"]], rotation=35,
+                      ha="right", fontsize=8)
+        ax.set_xlim(-0.6, len(part) - 0.4)
+        ax.set_title(f"{count_text(budget)} adapter parameters", fontsize=9)
+        for i, (_, ref) in enumerate(references.iterrows()):
+            ax.axhline(ref["mean"], ls="--", lw=1, color=colors[i % len(colors)], label=ref["group"])
+        ax.grid(axis="y", alpha=0.3)
+    axes[0][0].set_ylabel(f"mean final {metric}\n(bars: 95 % t interval)")
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    if handles:
+        fig.legend(handles, labels, loc="outside right upper", fontsize=8, title="without a budget",
+                   title_fontsize=8, frameon=False)
     return fig
 
 
@@ -209,7 +249,8 @@ def all_figures(good: pd.DataFrame, epochs: pd.DataFrame, summary: pd.DataFrame,
         return {}
     order = list(summary["group"])
     figs = {"accuracy_by_scenario": accuracy_by_scenario(good, order, metric),
-            "accuracy_vs_params": accuracy_vs_params(summary, metric),
+            "accuracy_vs_params": accuracy_at_budgets(summary, metric) if has_budgets(summary)
+            else accuracy_vs_params(summary, metric),
             "loss_curves": loss_curves(good, epochs, order)}
     if not comparisons.empty:
         figs["forest"] = forest(comparisons, reference or order[0], margin, metric)

@@ -189,6 +189,7 @@ def summarize(good: pd.DataFrame, metric: str) -> pd.DataFrame:
         examples = g["examples"].median()
         rows.append({
             "group": group, "scenario": g["scenario"].iloc[0], "r": g["r"].iloc[0],
+            "budget": g["budget"].iloc[0] if "budget" in g else None, "compare_key": g["compare_key"].iloc[0],
             "experiments": ",".join(sorted(g["experiment"].unique())), "model": g["model"].iloc[0],
             "dataset": g["dataset"].iloc[0], "data_key": g["data_key"].iloc[0], "metric": metric, "n": len(v),
             "seeds": ",".join(str(int(s)) for s in sorted(g["seed"].dropna())),
@@ -204,6 +205,8 @@ def summarize(good: pd.DataFrame, metric: str) -> pd.DataFrame:
     if not rows:
         return pd.DataFrame(columns=["group", "n", "mean", "ci95_low", "ci95_high", "params_relative_pct"])
     out = pd.DataFrame(rows).sort_values("mean", ascending=not metrics.higher_is_better(metric), ignore_index=True)
+    if out["budget"].notna().any():  # at equal cost: each budget's placements together, smallest budget first
+        out = out.sort_values("budget", kind="stable", na_position="last", ignore_index=True)
     unmeasured = [c for c in MEMORY_MEASURED if out[c].isna().all()]  # a CPU-only study has no GPU columns, ...
     return out.drop(columns=unmeasured)
 
@@ -294,7 +297,8 @@ def read_out(trials: pd.DataFrame, epochs: pd.DataFrame, opts: ReportOptions, pr
         good, selection = _select(good, trials, epochs, opts)
     reference = resolve_reference(opts.reference, good)
     summary = summarize(good, metric)
-    comparisons, family = compare(good[["group", "seed", "value", "model_key", "data_key", "resolution"]], metric,
+    comparisons, family = compare(good[["group", "seed", "value", "model_key", "data_key", "compare_key",
+                                        "resolution"]], metric,
                                   reference, opts.margin, opts.alpha, opts.test, looks=planned_looks(good))
     summary, comparisons = with_dev_error(summary, comparisons, good, predictions, metric)  # dev data + seeds
     return Readout(opts, prepared, good, summary, comparisons, family, dropped, reference, selection,
@@ -344,7 +348,9 @@ def summary_columns(summary: pd.DataFrame) -> tuple[Column, ...]:
     growth last (order-dependent: labelled, explained in "How to read this")."""
     gpu = "gpu_allocated_mb" in summary and summary["gpu_allocated_mb"].notna().all()
     memory = (*GPU_MEMORY, *EXACT_MEMORY) if gpu else (*EXACT_MEMORY, *GPU_MEMORY)
-    return (*SUMMARY_COLUMNS[:-1], *memory, *RSS_MEMORY, SUMMARY_COLUMNS[-1])
+    budget = (Column("budget", "budget (adapter params)", "{:,.0f}"),) if "budget" in summary \
+        and summary["budget"].notna().any() else ()
+    return (SUMMARY_COLUMNS[0], *budget, *SUMMARY_COLUMNS[1:-1], *memory, *RSS_MEMORY, SUMMARY_COLUMNS[-1])
 COMPARISON_COLUMNS = (
     Column("a", "a"), Column("b", "b"), Column("verdict", "verdict"),
     Column("moderated_verdict", "moderated test would say (not a claim)"), Column("delta", "Δ = a − b", "{:+.4f}"),
@@ -389,9 +395,10 @@ def comparisons_shown(comparisons: pd.DataFrame) -> pd.DataFrame:
 
 def figure_caption(name: str, ro: Readout) -> str:
     """What a figure shows and what to look at in it (the page's caption and the image's alt text)."""
-    from .plots import memory_basis
+    from .plots import has_budgets, memory_basis
 
     m, margin = ro.opts.metric, ro.opts.margin
+    budgeted = has_budgets(ro.summary)
     focal = ro.reference or (ro.summary["group"].iloc[0] if not ro.summary.empty else "")
     basis = memory_basis(ro.good) if name == "memory_by_layer" else None
     reserved = "peak_reserved_mb" in ro.good and ro.good["peak_reserved_mb"].notna().any()
@@ -401,10 +408,15 @@ def figure_caption(name: str, ro: Readout) -> str:
         "accuracy_by_scenario": f"Final {m} of every run, one row per group (dots: runs; red bar: the group's mean; "
                                 "shade: density). Look at how far rows overlap: groups whose runs interleave are "
                                 "the ones the comparisons cannot tell apart yet.",
-        "accuracy_vs_params": f"Mean final {m} (bars: 95 % t interval) against trainable parameters, % of full "
-                              "fine-tuning. Look at the red Pareto front: no group off it has a higher mean with "
-                              "fewer parameters (means, not verdicts: the comparisons say which gaps are real). "
-                              "Groups at the same % stand side by side, named in the legend.",
+        "accuracy_vs_params": (f"Mean final {m} (bars: 95 % t interval) of each placement at each parameter "
+                               "budget, best first; dashed lines: the groups without a budget (baselines). Compare "
+                               "within a panel: its placements train the same adapter parameters (within one "
+                               "module's rank step), so what differs is where they train, not how much. The "
+                               "comparisons test pairs within one budget only.") if budgeted else
+                              (f"Mean final {m} (bars: 95 % t interval) against trainable parameters, % of full "
+                               "fine-tuning. Look at the red Pareto front: no group off it has a higher mean with "
+                               "fewer parameters (means, not verdicts: the comparisons say which gaps are real). "
+                               "Groups at the same % stand side by side, named in the legend."),
         "loss_curves": "Mean train and validation loss per epoch, one line per group. Look for validation loss "
                        "rising while train loss falls (over-fitting), or curves still falling at the last epoch "
                        "(more epochs would change the answer).",

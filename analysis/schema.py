@@ -12,7 +12,7 @@ from record.fields import ARROW, NAMES, PROVENANCE_ARROW
 from record.metrics import EPOCH_COLUMNS, TRIAL_METRIC_COLUMNS
 from record.predictions import SCHEMA as TRIAL_PREDICTIONS
 
-SCHEMA_VERSION = "9"  # 2: selection split (sel_* metrics, selection_* config), divergence columns;
+SCHEMA_VERSION = "10"  # 2: selection split (sel_* metrics, selection_* config), divergence columns;
 # 3: val_examples/sel_examples, saved_activations_mb and trainable_state_mb (device-independent memory),
 #    compute_dtype; 4: tasks: column mapping, task, label names and primary_metric config;
 #    f1/mcc/mse/pearson/spearman epoch metrics; 5: LoRA method and loraplus_lr_ratio,
@@ -21,7 +21,8 @@ SCHEMA_VERSION = "9"  # 2: selection split (sel_* metrics, selection_* config), 
 #    8: looks (the sequential design's planned looks, `repeats: {until: decided}`); predictions.parquet;
 #    9: final_*/best_* of every split metric (final_val_mcc, best_sel_f1, ...: record.metrics.TRIAL_METRIC_COLUMNS),
 #       the training node's provenance (record.fields.PROVENANCE); the analysing machine's versions under
-#       ANALYSIS_VERSIONS_KEY (before: lora_sweep.versions)
+#       ANALYSIS_VERSIONS_KEY (before: lora_sweep.versions); 10: budget (`lora.budgets`: the adapter parameters
+#       the ranks were chosen for; rank_pattern then holds {component@layer: r + 1})
 
 # Config keys of a lora-sweep grid point and their Arrow types: the trial record's declaration (record.fields),
 # which training's TrialConfig lists field by field too (tests/test_trial_config.py).

@@ -87,8 +87,8 @@ def read_sst2(path: Path, rows: int | None) -> tuple[list[str], list[int]]:
 
 def trial_config(assets: Path, scenario: dict, batch: int, precision: str) -> dict:
     """One grid point of a RoBERTa-base study (random init) as the sweep would hand it to a trial."""
-    from tune_jobs.grid import expand
-    from tune_jobs.spec import parse_study
+    from tune_jobs.study.grid import expand
+    from tune_jobs.study.spec import parse_study
 
     raw = {"name": "gpu_bench", "model": str(assets / "model"), "model_init": "random",
            "data": {"dataset": str(assets / "sst2"), "max_length": 128},
@@ -102,7 +102,7 @@ def bench_data(assets: Path, tokenizer, rows: int):
     """Tokenized SST-2 rows as the trial's padded splits, without `datasets`."""
     import pyarrow as pa
 
-    from tune_jobs.data import LABELS, PaddedSplit, TrialData
+    from tune_jobs.data.splits import LABELS, PaddedSplit, TrialData
 
     def split(texts: list[str], labels: list[int]):
         enc = tokenizer(texts, truncation=True, max_length=128)
@@ -148,10 +148,11 @@ def run_one(assets: str, scenario: dict, batch: int, steps: int, warmup: int, de
     from transformers import AutoTokenizer
     from transformers.utils import logging as hf_logging
 
-    from tune_jobs.data import length_grouped_batches
-    from tune_jobs.meters import MemoryMeter, SavedTensorMeter
-    from tune_jobs.spec import TrialConfig
-    from tune_jobs.trial import prepare_model, seed_everything, train_epoch
+    from tune_jobs.data.splits import length_grouped_batches
+    from tune_jobs.study.spec import TrialConfig
+    from tune_jobs.train.loop import train_epoch
+    from tune_jobs.train.meters import MemoryMeter, SavedTensorMeter
+    from tune_jobs.train.prepare import prepare_model, seed_everything
 
     hf_logging.set_verbosity_error()
     root = Path(assets)
@@ -188,7 +189,7 @@ def print_profile(p, saved, batches: list) -> None:
     """Where a few more steps spend their time: torch.profiler's top operators by host and by device time."""
     from torch.profiler import ProfilerActivity, profile
 
-    from tune_jobs.trial import train_epoch
+    from tune_jobs.train.loop import train_epoch
 
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if p.device.type == "cuda" else [])
     with profile(activities=activities) as prof:
@@ -206,10 +207,11 @@ def verify(assets: str, device: str) -> list[tuple[str, bool, str]]:
 
     from transformers import AutoTokenizer
 
-    from tune_jobs.device import capability_of, choose_precision
-    from tune_jobs.meters import SavedTensorMeter
-    from tune_jobs.spec import TrialConfig
-    from tune_jobs.trial import frozen_linears_to, prepare_model, seed_everything, train_epoch
+    from tune_jobs.study.spec import TrialConfig
+    from tune_jobs.train.device import capability_of, choose_precision
+    from tune_jobs.train.loop import train_epoch
+    from tune_jobs.train.meters import SavedTensorMeter
+    from tune_jobs.train.prepare import frozen_linears_to, prepare_model, seed_everything
 
     root, target, checks = Path(assets), torch.device(device), []
     tokenizer = AutoTokenizer.from_pretrained(root / "model")

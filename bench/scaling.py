@@ -21,8 +21,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from lora_ext.model_configs import random_model_dir  # noqa: E402
-from tune_jobs.spec import parse_study  # noqa: E402
-from tune_jobs.sweep import run_sweep  # noqa: E402
+from tune_jobs.study.spec import parse_study  # noqa: E402
+from tune_jobs.sweep.runner import run_sweep  # noqa: E402
 
 
 def trials_per_hour(n_nodes: int, study, storage: str) -> tuple[float, float]:

@@ -21,9 +21,9 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from lora_ext.model_configs import random_model_dir  # noqa: E402
-from tune_jobs.grid import expand  # noqa: E402
-from tune_jobs.spec import parse_study  # noqa: E402
-from tune_jobs.sweep import connect_ray, prepare_data, run_sweep  # noqa: E402
+from tune_jobs.study.grid import expand  # noqa: E402
+from tune_jobs.study.spec import parse_study  # noqa: E402
+from tune_jobs.sweep.runner import connect_ray, prepare_data, run_sweep  # noqa: E402
 
 
 def tiny_model_dir() -> str:

@@ -25,10 +25,12 @@ sys.path.insert(0, str(REPO))
 
 import torch  # noqa: E402
 
-from tune_jobs.data import TrialData, length_grouped_batches  # noqa: E402
-from tune_jobs.grid import select_trial, with_overrides  # noqa: E402
-from tune_jobs.spec import load_study  # noqa: E402
-from tune_jobs.trial import build_optimizer, build_scheduler, load_model, load_tokenizer, run_trial, seed_everything  # noqa: E402
+from tune_jobs.data.splits import TrialData, length_grouped_batches  # noqa: E402
+from tune_jobs.study.grid import select_trial, with_overrides  # noqa: E402
+from tune_jobs.study.spec import load_study  # noqa: E402
+from tune_jobs.train.loop import run_trial  # noqa: E402
+from tune_jobs.train.model import load_model, load_tokenizer  # noqa: E402
+from tune_jobs.train.prepare import build_optimizer, build_scheduler, seed_everything  # noqa: E402
 
 
 def bare_loop(tc, epoch: int = 1) -> float:
@@ -58,9 +60,14 @@ def bare_loop(tc, epoch: int = 1) -> float:
 
 TRIAL_IN_CHECKOUT = """
 import json, sys
-from tune_jobs.grid import select_trial, with_overrides
-from tune_jobs.spec import load_study
-from tune_jobs.trial import run_trial
+try:
+    from tune_jobs.study.grid import select_trial, with_overrides
+    from tune_jobs.study.spec import load_study
+    from tune_jobs.train.loop import run_trial
+except ImportError:  # a checkout from before tune_jobs had rooms
+    from tune_jobs.grid import select_trial, with_overrides
+    from tune_jobs.study import load_study
+    from tune_jobs.trial import run_trial
 rows, batch, data = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
 tc = select_trial(load_study("tune_jobs/experiments/final.yaml", "demo"), "lora_all", r=8)
 tc = with_overrides(tc, dataset=data, train_limit=rows, epochs=1, batch_size=batch)

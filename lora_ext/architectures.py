@@ -72,10 +72,21 @@ class Architecture:
         path_alt = "|".join(re.escape(p) for p in paths)
         return rf"(?:.*\.)?{re.escape(self.layer_stack)}\.(?:{layer_alt})\.(?:{path_alt})"
 
-    def component_regex(self, component: str) -> str:
-        """Regex for one component in any layer, anchored at the layer index (for PEFT `rank_pattern`)."""
+    def component_regex(self, key: str) -> str:
+        """Regex for a `rank_pattern` key: one component in any layer (`q`) or in one layer (`q@3`, a budget's),
+        anchored at the layer index (for PEFT `rank_pattern`, which matches it at the end of a module's name)."""
+        component, _, layer = key.partition("@")
         path_alt = "|".join(re.escape(p) for p in self.components[component])
-        return rf"{re.escape(self.layer_stack)}\.\d+\.(?:{path_alt})"
+        index = str(int(layer)) if layer else r"\d+"
+        return rf"{re.escape(self.layer_stack)}\.{index}\.(?:{path_alt})"
+
+    def module_key_of(self, name: str, components: tuple[str, ...]) -> str:
+        """`q@3`: the component (of `components`) and layer of an adapted module's qualified name."""
+        found = re.search(rf"(?:^|\.){re.escape(self.layer_stack)}\.(\d+)\.(.+)$", name)
+        if found is None:
+            raise ValueError(f"{name} is not in {self.name}'s layer stack `{self.layer_stack}`")
+        component = next(c for c in components if found.group(2) in self.components[c])
+        return f"{component}@{int(found.group(1))}"
 
 
 _BERT_LIKE = {

@@ -1,13 +1,13 @@
 """The trial config, declared once: every field a grid point has, with its Arrow type, its role and how it is
 labelled. The Parquet schema, trial names, TensorBoard's HParams, the analysis' configuration key and group labels
-are all derived from `FIELDS`; Ray's config dict, `tune_jobs.spec.TrialConfig`, is a plain dataclass that lists the
-same fields (tests/test_trial_config.py checks them field by field: names, order, types, defaults). What a trial
-records about the node it ran on (versions, device, commit) is declared here too, as `PROVENANCE`: a record's
-fields, not config.
+are all derived from `FIELDS`; Ray's config dict, `tune_jobs.study.spec.TrialConfig`, is a plain dataclass that
+lists the same fields (tests/test_trial_config.py checks them field by field: names, order, types, defaults).
+What a trial records about the node it ran on (versions, device, commit) is declared here too, as `PROVENANCE`: a
+record's fields, not config.
 
 A new field is one `Field` here plus its line in `TrialConfig`; a new training setting also its check in
-`tune_jobs.spec.TRAIN_SCHEMA` and its use in the trial (`tune_jobs.spec.TrainConfig` is derived from the TRAINING
-fields).
+`tune_jobs.study.spec.TRAIN_SCHEMA` and its use in the trial (`tune_jobs.study.spec.TrainConfig` is derived from the
+TRAINING fields).
 """
 
 from __future__ import annotations
@@ -62,10 +62,14 @@ FIELDS: tuple[Field, ...] = (
     Field("layers", pa.list_(pa.int32()), PLACEMENT, hparam=True),
     Field("components", pa.list_(pa.string()), PLACEMENT, hparam=True),
     Field("r", I32, PLACEMENT, nullable=True, label_order=0, hparam=True),
+    # `lora: {budgets: [N]}`: the adapters' trainable parameters (head excluded) the ranks were chosen for; r and
+    # rank_pattern then follow from it and the placement (lora_ext.budget). None: ranks given directly
+    Field("budget", I64, PLACEMENT, nullable=True, short="b", hparam=True, default=None),
     Field("method", S, PLACEMENT, nullable=True, label_order=1, hparam=True,  # lora | dora+rslora | ...; None: baseline
           default="lora"),
     Field("loraplus_lr_ratio", F, PLACEMENT, nullable=True, short="loraplus", hparam=True, default=None),  # LoRA+ only
-    Field("rank_pattern", S, PLACEMENT, label_order=2, mapping=True),  # {component: rank} exceptions to r
+    # {component: rank} exceptions to r; a budget's {component@layer: r + 1} (`up@3`)
+    Field("rank_pattern", S, PLACEMENT, label_order=2, mapping=True),
     Field("alpha", F, PLACEMENT, nullable=True, label_order=3, hparam=True),
     Field("lora_dropout", F, PLACEMENT, short="dropout", label_order=4, hparam=True),
     Field("repeat", I32, IDENTITY, hparam=True),
@@ -127,7 +131,7 @@ MAPPINGS: tuple[str, ...] = tuple(f.name for f in FIELDS if f.mapping)
 
 
 # Provenance: the training node's versions, device and source, reported by the trial in the first report of each run
-# (`tune_jobs.provenance`; a resumed run reports its own node's) and a column each of trials.parquet (the run that
+# (`tune_jobs.train.provenance`; a resumed run reports its own node's) and a column each of trials.parquet (the run that
 # reported last). Not config: never in TrialConfig, a group or a trial name. None: not known there (no GPU: no driver;
 # not a git checkout: no commit), or a record made before provenance was recorded.
 PROVENANCE: tuple[Field, ...] = tuple(Field(name, arrow, PROVENANCE_ROLE, nullable=True, default=None)
@@ -151,7 +155,7 @@ def provenance_of(reports: list[dict]) -> dict:
     return {n: origin.get(n) for n in PROVENANCE_NAMES}
 
 
-TUNE, CONFIRM = "tune", "confirm"  # the values of `stage`: a study with `select:` (tune_jobs.select_section)
+TUNE, CONFIRM = "tune", "confirm"  # the values of `stage`: a study with `select:` (tune_jobs.study.select_section)
 
 
 def filled(config: dict[str, Any]) -> dict[str, Any]:
@@ -162,6 +166,15 @@ def filled(config: dict[str, Any]) -> dict[str, Any]:
         if fl.name not in out and fl.default is not NO_DEFAULT and fl.role != TRAINING:
             out[fl.name] = None if fl.role == PLACEMENT and out.get("baseline") is not None else fl.default
     return out
+
+
+def count_text(n: int) -> str:
+    """83k, 1.33M: a parameter count short enough for names and labels (the exact figure stays in the record)."""
+    if n >= 10**6:
+        return f"{n / 10**6:.3g}M"
+    if n >= 10**3:
+        return f"{n / 10**3:.3g}k"
+    return str(n)
 
 
 def short(name: str) -> str:

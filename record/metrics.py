@@ -36,8 +36,8 @@ METRICS: dict[str, Metric] = {m.name: m for m in (
     Metric("spearman", REGRESSION, True, False),
     Metric("loss", None, False, False),
 )}
-# Which metrics each task computes, in report order: the one declaration (tune_jobs.metrics.compute computes these,
-# each by its own function; the schema's columns, the spec's `data.metric` choices follow from it).
+# Which metrics each task computes, in report order: the one declaration (tune_jobs.train.task_metrics.compute
+# computes these, each by its own function; the schema's columns, the spec's `data.metric` choices follow from it).
 TASK_METRICS: dict[str, tuple[str, ...]] = {
     task: tuple(m.name for m in METRICS.values() if m.task == task) for task in (CLASSIFICATION, REGRESSION)}
 DEFAULT_METRIC = {CLASSIFICATION: "accuracy", REGRESSION: "pearson"}

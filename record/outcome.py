@@ -4,7 +4,7 @@ the first to the second. The sweep's progress line and summary, the searcher, re
 
 Ray knows five statuses. It records a trial TERMINATED however its trial function returned: after its last epoch,
 after a NaN/inf loss (the trial's last report says `diverged: true`, see `record.metrics.is_diverged`), or when a
-tuning stage's scheduler (ASHA, `tune_jobs.early_stop`) ended it before its last epoch. The outcomes tell those
+tuning stage's scheduler (ASHA, `tune_jobs.sweep.early_stop`) ended it before its last epoch. The outcomes tell those
 apart. They keep Ray's word where Ray has one (TERMINATED, ERROR, RUNNING, PENDING), so the sweep's summary
 (`3 TERMINATED, 1 DIVERGED, 2 STOPPED`) and trials.parquet read as they always did.
 """

@@ -351,8 +351,8 @@ def test_every_view_of_the_trial_record_derives_from_its_one_declaration():
     from analysis.schema import EPOCHS_SCHEMA, TRIALS_SCHEMA
     from record import fields as record
     from record.metrics import EPOCH_COLUMNS, SUMMARY_METRICS
-    from tune_jobs.hparams_logger import HPARAM_KEYS, METRIC_KEYS
-    from tune_jobs.spec import TRAIN_SCHEMA, TrainConfig, TrialConfig
+    from tune_jobs.study.spec import TRAIN_SCHEMA, TrainConfig, TrialConfig
+    from tune_jobs.sweep.hparams_logger import HPARAM_KEYS, METRIC_KEYS
 
     assert [f.name for f in fields(TrialConfig)] == list(record.NAMES)  # Ray's config dict
     assert [(n, TRIALS_SCHEMA.field(n).type) for n in record.NAMES] == record.ARROW  # trials.parquet

@@ -15,10 +15,10 @@ from lora_ext.placement import Placement, resolve_components, resolve_layers
 from record.errors import InputError, InputErrors
 from tests import tiny_models
 from tests.conftest import EXPERIMENTS, tiny_spec
-from tune_jobs.grid import select_trial
-from tune_jobs.profiles import read_yaml
-from tune_jobs.spec import load_study, parse_study
-from tune_jobs.trial import run_trial
+from tune_jobs.study.grid import select_trial
+from tune_jobs.study.profiles import read_yaml
+from tune_jobs.study.spec import load_study, parse_study
+from tune_jobs.train.loop import run_trial
 
 # hub id -> (model_type, layers, parameters of the 2-label sequence classifier: full fine-tuning's count)
 SHIPPED = {
@@ -145,7 +145,7 @@ def _decoder_dir(tmp_path, model_type: str, eos: str | None = "[SEP]"):
 
 def test_a_decoder_classifier_pads_with_eos_and_pools_the_last_real_token(tmp_path):
     from lora_ext import apply_placement
-    from tune_jobs.trial import load_model, load_tokenizer
+    from tune_jobs.train.model import load_model, load_tokenizer
 
     model_dir = _decoder_dir(tmp_path, "qwen3")
     spec = tiny_spec(tmp_path, model_dir, "scenarios:\n  - {name: all, layers: all, components: all}\n")
@@ -162,7 +162,7 @@ def test_a_decoder_classifier_pads_with_eos_and_pools_the_last_real_token(tmp_pa
 
 
 def test_a_tokenizer_without_pad_or_eos_is_one_line(tmp_path):
-    from tune_jobs.trial import load_tokenizer
+    from tune_jobs.train.model import load_tokenizer
 
     model_dir = _decoder_dir(tmp_path, "llama", eos=None)
     spec = tiny_spec(tmp_path, model_dir, "scenarios:\n  - {name: all, layers: all, components: all}\n")

@@ -382,7 +382,7 @@ def test_malformed_address_is_one_line(tmp_path, capsys, address, needle):
 
 def test_connect_timeout_setting_is_checked(monkeypatch):
     from record.errors import InputError
-    from tune_jobs.reach import connect_timeout
+    from tune_jobs.sweep.reach import connect_timeout
 
     assert connect_timeout() == 15
     for bad in ("x", "0", "inf", "nan"):

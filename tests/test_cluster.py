@@ -410,7 +410,7 @@ def test_storage_inside_a_job_upload_is_refused_before_ray_starts(tmp_path, sst2
 
 
 def test_job_upload_detection_and_job_env_vars(tmp_path, monkeypatch):
-    from tune_jobs.ray_job import job_env_vars, resolved_inside_upload, uploaded_working_dir
+    from tune_jobs.data.job_upload import job_env_vars, resolved_inside_upload, uploaded_working_dir
 
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("RAY_JOB_CONFIG_JSON_ENV_VAR", raising=False)
@@ -705,8 +705,8 @@ def _analyze(exp: Path, out: Path):
 
 @pytest.mark.slow
 def test_multi_node_sweep_uses_both_nodes(tmp_path, tiny_bert_dir, two_node_cluster):
-    from tune_jobs.spec import load_study
-    from tune_jobs.sweep import run_sweep
+    from tune_jobs.study.spec import load_study
+    from tune_jobs.sweep.runner import run_sweep
 
     cluster, worker = two_node_cluster
     study = load_study(tiny_spec(tmp_path, tiny_bert_dir, SCENARIOS, repeats=2, data={"train_limit": 300}))
@@ -719,8 +719,8 @@ def test_multi_node_sweep_uses_both_nodes(tmp_path, tiny_bert_dir, two_node_clus
 
 @pytest.mark.slow
 def test_node_loss_resumes_trial_from_its_checkpoint(tmp_path, tiny_bert_dir, two_node_cluster):
-    from tune_jobs.spec import load_study
-    from tune_jobs.sweep import run_sweep
+    from tune_jobs.study.spec import load_study
+    from tune_jobs.sweep.runner import run_sweep
 
     cluster, worker = two_node_cluster
     epochs = 5

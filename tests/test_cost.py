@@ -11,8 +11,8 @@ from analysis.cost import cost_sentence, group_costs, resource_of, study_cost
 from tests.conftest import tiny_spec
 from tune_jobs.calibrate import Timing, format_costs, packed, project, setups, slowest, speed_key
 from tune_jobs.cli import main
-from tune_jobs.grid import cells
-from tune_jobs.spec import load_study
+from tune_jobs.study.grid import cells
+from tune_jobs.study.spec import load_study
 
 SCEN = ("scenarios:\n  - {name: vup, layers: all, components: v+up}\n"
         "  - {name: head, baseline: classifier_only}\n")
@@ -173,7 +173,7 @@ def test_a_gpu_spec_calibrated_without_a_gpu_is_one_line_not_a_cpu_timing(tmp_pa
 @pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="needs a machine without CUDA")
 def test_copies_that_fail_raise_their_error_instead_of_waiting(tmp_path, tiny_bert_dir):
     from tune_jobs.calibrate import measure_together
-    from tune_jobs.device import DeviceUnavailable
+    from tune_jobs.train.device import DeviceUnavailable
 
     trial = next(iter(setups(load_study(tiny_spec(tmp_path, tiny_bert_dir, ONE))).values()))
     with pytest.raises(DeviceUnavailable):  # raised in each spawned copy, pickled back, raised here

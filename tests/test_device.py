@@ -14,9 +14,11 @@ import torch
 
 from record.errors import EXIT_INPUT
 from tests.conftest import REPO, SST2_DIR, tiny_spec
-from tune_jobs.data import PaddedSplit, TrialData
-from tune_jobs.data_section import DataConfig
-from tune_jobs.device import (
+from tune_jobs.data.splits import PaddedSplit, TrialData
+from tune_jobs.study.data_section import DataConfig
+from tune_jobs.study.grid import select_trial, with_overrides
+from tune_jobs.study.spec import load_study
+from tune_jobs.train.device import (
     BF16,
     FP16,
     FP32,
@@ -27,10 +29,9 @@ from tune_jobs.device import (
     choose_precision,
     cuda_problem,
 )
-from tune_jobs.grid import select_trial, with_overrides
-from tune_jobs.meters import SavedTensorMeter, peak_steps
-from tune_jobs.spec import load_study
-from tune_jobs.trial import frozen_linears_to, prepare, run_trial, train_epoch
+from tune_jobs.train.loop import run_trial, train_epoch
+from tune_jobs.train.meters import SavedTensorMeter, peak_steps
+from tune_jobs.train.prepare import frozen_linears_to, prepare
 
 SCEN = ("scenarios:\n  - {name: vup, layers: all, components: v+up}\n  - {name: head, baseline: classifier_only}\n"
         "  - {name: full, baseline: full}\n  - {name: dora, layers: all, components: all, method: dora}\n")
@@ -211,7 +212,7 @@ def test_the_peak_steps_hold_the_peak_of_every_step(tmp_path, tiny_bert_dir):
 
 @pytest.mark.parametrize("check_every", [1, 3, 1000])
 def test_a_non_finite_loss_is_found_at_its_exact_step_whenever_checked(tmp_path, tiny_bert_dir, check_every):
-    from tune_jobs.trial import TrialDiverged
+    from tune_jobs.train.loop import TrialDiverged
 
     p = prepare(_trial(tmp_path, tiny_bert_dir, learning_rate=1e12), "cpu")
     batches = [np.arange(i, i + 8) for i in range(0, 96, 8)]

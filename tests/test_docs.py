@@ -179,7 +179,7 @@ CLI_COMMANDS = [(b, argv) for b in BASH for words in shell_commands(b.text)
 
 
 def spec_profiles(spec: Path) -> set[str]:
-    from tune_jobs.profiles import builtin_profiles
+    from tune_jobs.study.profiles import builtin_profiles
 
     own = yaml.safe_load(spec.read_text()).get("profiles") or {}
     return set(builtin_profiles()) | set(own)

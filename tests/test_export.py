@@ -45,9 +45,9 @@ def logits_in_clean_process(kind: str, out) -> torch.Tensor:
 def logits_of_the_trial(config: dict, checkpoint) -> torch.Tensor:
     """The trial's own model rebuilt from its checkpoint through lora-sweep's loader."""
     from lora_ext import apply_placement
-    from tune_jobs.checkpoint import load_weights
-    from tune_jobs.spec import TrialConfig
-    from tune_jobs.trial import load_model, load_tokenizer
+    from tune_jobs.study.spec import TrialConfig
+    from tune_jobs.train.checkpoint import load_weights
+    from tune_jobs.train.model import load_model, load_tokenizer
 
     tc = TrialConfig.from_dict(config)
     tok = load_tokenizer(tc)
@@ -219,9 +219,9 @@ def test_portable_base_and_label_arguments(tmp_path):
 
 def test_checkpoint_formats_are_the_standard_ones(tmp_path, tiny_bert_dir):
     """Without Ray: LoRA as PEFT writes it, the head as safetensors, full fine-tuning as a transformers model."""
-    from tune_jobs.grid import select_trial
-    from tune_jobs.spec import load_study
-    from tune_jobs.trial import copy_checkpoint_to, run_trial
+    from tune_jobs.study.grid import select_trial
+    from tune_jobs.study.spec import load_study
+    from tune_jobs.train.loop import copy_checkpoint_to, run_trial
 
     study = load_study(tiny_spec(tmp_path, tiny_bert_dir, SCEN, train={"epochs": 1}))
     files = {}

@@ -57,13 +57,13 @@ def test_tune_retries_other_errors_but_not_a_missing_gpu(tmp_path, fake_gpu_clus
     import ray
     from ray import tune
 
-    from tune_jobs.sweep import never_retry_what_a_retry_cannot_fix
+    from tune_jobs.sweep.runner import never_retry_what_a_retry_cannot_fix
 
     ray.init(address=fake_gpu_cluster.address)
     never_retry_what_a_retry_cannot_fix()
 
     def trainable(config):
-        from tune_jobs.device import DeviceUnavailable
+        from tune_jobs.train.device import DeviceUnavailable
 
         raise DeviceUnavailable("no CUDA here") if config["kind"] == "device" else ValueError("something else")
 
@@ -79,8 +79,8 @@ def test_tune_retries_other_errors_but_not_a_missing_gpu(tmp_path, fake_gpu_clus
 @pytest.mark.skipif(not _no_cuda(), reason="needs a machine where torch sees no CUDA device")
 def test_sweep_trial_on_a_node_without_cuda_errors_once_with_its_line(tmp_path, tiny_bert_dir, fake_gpu_cluster,
                                                                       capsys):
-    from tune_jobs.spec import load_study
-    from tune_jobs.sweep import run_sweep
+    from tune_jobs.study.spec import load_study
+    from tune_jobs.sweep.runner import run_sweep
 
     study = load_study(tiny_spec(tmp_path, tiny_bert_dir, HEAD, resources={"cpu": 1, "gpu": 1}, max_failures=2))
     results = run_sweep(study, storage=str(tmp_path / "store"), name="nogpu", address=fake_gpu_cluster.address)
@@ -102,7 +102,7 @@ def test_pending_hint_names_what_no_node_offers():
     from ray import tune
     from ray.tune.experiment import Trial
 
-    from tune_jobs.progress import pending_hint
+    from tune_jobs.sweep.progress import pending_hint
 
     def pending(resources: dict) -> Trial:
         trial = Trial("t", stub=True, placement_group_factory=tune.PlacementGroupFactory([resources]))

@@ -14,16 +14,22 @@ from tests.conftest import REPO
 PACKAGES = ("lora_ext", "tune_jobs", "analysis", "record")
 
 
+def module_name(path) -> str:
+    parts = path.relative_to(REPO).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
 def import_graph() -> dict[str, set[str]]:
     """module -> every module (project or not) it imports anywhere in its source."""
     graph = {}
     for pkg in PACKAGES:
-        for path in (REPO / pkg).glob("*.py"):
-            name = pkg if path.name == "__init__.py" else f"{pkg}.{path.stem}"
+        for path in sorted((REPO / pkg).rglob("*.py")):
+            name = module_name(path)
+            package = name if path.name == "__init__.py" else name.rpartition(".")[0]
             targets = set()
             for node in ast.walk(ast.parse(path.read_text())):
                 if isinstance(node, ast.ImportFrom):
-                    base = pkg if node.level else ""
+                    base = ".".join(package.split(".")[:len(package.split(".")) - node.level + 1]) if node.level else ""
                     mod = f"{base}.{node.module}" if base and node.module else (node.module or base)
                     targets |= {mod} | {f"{mod}.{a.name}" for a in node.names}
                 elif isinstance(node, ast.Import):
@@ -54,8 +60,35 @@ def test_each_room_keeps_its_door():
         if module.startswith("tune_jobs"):  # two doors: the searcher's stopping rule is the report's own test, and
             # export names groups as the report does (`--scenario 'all r=8'`, `--best` of the study)
             into = {t for t in graph[module] if t.split(".")[0] == "analysis"}
-            doors = {"tune_jobs.searcher": "analysis.sequential", "tune_jobs.export": "analysis.groups"}
+            doors = {"tune_jobs.sweep.searcher": "analysis.sequential", "tune_jobs.export": "analysis.groups"}
             assert all(t.startswith(doors.get(module, "-")) for t in into), (module, into)
         if module.startswith("record"):
             outside = {m for m in imported if m not in sys.stdlib_module_names and m not in ("pyarrow", "record")}
             assert not outside, (module, outside)  # neutral: training and analysis both import it
+
+
+# tune_jobs' rooms from the ground up; the files directly in tune_jobs/ are the commands, on top of them all
+ROOMS = ("remote", "study", "data", "train", "sweep")
+
+
+def room_of(module: str) -> int | None:
+    """A tune_jobs module's floor: its room's index, len(ROOMS) for a command; None outside tune_jobs."""
+    parts = module.split(".")
+    if parts[0] != "tune_jobs":
+        return None
+    if len(parts) > 1 and parts[1] in ROOMS and parts[-1] != "__main__":  # an entry point stands with the commands
+        return ROOMS.index(parts[1])
+    return len(ROOMS)
+
+
+def test_tune_jobs_rooms_import_only_downward():
+    graph = import_graph()
+    assert {room_of(m) for m in graph if m.startswith("tune_jobs.")} == set(range(len(ROOMS) + 1))  # all in use
+    upward = sorted((m, t) for m, targets in graph.items() if room_of(m) is not None
+                    for t in targets if t in graph and room_of(t) is not None and room_of(t) > room_of(m))
+    assert upward == []
+
+
+def test_tune_jobs_has_no_flat_module_left_but_its_commands():
+    commands = {"__init__", "__main__", "cli", "cli_args", "plan", "calibrate", "run", "trial", "export"}
+    assert {p.stem for p in (REPO / "tune_jobs").glob("*.py")} == commands

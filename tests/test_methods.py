@@ -14,9 +14,10 @@ from lora_ext.placement import Placement
 from record.errors import InputError, InputErrors
 from tests import tiny_models
 from tests.conftest import tiny_spec
-from tune_jobs.grid import cells, select_trial
-from tune_jobs.spec import load_study
-from tune_jobs.trial import build_optimizer, run_trial
+from tune_jobs.study.grid import cells, select_trial
+from tune_jobs.study.spec import load_study
+from tune_jobs.train.loop import run_trial
+from tune_jobs.train.prepare import build_optimizer
 
 METHODS = ("lora", "rslora", "dora", "pissa", "olora", "loraplus", "dora+rslora", "pissa+rslora")
 LEARNED = ("train_loss", "val_loss", "val_accuracy", "trainable_params")
@@ -132,7 +133,7 @@ def test_a_baseline_takes_no_method(tmp_path, tiny_bert_dir):
 
 
 def test_loraplus_trains_b_faster_through_peft_s_optimizer(methods_study):
-    from tune_jobs.trial import load_model, load_tokenizer
+    from tune_jobs.train.model import load_model, load_tokenizer
 
     tc = select_trial(methods_study, "vup", method="loraplus")
     model = apply_placement(load_model(tc, load_tokenizer(tc), ("0", "1")), tc.placement())

@@ -8,11 +8,12 @@ import torch
 
 from record.errors import InputError
 from tests.conftest import tiny_spec
-from tune_jobs.checkpoint import load_checkpoint, save_checkpoint
-from tune_jobs.grid import select_trial, with_overrides
-from tune_jobs.meters import SavedTensorMeter
-from tune_jobs.spec import load_study
-from tune_jobs.trial import load_model, load_tokenizer, run_trial
+from tune_jobs.study.grid import select_trial, with_overrides
+from tune_jobs.study.spec import load_study
+from tune_jobs.train.checkpoint import load_checkpoint, save_checkpoint
+from tune_jobs.train.loop import run_trial
+from tune_jobs.train.meters import SavedTensorMeter
+from tune_jobs.train.model import load_model, load_tokenizer
 
 SCEN = ("scenarios:\n  - {name: low, layers: [0], components: all}\n  - {name: high, layers: [3], components: all}\n"
         "  - {name: head, baseline: classifier_only}\n")

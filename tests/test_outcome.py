@@ -168,14 +168,19 @@ def test_run_guarded_is_one_line_and_an_exit_code(capsys):
 
 
 def test_every_command_uses_the_one_runner_and_named_exit_codes():
-    """No command prints its own `error:` line for bad input, nor returns a bare exit code."""
+    """No command prints its own `error:` line for bad input, nor returns a bare exit code (a command: `main` or
+    a `cmd_*` function)."""
     found = []
     for pkg in ("tune_jobs", "analysis"):
-        for path in sorted((REPO / pkg).glob("*.py")):
+        for path in sorted((REPO / pkg).rglob("*.py")):
             text = path.read_text()
             for lineno, line in enumerate(text.splitlines(), start=1):
                 code = line.split("#")[0]
-                if "return EXIT_INPUT" in code or "def run_guarded" in code or \
-                        any(f"return {n}\n" in code + "\n" for n in ("1", "2", "130")) or "sys.exit(1" in code:
+                if "return EXIT_INPUT" in code or "def run_guarded" in code or "sys.exit(1" in code:
                     found.append(f"{path.relative_to(REPO)}:{lineno}: {line.strip()}")
+            for fn in ast.walk(ast.parse(text)):
+                if isinstance(fn, ast.FunctionDef) and (fn.name == "main" or fn.name.startswith("cmd_")):
+                    found += [f"{path.relative_to(REPO)}:{r.lineno}: return {r.value.value}" for r in ast.walk(fn)
+                              if isinstance(r, ast.Return) and isinstance(r.value, ast.Constant)
+                              and isinstance(r.value.value, int)]
     assert found == []

@@ -32,9 +32,9 @@ def _accuracy(table: pa.Table) -> float:
 def test_trial_writes_predictions_matching_its_metrics(tmp_path, tiny_bert_dir):
     from sklearn.metrics import f1_score, matthews_corrcoef
 
-    from tune_jobs.grid import select_trial
-    from tune_jobs.spec import load_study
-    from tune_jobs.trial import run_trial
+    from tune_jobs.study.grid import select_trial
+    from tune_jobs.study.spec import load_study
+    from tune_jobs.train.loop import run_trial
 
     config = select_trial(load_study(tiny_spec(tmp_path, tiny_bert_dir, SCEN)), "vup").to_dict()
     seen = []
@@ -72,7 +72,7 @@ def test_trial_command_writes_predictions_file(tmp_path, tiny_bert_dir, capsys):
 
 
 def test_predictions_table_per_task():
-    from tune_jobs.predictions import predictions_table
+    from tune_jobs.train.prediction_file import predictions_table
 
     logits = np.array([[0.0, 2.0, 1.0], [3.0, 0.0, 0.0], [0.0, 0.0, 5.0]], np.float32)
     table = predictions_table("classification", logits, np.array([1, 2, 2]), np.array([2, 0, 1]), epoch=3)

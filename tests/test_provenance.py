@@ -18,7 +18,7 @@ from record.fields import (
     PROVENANCE_NAMES,
     provenance_of,
 )
-from tune_jobs import provenance as prov
+from tune_jobs.train import provenance as prov
 
 GIT = shutil.which("git")
 
@@ -105,8 +105,8 @@ def _tc():
 
 
 def test_the_model_card_names_what_trained_it(tmp_path):
-    from tune_jobs.checkpoint import STATE_FILE
     from tune_jobs.export import model_card, trained_with
+    from tune_jobs.train.checkpoint import STATE_FILE
 
     origin = {name: None for name in PROVENANCE_NAMES} | {
         "torch_version": "2.5.1", "transformers_version": "4.57.0", "peft_version": "0.17.1", "ray_version": "2.50.0",

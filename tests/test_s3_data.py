@@ -104,7 +104,7 @@ def spec_at(tmp_path, model_dir, dataset: str, **data):
 
 
 def rows(data) -> tuple:
-    from tune_jobs.data import load_splits
+    from tune_jobs.data.splits import load_splits
 
     s = load_splits(data)
     return s.train["sentence"], s.train["labels"], s.eval["sentence"], s.eval["labels"], s.label_names
@@ -112,7 +112,7 @@ def rows(data) -> tuple:
 
 def test_a_bucket_reads_exactly_as_the_same_files_on_disk(as_admin, tmp_path, tiny_bert_dir, monkeypatch, capsys):
     from tune_jobs.cli import main
-    from tune_jobs.spec import load_study
+    from tune_jobs.study.spec import load_study
 
     remote = load_study(spec_at(tmp_path, tiny_bert_dir, "s3://data/sst2")).data
     local = load_study(spec_at(tmp_path, tiny_bert_dir, str(as_admin["local"]))).data
@@ -124,10 +124,10 @@ def test_a_bucket_reads_exactly_as_the_same_files_on_disk(as_admin, tmp_path, ti
 
 
 def test_a_trial_on_bucket_data_gives_the_local_trials_metrics(as_admin, tmp_path, tiny_bert_dir):
-    from tune_jobs.data import checked_study
-    from tune_jobs.grid import expand
-    from tune_jobs.spec import load_study
-    from tune_jobs.trial import run_trial
+    from tune_jobs.data.splits import checked_study
+    from tune_jobs.study.grid import expand
+    from tune_jobs.study.spec import load_study
+    from tune_jobs.train.loop import run_trial
 
     def final(dataset):
         study = checked_study(load_study(spec_at(tmp_path, tiny_bert_dir, dataset, train_limit=64)))
@@ -140,8 +140,8 @@ def test_a_trial_on_bucket_data_gives_the_local_trials_metrics(as_admin, tmp_pat
 def test_a_changed_object_is_fetched_and_tokenized_again(as_admin, tmp_path, tiny_bert_dir):
     from transformers import AutoTokenizer
 
-    from tune_jobs.data import tokenized_splits
-    from tune_jobs.spec import load_study
+    from tune_jobs.data.splits import tokenized_splits
+    from tune_jobs.study.spec import load_study
 
     client = admin_client(as_admin)
     dev = (as_admin["local"] / "dev.tsv").read_bytes()
@@ -245,9 +245,9 @@ def model_spec(tmp_path, model: str, **extra) -> Path:
 
 def test_plan_counts_a_bucket_model_from_its_config_alone(as_admin, bucket_model, tmp_path, capsys):
     from tune_jobs.cli import main
-    from tune_jobs.data import checked_study
+    from tune_jobs.data.splits import checked_study
     from tune_jobs.plan import plan
-    from tune_jobs.spec import load_study
+    from tune_jobs.study.spec import load_study
 
     def counts(model):
         return [p.params.trainable for p in plan(checked_study(load_study(model_spec(tmp_path, model))))]
@@ -260,10 +260,10 @@ def test_plan_counts_a_bucket_model_from_its_config_alone(as_admin, bucket_model
 
 
 def test_a_trial_trains_from_a_bucket_model_as_from_the_same_folder_on_disk(as_admin, bucket_model, tmp_path):
-    from tune_jobs.data import checked_study
-    from tune_jobs.grid import expand
-    from tune_jobs.spec import load_study
-    from tune_jobs.trial import run_trial
+    from tune_jobs.data.splits import checked_study
+    from tune_jobs.study.grid import expand
+    from tune_jobs.study.spec import load_study
+    from tune_jobs.train.loop import run_trial
 
     def final(model):
         spec = model_spec(tmp_path, model, data={"train_limit": 64}, train={"epochs": 1})
@@ -279,8 +279,8 @@ def test_a_bucket_model_is_fetched_once_per_node_and_again_when_it_changes(as_ad
                                                                            monkeypatch):
     import json
 
-    from tune_jobs import remote_model
-    from tune_jobs.remote_model import staged_model
+    from tune_jobs.remote import model as remote_model
+    from tune_jobs.remote.model import staged_model
 
     first = staged_model(MODEL_URI)
     assert sorted(p.name for p in first.iterdir()) == sorted(p.name for p in bucket_model.iterdir())

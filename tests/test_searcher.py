@@ -11,9 +11,9 @@ from scipy import stats
 
 from tests.test_spec_cli import GOOD, spec_file
 from tune_jobs.cli import main
-from tune_jobs.grid import cells, trial_counts
-from tune_jobs.searcher import RecordedTrial, StudySearch, StudySearcher, halfwidth
-from tune_jobs.spec import Repeats, load_study
+from tune_jobs.study.grid import cells, trial_counts
+from tune_jobs.study.spec import Repeats, load_study
+from tune_jobs.sweep.searcher import RecordedTrial, StudySearch, StudySearcher, halfwidth
 
 TWO_CELLS = GOOD + "  - {name: b, baseline: classifier_only}\n"
 
@@ -303,7 +303,7 @@ def test_an_experiment_without_searcher_state_is_refused_before_ray_starts(tmp_p
     import ray
 
     from tests.conftest import tiny_spec
-    from tune_jobs.sweep import main as sweep_main
+    from tune_jobs.run import main as sweep_main
 
     spec = tiny_spec(tmp_path, tiny_bert_dir, "scenarios:\n  - {name: head, baseline: classifier_only}\n")
     exp = tmp_path / "store" / "old"

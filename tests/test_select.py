@@ -12,12 +12,12 @@ from tests.conftest import REPO
 from tests.test_searcher import Driver
 from tests.test_spec_cli import spec_file
 from tune_jobs.cli import main
-from tune_jobs.early_stop import early_stopping
-from tune_jobs.grid import cells, trial_counts
 from tune_jobs.plan import format_table, plan
-from tune_jobs.searcher import RecordedTrial, StudySearcher, choose
-from tune_jobs.select_section import EarlyStop
-from tune_jobs.spec import Repeats, load_study
+from tune_jobs.study.grid import cells, trial_counts
+from tune_jobs.study.select_section import EarlyStop
+from tune_jobs.study.spec import Repeats, load_study
+from tune_jobs.sweep.early_stop import early_stopping
+from tune_jobs.sweep.searcher import RecordedTrial, StudySearcher, choose
 
 RANK_STUDY = """\
 name: t
@@ -230,7 +230,7 @@ def test_asha_compares_a_trial_only_with_its_own_placements_candidates_on_the_se
 
 
 def test_the_eta_counts_trials_not_handed_out_yet_and_says_when_it_is_a_range():
-    from tune_jobs.progress import eta_text, trials_left
+    from tune_jobs.sweep.progress import eta_text, trials_left
 
     count = {"RUNNING": 2, "PENDING": 0, "TERMINATED": 6, "DIVERGED": 1, "ERROR": 1}
     assert trials_left(count, None) == (2, 2)  # what Tune knows: an underestimate with adaptive repeats

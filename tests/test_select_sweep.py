@@ -11,7 +11,7 @@ import pytest
 from tests.conftest import tiny_spec
 from tests.test_sweep import sweep
 from tune_jobs.cli import main
-from tune_jobs.searcher import choose
+from tune_jobs.sweep.searcher import choose
 
 pytestmark = pytest.mark.slow
 

@@ -10,8 +10,8 @@ import pytest
 from record.errors import InputError
 from tests.conftest import EXPERIMENTS, REPO
 from tune_jobs.cli import main
-from tune_jobs.grid import expand, select_trial
-from tune_jobs.spec import load_study
+from tune_jobs.study.grid import expand, select_trial
+from tune_jobs.study.spec import load_study
 
 SHIPPED = sorted(p.name for p in EXPERIMENTS.glob("*.yaml"))
 

@@ -16,13 +16,14 @@ from record.errors import InputError, InputErrors
 from record.metrics import higher_is_better
 from tests.conftest import EXPERIMENTS, GLUE_DIR, tiny_spec
 from tune_jobs.cli import main
-from tune_jobs.data import _fingerprint, check_data, load_splits, tokenized_splits
-from tune_jobs.data_section import DataConfig, Reader, Splits
-from tune_jobs.grid import select_trial
-from tune_jobs.metrics import compute
-from tune_jobs.readers import resolve_source
-from tune_jobs.spec import load_study
-from tune_jobs.trial import load_model, load_tokenizer, run_trial
+from tune_jobs.data.readers import resolve_source
+from tune_jobs.data.splits import _fingerprint, check_data, load_splits, tokenized_splits
+from tune_jobs.study.data_section import DataConfig, Reader, Splits
+from tune_jobs.study.grid import select_trial
+from tune_jobs.study.spec import load_study
+from tune_jobs.train.loop import run_trial
+from tune_jobs.train.model import load_model, load_tokenizer
+from tune_jobs.train.task_metrics import compute
 
 SCEN = "scenarios:\n  - {name: vup, layers: all, components: v+up}\n  - {name: head, baseline: classifier_only}\n"
 
@@ -176,7 +177,7 @@ def test_csv_with_quotes_and_reader_options(tmp_path):
 
 
 def test_label_ids_and_errors():
-    from tune_jobs.data import label_vocabulary
+    from tune_jobs.data.splits import label_vocabulary
 
     def where(i):
         return f"f:{i + 2}"

@@ -122,7 +122,7 @@ def test_mlflow_server_nobody_answers_is_one_line_within_the_connect_timeout(tmp
 
 
 def test_mlflow_file_store_still_passes_the_probe(tmp_path, monkeypatch):
-    from tune_jobs.trackers import mlflow_callback
+    from tune_jobs.sweep.trackers import mlflow_callback
 
     monkeypatch.setenv("LORA_SWEEP_CONNECT_TIMEOUT", "1")
     monkeypatch.delenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", raising=False)

@@ -9,9 +9,8 @@ import pytest
 from record.errors import InputError
 from record.fields import PROVENANCE_NAMES
 from tests.conftest import EXPERIMENTS, SST2_DIR, tiny_spec
-from tune_jobs.checkpoint import STATE_FILE
 from tune_jobs.cli import main
-from tune_jobs.data import (
+from tune_jobs.data.splits import (
     TrialData,
     check_data,
     length_grouped_batches,
@@ -20,10 +19,11 @@ from tune_jobs.data import (
     subset_indices,
     tokenized_splits,
 )
-from tune_jobs.data_section import DataConfig, Selection
-from tune_jobs.grid import select_trial, with_overrides
-from tune_jobs.spec import load_study
-from tune_jobs.trial import run_trial
+from tune_jobs.study.data_section import DataConfig, Selection
+from tune_jobs.study.grid import select_trial, with_overrides
+from tune_jobs.study.spec import load_study
+from tune_jobs.train.checkpoint import STATE_FILE
+from tune_jobs.train.loop import run_trial
 
 SCEN = "scenarios:\n  - {name: vup, layers: all, components: v+up}\n  - {name: head, baseline: classifier_only}\n"
 LEARNED = ("train_loss", "val_loss", "val_accuracy", "trainable_params", "total_params", "padding_efficiency")
@@ -214,7 +214,7 @@ def test_real_minilm_on_real_sst2_learns():
 def test_local_parquet_dataset(tmp_path):
     import pandas as pd
 
-    from tune_jobs.data import load_splits
+    from tune_jobs.data.splits import load_splits
 
     for src, dst in (("train.tsv", "train.parquet"), ("dev.tsv", "validation.parquet")):
         df = pd.read_csv(SST2_DIR / src, sep="\t", quoting=3, nrows=50, keep_default_na=False)
@@ -225,7 +225,7 @@ def test_local_parquet_dataset(tmp_path):
 
 
 def test_tsv_loading_keeps_every_row():
-    from tune_jobs.data import load_splits
+    from tune_jobs.data.splits import load_splits
 
     ds = load_splits(DataConfig(dataset=str(SST2_DIR)))
     assert (len(ds.train), len(ds.eval)) == (67_349, 872)  # SOURCE.md counts; quotes are text
@@ -237,7 +237,7 @@ def test_cpu_memory_meter_resets_between_trials():
 
     import torch
 
-    from tune_jobs.meters import MemoryMeter
+    from tune_jobs.train.meters import MemoryMeter
 
     first = MemoryMeter(torch.device("cpu"))
     # A fresh anonymous mapping, touched page by page: new resident memory whatever the allocator keeps cached.

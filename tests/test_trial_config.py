@@ -1,5 +1,5 @@
-"""`tune_jobs.spec.TrialConfig` is a plain dataclass (what IDEs and type checkers read) that lists the trial record's
-declaration, `record.fields.FIELDS`, field by field: the same names in the same order, the same defaults, and a
+"""`tune_jobs.study.spec.TrialConfig` is a plain dataclass (what IDEs and type checkers read) that lists the trial
+record's declaration, `record.fields.FIELDS`, field by field: the same names in the same order, the same defaults, and a
 Python type that holds the field's Arrow type. A field added on one side only fails here, saying what to add."""
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import pytest
 
 from record import fields as record
 from record.errors import InputError
-from tune_jobs.spec import TrialConfig
+from tune_jobs.study.spec import TrialConfig
 
 SCALARS = {pa.string(): str, pa.int32(): int, pa.int64(): int, pa.float64(): float, pa.bool_(): bool}
 
@@ -190,7 +190,7 @@ def test_from_dict_round_trips_ignores_extra_keys_and_refuses_missing_ones():
     config = _config()
     tc = TrialConfig.from_dict({**config, "extra": 1})
     assert tc.to_dict() == config and TrialConfig.from_dict(tc.to_dict()) == tc
-    assert pickle.loads(pickle.dumps(tc)) == tc and type(tc).__module__ == "tune_jobs.spec"
+    assert pickle.loads(pickle.dumps(tc)) == tc and type(tc).__module__ == "tune_jobs.study.spec"
     with pytest.raises(FrozenInstanceError):
         tc.epochs = 4  # type: ignore[misc]
     assert replace(tc, epochs=4).epochs == 4

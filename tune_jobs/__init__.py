@@ -1,1 +1,3 @@
-"""tune_jobs: experiment specs, the trial function and the Ray Tune sweep of lora-sweep."""
+"""tune_jobs: from a spec to trained trials. Rooms, each importing only those listed after it:
+commands (this folder's files: cli, plan, calibrate, run, trial, export) -> sweep/ -> train/ -> data/ -> study/
+-> remote/. docs/development.md draws the house."""

@@ -23,8 +23,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from .grid import cells, counted
-from .spec import Study, TrialConfig
+from tune_jobs.study.grid import cells, counted
+from tune_jobs.study.spec import Study, TrialConfig
 
 SPEED_SETTINGS = ("batch_size", "eval_batch_size", "precision", "gradient_checkpointing")
 
@@ -60,7 +60,7 @@ def _eval_seconds(p, split, batches: int) -> float:
     order (evaluation sorts rows longest first, so a random sample of rows would pad more than the real pass)."""
     import numpy as np
 
-    from .trial import evaluate
+    from tune_jobs.train.loop import evaluate
 
     size = p.tc.eval_batch_size
     order = np.argsort(-split.lengths, kind="stable")
@@ -81,10 +81,11 @@ def measure(config: dict, steps: int = 10, warmup: int = 2, device: str | None =
     a few batches of each evaluated split (timed, projected to the split) and write one checkpoint (timed).
     `together` (a barrier's wait) is called before each timed phase after the set-up, so that copies timed at once
     train, evaluate and checkpoint at the same time."""
-    from .checkpoint import save_checkpoint
-    from .data import length_grouped_batches
-    from .meters import SavedTensorMeter
-    from .trial import prepare, train_epoch
+    from tune_jobs.data.splits import length_grouped_batches
+    from tune_jobs.train.checkpoint import save_checkpoint
+    from tune_jobs.train.loop import train_epoch
+    from tune_jobs.train.meters import SavedTensorMeter
+    from tune_jobs.train.prepare import prepare
 
     together = together or (lambda: None)
     start = time.perf_counter()
@@ -259,8 +260,8 @@ def calibrate(study: Study, device: str | None = None, steps: int = 10, address:
         return _calibrate_on_cluster(study, todo, address, steps, device, copies)
     import torch
 
-    from .device import choose_device
-    from .sweep import prepare_data
+    from tune_jobs.sweep.runner import prepare_data
+    from tune_jobs.train.device import choose_device
 
     choose_device(study.resources, device)  # one line before anything loads or tokenizes
     prepare_data(list(todo.values()))  # tokenized once, as a sweep does before its trials start
@@ -280,8 +281,8 @@ def _measure_on_node(config: dict, steps: int, device: str | None = None, barrie
     with `barrier` (a StartTogether actor) as one of several copies timed at once."""
     import ray
 
-    from .spec import TrialConfig as Config
-    from .sweep import prepare_data
+    from tune_jobs.study.spec import TrialConfig as Config
+    from tune_jobs.sweep.runner import prepare_data
 
     try:
         prepare_data([Config.from_dict(config)])  # copies on one node: a file lock, one tokenizes
@@ -329,7 +330,8 @@ def _calibrate_on_cluster(study: Study, todo: dict[tuple, TrialConfig], address:
     (so on one node and one GPU, as Ray packs trials), starting each timed phase together."""
     import ray
 
-    from .sweep import absolute_paths, connect_ray
+    from tune_jobs.sweep.experiment import absolute_paths
+    from tune_jobs.sweep.runner import connect_ray
 
     connect_ray(address)
     res = study.resources

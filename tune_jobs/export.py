@@ -14,7 +14,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from record.errors import InputError, check_output_dir, run_guarded
+from record.errors import EXIT_OK, InputError, check_output_dir, run_guarded
 
 from .cli_args import installed_version
 
@@ -166,8 +166,7 @@ def choose(trials: list[dict], scenario: str, r: int | None, repeat: int | None,
         if not pool:
             raise InputError("--r", "scenario has no finished trial of this rank", got=r, allowed=f"ranks: {ranks}")
     from record.fields import filled
-
-    from .grid import pick_method
+    from tune_jobs.study.grid import pick_method
 
     pool = pick_method(pool, method, scenario, key=lambda t: filled(t["config"]).get("method"))
     if best:
@@ -219,8 +218,7 @@ def trained_with(checkpoint: Path) -> dict:
     """The provenance (record.fields.PROVENANCE) of the run that wrote a trial's checkpoint: the last one its
     history (trial_state.json) holds; all None for a checkpoint made before trials recorded it."""
     from record.fields import provenance_of
-
-    from .checkpoint import STATE_FILE
+    from tune_jobs.train.checkpoint import STATE_FILE
 
     try:
         history = json.loads((checkpoint / STATE_FILE).read_text()).get("history", [])
@@ -308,15 +306,14 @@ def _initial_model(tc):
     """The trial's model as it started training: the base, adapted as the trial's placement says (a PiSSA/OLoRA
     initialisation redone: it is deterministic, on the CPU)."""
     from lora_ext import apply_placement
-
-    from .trial import load_model, load_tokenizer
+    from tune_jobs.train.model import load_model, load_tokenizer
 
     return apply_placement(load_model(tc, load_tokenizer(tc), tuple(tc.label_names or ("0", "1"))), tc.placement())
 
 
 def _trained_model(tc, checkpoint: Path):
     """The trial's model rebuilt from its base and its checkpoint."""
-    from .checkpoint import load_weights
+    from tune_jobs.train.checkpoint import load_weights
 
     model = _initial_model(tc)
     load_weights(checkpoint, model)
@@ -332,7 +329,7 @@ def write_converted_adapter(tc, checkpoint: Path, staged: Path, work: Path) -> N
     """
     from safetensors.torch import load_file, save_file
 
-    from .checkpoint import ADAPTER_WEIGHTS, load_weights
+    from tune_jobs.train.checkpoint import ADAPTER_WEIGHTS, load_weights
 
     model = _initial_model(tc)
     config = model.peft_config["default"]
@@ -355,10 +352,9 @@ def export(experiment: str, out: Path, scenario: str | None, r: int | None, repe
     from transformers import AutoTokenizer
 
     from lora_ext.methods import changes_base
-
-    from .checkpoint import ADAPTER_WEIGHTS
-    from .remote_model import local_model
-    from .spec import TrialConfig
+    from tune_jobs.remote.model import local_model
+    from tune_jobs.study.spec import TrialConfig
+    from tune_jobs.train.checkpoint import ADAPTER_WEIGHTS
 
     check_output_dir(out)  # a file there (or above it): one line, not a NotADirectoryError
     if out.exists() and any(out.iterdir()):
@@ -411,7 +407,7 @@ def cmd_export(args: argparse.Namespace) -> int:
                          allowed="--scenario NAME --r R [--method M]")
     print(export(args.experiment, Path(args.out), args.scenario, args.r, args.repeat, args.best, args.trial,
                  args.method, args.merged))
-    return 0
+    return EXIT_OK
 
 
 def register(sub) -> None:

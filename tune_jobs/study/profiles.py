@@ -12,7 +12,7 @@ from record.errors import InputError, InputErrors, did_you_mean
 
 from . import checks as f
 
-PROFILES_FILE = Path(__file__).parent / "profiles.yaml"
+PROFILES_FILE = Path(__file__).parents[1] / "profiles.yaml"  # beside experiments/, the specs that use it
 
 
 def read_yaml(path: str | Path, what: str = "spec") -> dict:
@@ -142,7 +142,10 @@ def at_holding_profile(errors: list[InputError], raw: dict, name: str | None) ->
 
 
 def profile_scenarios(prof: dict, ppath: str, names: set, errors: list[InputError]) -> dict[str, dict]:
-    """A profile's per-scenario overrides (`scenarios: {NAME: {train: ...}}`), each naming a spec scenario."""
+    """A profile's per-scenario overrides (`scenarios: {NAME: {train: ..., layers: ..., components: ...}}`), each
+    naming a spec scenario (layers and components: the same rule on a model with another layout, e.g. ModernBERT's
+    fused qkv)."""
     over = f.check_section(prof["scenarios"], {n: _any for n in sorted(names)}, f"{ppath}.scenarios", errors) \
         if "scenarios" in prof else {}
-    return {n: f.check_section(body, {"train": _any}, f"{ppath}.scenarios.{n}", errors) for n, body in over.items()}
+    return {n: f.check_section(body, {"train": _any, "layers": _any, "components": _any}, f"{ppath}.scenarios.{n}",
+                               errors) for n, body in over.items()}

@@ -1,137 +1,37 @@
-"""`lora-sweep run`: a whole study through Ray Tune; live TensorBoard, concise progress, resume, growth.
+"""A whole study through Ray Tune: connect (or start) Ray, tokenize once on the driver, build the Tuner from the
+spec's grid (searcher, ASHA, progress, TensorBoard HParams, trackers), run, resume or grow, and summarise.
 
-Also `python -m tune_jobs.sweep SPEC ...` (what `ray job submit -- ...` calls). A `StudySearcher` hands out the
-grid points (adaptive repeats included); every field (scenario, layers, components, r, repeat, seed, ...) is a
-top-level config key, so a config column of Ray's ResultGrid / experiment files.
+A `StudySearcher` hands out the grid points (adaptive repeats included); every field (scenario, layers,
+components, r, repeat, seed, ...) is a top-level config key, so a config column of Ray's ResultGrid / experiment
+files.
 """
 
 from __future__ import annotations
 
-import argparse
 import os
-import sys
 import time
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from record.errors import EXIT_OK, EXIT_TRIALS_FAILED, InputError, run_guarded
+from record.errors import InputError
+from tune_jobs.data.job_upload import job_env_vars
+from tune_jobs.data.splits import checked_study
+from tune_jobs.remote.files import is_uri
+from tune_jobs.study.grid import cells, counted, trial_counts
+from tune_jobs.study.spec import Study, TrialConfig
 
-from .cli_args import OneLineParser, add_spec_args
-from .data import checked_study
-from .grid import cells, counted, trial_counts, with_overrides
-from .ray_job import job_env_vars, resolved_inside_upload
+from .experiment import absolute_paths, experiment_path, recorded_trials, storage_uri, trial_dirname
 from .reach import RAY_ALLOWED, check_ray_address
-from .remote_data import is_uri
-from .spec import Study, TrialConfig, load_study
 
 if TYPE_CHECKING:
-    from .searcher import RecordedTrial
-
-DEFAULT_STORAGE = "lora_sweep_results"
-
-
-def absolute_paths(trial: TrialConfig) -> TrialConfig:
-    """Relative local dataset/model paths resolved from here: Ray runs each trial in its own directory."""
-    changes = {}
-    for key in ("dataset", "model"):
-        value = getattr(trial, key)
-        if value.startswith(".") or Path(value).expanduser().is_dir():
-            changes[key] = str(Path(value).expanduser().resolve())
-    return with_overrides(trial, **changes)
-
-
-def trial_dirname(trial) -> str:
-    """A trial's folder is its grid point's name (`upper-r8-rep3`), not Ray's `key=value,...` string."""
-    return trial.config["trial_name"]
-
-
-def storage_uri(storage: str | None) -> str:
-    """Absolute local path (Ray needs one) or a URI such as s3://bucket/prefix, unchanged."""
-    from record.errors import check_output_dir
-    from record.ray_files import check_bucket
-
-    storage = storage or DEFAULT_STORAGE
-    check_bucket(storage, "--storage")
-    check_output_dir(storage, "--storage", remote=True)  # a file there: one line now, not Ray's NotADirectoryError
-    if "://" not in storage and (inside := resolved_inside_upload(storage)) is not None:
-        raise InputError("--storage", f"resolved from the job's uploaded working directory to {inside}, in Ray's "
-                        "cache of --working-dir uploads (not kept)", got=storage,
-                        allowed="an absolute path (on a cluster: "
-                        "NFS every node mounts) or s3://bucket/prefix; for a cluster on this machine, submit with "
-                        "--storage \"$PWD/lora_sweep_results\"")
-    return storage if "://" in storage else str(Path(storage).expanduser().resolve())
-
-
-def experiment_path(storage: str, name: str) -> str:
-    return f"{storage.rstrip('/')}/{name}"
-
-
-RETRY = "resume with the spec and profile it was started with, or use a new --name"
-
-
-def check_same_grid(path: str, states: dict[str, dict], grid: list[dict]) -> None:
-    """Refuse to resume an experiment whose trials were made from a different spec (or profile).
-
-    Compares each trial recorded in the experiment state with the grid point of the same name, so an edited
-    spec cannot silently mix two studies in one experiment; new grid points (growth) are fine.
-    """
-    by_name = {g["trial_name"]: g for g in grid}
-    for state in states.values():
-        stored = state["config"]
-        name = stored.get("trial_name")
-        if not isinstance(name, str):
-            continue  # not resolved yet when the driver stopped
-        if name not in by_name:
-            raise InputError("spec", f"differs from the experiment at {path}: it has trial {name} the spec no longer "
-                            "makes", allowed=RETRY)
-        wanted = by_name[name]
-        changed = sorted(k for k in wanted if k in stored and stored[k] != wanted[k])
-        if changed:
-            raise InputError("spec", f"differs from the experiment at {path} in {', '.join(changed)} of trial {name}",
-                            allowed=RETRY)
-
-
-def recorded_trials(path: str, grid: list[dict], metric: str, selection_metric: str | None = None,
-                    ) -> list[RecordedTrial] | None:
-    """The trials Ray will keep or resume (None: Tune saved nothing yet), read before Ray starts.
-
-    Refuses a changed spec (`check_same_grid`) and an experiment this version cannot continue.
-    """
-    import pyarrow.fs as pafs
-
-    from record.metrics import DEV
-    from record.outcome import COMPLETED, STOPPED, outcome
-    from record.ray_files import open_experiment, trial_states
-
-    from .searcher import RecordedTrial, final_value
-
-    fs, exp = open_experiment(path)
-    entries = fs.get_file_info(pafs.FileSelector(exp))
-    if not any(e.base_name.startswith("experiment_state") for e in entries):
-        return None  # stopped before Tune saved anything: start it afresh
-    states = trial_states(fs, exp, entries)
-    check_same_grid(path, states, grid)
-    if states and not any(e.base_name.startswith("search_gen_state") for e in entries):
-        raise InputError("--name", f"the experiment at {path} has no lora-sweep searcher state (started by a version "
-                        "before adaptive repeats)", allowed="resume it with that version, or use a new --name")
-    points = {g["trial_name"]: g for g in grid}  # the same as each recorded trial's config (check_same_grid)
-    out = []
-    for st in states.values():
-        name = st["config"].get("trial_name")
-        if not isinstance(name, str):
-            continue
-        last, ended = st["last_result"], outcome(st["status"], st["last_result"], points[name])
-        out.append(RecordedTrial(st["trial_id"], name, ended in COMPLETED, final_value(last, metric),
-                                 final_value(last, selection_metric) if selection_metric else None, ended == STOPPED,
-                                 (last or {}).get(f"{DEV}examples")))
-    return out
+    pass
 
 
 def trainable_for(study: Study):
     from ray import tune
 
-    from .trial import ray_trainable
+    from tune_jobs.train.ray_adapter import ray_trainable
 
     resources = {"cpu": study.resources.get("cpu", 1)}
     if study.resources.get("gpu"):
@@ -147,7 +47,7 @@ def retry_cannot_fix(error: BaseException | None) -> bool:
     raised before anything loads). Ray hands the driver the trial's exception wrapped in a RayTaskError."""
     from ray.exceptions import RayTaskError
 
-    from .device import DeviceUnavailable
+    from tune_jobs.train.device import DeviceUnavailable
 
     return isinstance(error.cause if isinstance(error, RayTaskError) else error, DeviceUnavailable)
 
@@ -212,8 +112,8 @@ def prepare_data(trials: list[TrialConfig]) -> None:
     """Tokenize each (dataset, model, max_length) once on this node before trials start (they hit the cache)."""
     from transformers import AutoTokenizer
 
-    from .data import tokenized_splits
-    from .remote_model import local_model
+    from tune_jobs.data.splits import tokenized_splits
+    from tune_jobs.remote.model import local_model
 
     for data, model in {(t.data_config(), t.model): None for t in trials}:  # a model at a URI: staged here first
         tokenized_splits(data, AutoTokenizer.from_pretrained(local_model(model, weights=False)))
@@ -308,52 +208,3 @@ def run_sweep(study: Study, storage: str | None = None, name: str | None = None,
     if fewest < most:
         print(savings_line(results, most, study.resources), flush=True)
     return results
-
-
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    add_spec_args(p)
-    p.add_argument("--storage", help=f"where experiments go: a local path, NFS mount or s3://bucket/prefix "
-                                     f"(default ./{DEFAULT_STORAGE}); must be shared storage on a multi-node cluster")
-    p.add_argument("--name", help="experiment name (default <study>-<profile>); rerunning with the same name and "
-                                  "storage resumes it")
-    p.add_argument("--resume", action="store_true", help="resume an interrupted sweep; finished trials are not rerun "
-                                                         "(an error if there is nothing to resume)")
-    p.add_argument("--max-concurrent", type=int, help="at most N trials at once (default: as resources allow)")
-    p.add_argument("--address", help="Ray cluster to attach to (default: $RAY_ADDRESS, else start a local Ray)")
-    p.add_argument("--wandb", metavar="PROJECT", help="also log every trial to this W&B project (one run per trial; "
-                                                       "pip install 'lora-sweep[wandb]'; WANDB_MODE=offline works)")
-    p.add_argument("--mlflow", metavar="TRACKING_URI", help="also log every trial to MLflow, e.g. file:./mlruns or "
-                                                            "http://host:5000 (pip install 'lora-sweep[mlflow]')")
-
-
-def cmd_run(args: argparse.Namespace) -> int:
-    study = load_study(args.spec, args.profile)
-    if args.max_concurrent is not None and args.max_concurrent < 1:
-        raise InputError("--max-concurrent", "must be >= 1", got=args.max_concurrent)
-    results = run_sweep(study, args.storage, args.name, args.resume, args.max_concurrent, args.address,
-                        wandb=args.wandb, mlflow=args.mlflow)
-    return EXIT_TRIALS_FAILED if results.num_errors else EXIT_OK
-
-
-def register(sub) -> None:
-    p = sub.add_parser(
-        "run", help="run a whole study as a Ray Tune grid (local Ray, or a cluster via --address)",
-        description="Validate SPEC completely, then run every trial (scenario x rank x axes x repeat) with Ray Tune. "
-                    "Results go to STORAGE/NAME (one folder per trial: params.json, result.json, progress.csv, "
-                    "TensorBoard events, checkpoint). Rerun the same command (or add --resume) after an "
-                    "interruption: finished trials are kept. Exit 0 when every trial finished (a diverged trial, "
-                    "NaN/inf loss, is finished: not retried, marked diverged), 1 when some errored.")
-    add_arguments(p)
-    p.set_defaults(func=cmd_run)
-
-
-def main(argv: list[str] | None = None) -> int:
-    """`python -m tune_jobs.sweep SPEC ...`: the same as `lora-sweep run SPEC ...`."""
-    parser = OneLineParser(prog="python -m tune_jobs.sweep", description=__doc__)
-    parser.add_argument("--debug", action="store_true", help="show full tracebacks instead of one-line errors")
-    add_arguments(parser)
-    return run_guarded(cmd_run, parser.parse_args(sys.argv[1:] if argv is None else argv))
-
-
-if __name__ == "__main__":
-    sys.exit(main())

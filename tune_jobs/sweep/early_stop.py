@@ -12,9 +12,8 @@ from ray.tune.experiment import Trial
 from ray.tune.schedulers import AsyncHyperBandScheduler, FIFOScheduler, TrialScheduler
 
 from record.fields import TUNE
-
-from .grid import Cell
-from .select_section import EarlyStop
+from tune_jobs.study.grid import Cell
+from tune_jobs.study.select_section import EarlyStop
 
 
 class PlacementASHA(FIFOScheduler):

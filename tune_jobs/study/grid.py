@@ -12,22 +12,28 @@ import yaml
 
 from lora_ext.methods import DEFAULT_LORAPLUS_LR_RATIO, PLAIN, uses_loraplus
 from record.errors import InputError, InputErrors, one_of
-from record.fields import CONFIRM, TUNE, short
+from record.fields import CONFIRM, TUNE, count_text, short
 
 from .repeats import Repeats
-from .spec import TRAIN_SCHEMA, Scenario, Study, TrialConfig
+from .spec import TRAIN_SCHEMA, Budgeted, Scenario, Study, TrialConfig
 
 
-def _rank_parts(rank) -> tuple[int, dict[str, int]]:
-    """PEFT wants one `r` plus `rank_pattern` exceptions: use the largest rank as `r`."""
+def _rank_parts(rank, method: str | None) -> tuple[int, dict[str, int], int | None]:
+    """(r, rank_pattern, budget): PEFT wants one `r` plus `rank_pattern` exceptions; per-component ranks use the
+    largest as `r`, a budget its base rank with r + 1 on some modules."""
+    if isinstance(rank, Budgeted):
+        chosen = rank.ranks(method)
+        return chosen.r, dict(chosen.rank_pattern), rank.budget
     if isinstance(rank, int):
-        return rank, {}
+        return rank, {}, None
     per = dict(rank)
     top = max(per.values())
-    return top, {c: r for c, r in per.items() if r != top}
+    return top, {c: r for c, r in per.items() if r != top}, None
 
 
 def _rank_label(rank) -> str:
+    if isinstance(rank, Budgeted):
+        return f"b{count_text(rank.budget)}"
     if isinstance(rank, int):
         return f"r{rank}"
     return "r" + "-".join(f"{c}{r}" for c, r in rank)
@@ -109,12 +115,13 @@ def cells(study: Study) -> list[Cell]:
 def _trial(study: Study, sc: Scenario, label: str, rank, method: str | None, train, chosen: tuple[str, ...],
            repeat: int, stage: str | None, looks: int = 1) -> TrialConfig:
     """One grid point: a cell's trial with seed base_seed + repeat (`looks`: its cell's sequential design)."""
-    r, pattern = _rank_parts(rank) if rank is not None else (None, {})
+    r, pattern, budget = _rank_parts(rank, method) if rank is not None else (None, {}, None)
     ratio = (sc.loraplus_lr_ratio or DEFAULT_LORAPLUS_LR_RATIO) if method and uses_loraplus(method) else None
     return TrialConfig(
         study=study.name, trial_name=f"{label}-rep{repeat}", scenario=sc.name, baseline=sc.baseline,
-        layers=list(sc.layers), components=list(sc.components), r=r, method=method, loraplus_lr_ratio=ratio,
-        rank_pattern=pattern, alpha=sc.alpha, lora_dropout=sc.lora_dropout, repeat=repeat, looks=looks,
+        layers=list(sc.layers), components=list(sc.components), r=r, budget=budget, method=method,
+        loraplus_lr_ratio=ratio, rank_pattern=pattern, alpha=sc.alpha, lora_dropout=sc.lora_dropout, repeat=repeat,
+        looks=looks,
         seed=study.base_seed + repeat, stage=stage, selected=list(chosen) or None,
         model=study.model, model_init=study.model_init, resources=dict(study.resources),
         **study.data.trial_fields(study.base_seed),
@@ -176,8 +183,9 @@ def _check_trial_names(trials: list[TrialConfig]) -> None:
 
 
 def select_trial(study: Study, scenario: str, r: int | None = None, repeat: int = 0,
-                 axis: dict[str, Any] | None = None, method: str | None = None) -> TrialConfig:
-    """The grid point a user names on the command line (`--scenario`, `--r`, `--method`, `--repeat`,
+                 axis: dict[str, Any] | None = None, method: str | None = None,
+                 budget: int | None = None) -> TrialConfig:
+    """The grid point a user names on the command line (`--scenario`, `--r` or `--budget`, `--method`, `--repeat`,
     `--axis KEY=VALUE`)."""
     trials = expand(study)
     names = sorted({t.scenario for t in trials})
@@ -185,6 +193,15 @@ def select_trial(study: Study, scenario: str, r: int | None = None, repeat: int 
         raise InputError("--scenario", "no such scenario in the spec", got=scenario,
                          allowed=one_of(scenario, names))
     matches = [t for t in trials if t.scenario == scenario]
+    budgets = sorted({t.budget for t in matches if t.budget is not None})
+    if budget is not None or budgets:
+        if budget is None and len(budgets) > 1:
+            raise InputError("--budget", f"scenario {scenario} has several budgets; pick one",
+                             allowed=f"one of {budgets}")
+        if budget is not None and budget not in budgets:
+            raise InputError("--budget", "scenario has no such budget", got=budget,
+                             allowed=f"budgets of {scenario}: {budgets or 'none (it has ranks: use --r)'}")
+        matches = [t for t in matches if t.budget == (budget if budget is not None else budgets[0])]
     ranks = sorted({t.r for t in matches if t.r is not None})
     if r is not None:
         matches = [t for t in matches if t.r == r]

@@ -116,3 +116,13 @@ def peak_steps(batches: list[np.ndarray], lengths: np.ndarray) -> set[int]:
         best.setdefault(shape, i)
     front = [s for s in best if not any(o != s and o[0] >= s[0] and o[1] >= s[1] for o in best)]
     return {best[s] for s in front}
+
+
+
+def trainable_state_bytes(model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> int:
+    """Bytes of what training adds per trainable parameter: the weights, their gradients and AdamW's moments."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    weights = sum(p.numel() * p.element_size() for p in params)
+    moments = sum(v.numel() * v.element_size() for st in optimizer.state.values() for v in st.values()
+                  if torch.is_tensor(v) and v.dim() > 0)
+    return 2 * weights + moments

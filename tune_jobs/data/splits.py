@@ -1,4 +1,4 @@
-"""Trial data: a task's splits checked row by row with label ids (`tune_jobs.readers` reads them), tokenized once
+"""Trial data: a task's splits checked row by row with label ids (`tune_jobs.data.readers` reads them), tokenized once
 per node (cached; sentence pairs through the tokenizer's pair interface), length-grouped batches."""
 
 from __future__ import annotations
@@ -14,11 +14,11 @@ import numpy as np
 
 from record.errors import InputError
 from record.metrics import REGRESSION
+from tune_jobs.remote.files import cache_root
+from tune_jobs.study.data_section import DataConfig
+from tune_jobs.study.spec import Study
 
-from .data_section import DataConfig
 from .readers import ROLES, Source, quiet_datasets, read_file, read_hub, resolve_source
-from .remote_data import cache_root
-from .spec import Study
 
 LABELS = "labels"  # the column of label ids (or regression targets) after loading
 

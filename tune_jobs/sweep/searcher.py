@@ -38,8 +38,7 @@ from analysis.sequential import PENDING, Arm, rounds
 from record.fields import CONFIRM, TUNE
 from record.metrics import DEV, is_diverged, resolution
 from record.outcome import STOPPED, TERMINATED, outcome
-
-from .grid import Cell
+from tune_jobs.study.grid import Cell
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,7 @@ from record.predictions import EPOCH_KEY, PREDICTIONS_FILE, SCHEMA
 
 def predictions_table(task: str, outputs: np.ndarray, labels: np.ndarray, rows: np.ndarray, epoch: int) -> pa.Table:
     """`outputs` (logits, rows x classes; rows x 1 for regression) and `labels` of the split's `rows`, in the order
-    evaluated, as one table sorted by example; the class is the logits' argmax, as `tune_jobs.metrics` takes it."""
+    evaluated, as one table sorted by example; the class is the logits' argmax, as `task_metrics` takes it."""
     rows = np.asarray(rows)
     outputs = np.asarray(outputs).reshape(len(rows), -1)
     if task == REGRESSION:

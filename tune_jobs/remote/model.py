@@ -21,7 +21,7 @@ from pathlib import Path
 
 from record.errors import InputError
 
-from .remote_data import RemoteFolder, cache_root, fetched, is_uri, list_folder
+from .files import RemoteFolder, cache_root, fetched, is_uri, list_folder
 
 FIELD = "model"
 HINT = ("the prefix of a save_pretrained folder or hub snapshot (config.json, weights, tokenizer files), e.g. "

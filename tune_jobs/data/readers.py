@@ -22,11 +22,11 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from record.errors import InputError
+from tune_jobs.remote.files import RemoteFolder, cache_root, fetched, is_uri, list_folder
+from tune_jobs.study.data_section import DataConfig, Reader
+from tune_jobs.study.tasks import HUB_GLUE, GlueTsv, glue_dir, glue_folder, glue_folder_names, preset
 
-from .data_section import DataConfig, Reader
-from .ray_job import UPLOAD_FIX, resolved_inside_upload
-from .remote_data import RemoteFolder, cache_root, fetched, is_uri, list_folder
-from .tasks import HUB_GLUE, GlueTsv, glue_dir, glue_folder, glue_folder_names, preset
+from .job_upload import UPLOAD_FIX, resolved_inside_upload
 
 FILE_TYPES = {".tsv": "csv", ".csv": "csv", ".jsonl": "json", ".json": "json", ".parquet": "parquet"}
 ROLES = ("train", "eval")  # the keys of data.splits

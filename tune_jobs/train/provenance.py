@@ -39,7 +39,7 @@ def git_state(root: Path | None = None) -> tuple[str | None, bool | None]:
     installed into a virtual environment inside some other repository is not that repository's commit. Dirty:
     tracked files changed since the commit (untracked files, e.g. results written into the checkout, do not count,
     as in PEFT's method comparison)."""
-    root = (root or Path(__file__).resolve().parent.parent).resolve()
+    root = (root or Path(__file__).resolve().parents[2]).resolve()
     top = _git(root, "rev-parse", "--show-toplevel")
     if top is None or Path(top).resolve() != root:
         return None, None

@@ -1,4 +1,4 @@
-"""Experiment specs: YAML -> validated `Study` (its grid of `TrialConfig`s: `tune_jobs.grid`).
+"""Experiment specs: YAML -> validated `Study` (its grid of `TrialConfig`s: `tune_jobs.study.grid`).
 
 Precedence of training settings, lowest first: `TrainConfig` defaults < spec `train` < scenario `train` <
 profile `train` < profile `scenarios.<name>.train`. Each section is merged from those layers (plain mappings, the
@@ -16,6 +16,7 @@ from typing import Any
 
 from lora_ext import COMPONENTS, num_layers
 from lora_ext.architectures import Architecture, architecture_for, layer_types
+from lora_ext.budget import BudgetRanks, budget_ranks
 from lora_ext.methods import check_loraplus_lr_ratio, check_method_with_ranks, resolve_methods, uses_loraplus
 from lora_ext.placement import (
     BASELINES,
@@ -29,11 +30,11 @@ from lora_ext.placement import (
 from record import fields as record_fields
 from record.errors import InputError, InputErrors, did_you_mean
 from record.metrics import DEV, metric_of
+from tune_jobs.remote.model import load_model_config
 
 from . import checks as f
 from .data_section import DATA_SCHEMA, DataConfig, Reader, Selection, Splits
 from .profiles import at_holding_profile, chosen_profile, profile_scenarios, read_yaml
-from .remote_model import load_model_config
 from .repeats import Repeats, check_repeats
 from .select_section import Selecting, check_select
 
@@ -89,8 +90,37 @@ def _ranks(value: Any, path: str) -> tuple:
     return tuple(out)
 
 
-LORA_SCHEMA: dict[str, f.Check] = {"ranks": _ranks, "alpha": check_alpha, "dropout": check_dropout,
-                                   "method": resolve_methods, "loraplus_lr_ratio": check_loraplus_lr_ratio}
+def _budgets(value: Any, path: str) -> tuple[int, ...]:
+    """`budgets`: trainable adapter parameters (head excluded), one or a list; each placement gets the ranks that
+    come nearest (lora_ext.budget)."""
+    items = value if isinstance(value, list) else [value]
+    allowed = "a positive whole number of adapter parameters, or a list of them, e.g. [83000, 332000]"
+    if not items:
+        raise InputError(path, "empty", got=value, allowed=allowed)
+    for i, n in enumerate(items):
+        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+            raise InputError(f"{path}[{i}]" if isinstance(value, list) else path, "not a parameter budget", got=n,
+                             allowed=allowed)
+    if len(set(items)) != len(items):
+        raise InputError(path, "duplicate budget", got=value, allowed="list each budget once")
+    return tuple(items)
+
+
+LORA_SCHEMA: dict[str, f.Check] = {"ranks": _ranks, "budgets": _budgets, "alpha": check_alpha,
+                                   "dropout": check_dropout, "method": resolve_methods,
+                                   "loraplus_lr_ratio": check_loraplus_lr_ratio}
+
+
+@dataclass(frozen=True)
+class Budgeted:
+    """One `budgets` entry of a scenario: the budget and the ranks it gives the scenario's placement per method
+    (DoRA's magnitudes take part of the budget, so its ranks can differ)."""
+
+    budget: int
+    by_method: tuple[tuple[str, BudgetRanks], ...]
+
+    def ranks(self, method: str) -> BudgetRanks:
+        return dict(self.by_method)[method]
 
 
 @dataclass(frozen=True)
@@ -98,6 +128,7 @@ class LoraSettings:
     """A scenario's LoRA settings after merging (`lora:` of the spec, the scenario, the profile)."""
 
     ranks: tuple = (8,)  # ints or per-component tuples
+    budgets: tuple[int, ...] = ()  # instead of ranks: the adapter parameters each placement's ranks come nearest
     alpha: float | None = None  # None: alpha = r
     dropout: float = 0.0
     method: tuple[str, ...] = ("lora",)  # canonical methods (lora_ext.methods); several: an axis, like ranks
@@ -132,7 +163,7 @@ STUDY_SCHEMA: dict[str, f.Check] = {
     "scenarios": lambda v, p: v,  # checked item by item below
     "profiles": f.mapping,
 }
-SCENARIO_KEYS = ("name", "baseline", "layers", "components", "ranks", "alpha", "dropout", "method",
+SCENARIO_KEYS = ("name", "baseline", "layers", "components", "ranks", "budgets", "alpha", "dropout", "method",
                  "loraplus_lr_ratio", "train", "repeats")
 PROFILE_KEYS = tuple(k for k in STUDY_SCHEMA if k not in ("name", "profiles", "scenarios")) + ("scenarios",)
 SECTIONS = ("data", "train", "lora")
@@ -147,7 +178,7 @@ class Scenario:
     baseline: str | None
     layers: tuple[int, ...]
     components: tuple[str, ...]
-    ranks: tuple  # ints or per-component tuples; () for baselines
+    ranks: tuple  # ints, per-component tuples or `Budgeted` (lora.budgets); () for baselines
     alpha: float | None
     lora_dropout: float
     train: TrainConfig  # settings shared by the scenario's trials (an axis setting holds its first value)
@@ -186,7 +217,7 @@ class Study:
     resources: dict = field(default_factory=lambda: {"cpu": 1})
     max_failures: int = 2
     max_concurrent: int | None = None
-    select: Selecting | None = None  # tune, then confirm (tune_jobs.select_section); None: every cell on dev
+    select: Selecting | None = None  # tune, then confirm (tune_jobs.study.select_section); None: every cell on dev
 
     @property
     def metric(self) -> str:
@@ -217,9 +248,10 @@ class TrialConfig:
     layers: list[int]
     components: list[str]
     r: int | None
+    budget: int | None = None  # `lora.budgets`: the adapter parameters r and rank_pattern were chosen for
     method: str | None = "lora"  # lora | dora+rslora | ...; None: a baseline
     loraplus_lr_ratio: float | None = None  # LoRA+ methods only
-    rank_pattern: dict[str, int]  # {component: rank} exceptions to r
+    rank_pattern: dict[str, int]  # {component: rank} exceptions to r; a budget's {component@layer: r + 1}
     alpha: float | None
     lora_dropout: float
     # identity
@@ -276,7 +308,7 @@ class TrialConfig:
         return asdict(self)
 
     def data_config(self) -> DataConfig:
-        """The data section this trial was made from (what `tune_jobs.data` reads)."""
+        """The data section this trial was made from (what `tune_jobs.data.splits` reads)."""
         held = self.selection_fraction is not None or self.selection_rows is not None
         return DataConfig(
             dataset=self.dataset, text=tuple(self.text_columns), label=self.label_column,
@@ -331,7 +363,7 @@ def parse_study(raw: dict, profile: str | None = None, data_override: dict | Non
         errors.append(InputError("scenarios", "missing", allowed="a list of scenarios, each with a name"))
 
     model = top.get("model", "")
-    n_layers, model_type, arch, kinds = 0, "", None, None
+    n_layers, model_type, arch, kinds, cfg = 0, "", None, None, None
     if not model:
         errors.append(InputError("model", "missing", allowed="e.g. 'minilm-l6' or 'roberta-base'"))
     else:
@@ -362,6 +394,9 @@ def parse_study(raw: dict, profile: str | None = None, data_override: dict | Non
         if name in seen:
             errors.append(InputError(f"{path}.name", "duplicate scenario name", got=name))
         seen.add(name)
+        placed = {k: v for k, v in prof_scen.get(name, {}).items() if k in ("layers", "components")}
+        if placed and body.get("baseline") is None:
+            body = {**body, **placed}  # the profile's placement of this scenario, checked as the scenario's own
         train = f.layered(TRAIN_AXES, [("train", raw.get("train")), (f"{path}.train", body.get("train")),
                                        (f"{pp}.train", prof.get("train")),
                                        (f"{pp}.scenarios.{name}.train", prof_scen.get(name, {}).get("train"))], errors)
@@ -369,7 +404,7 @@ def parse_study(raw: dict, profile: str | None = None, data_override: dict | Non
                                        (f"{pp}.lora", prof.get("lora"))], errors)
         repeats = f.layered(REPEATS_SCHEMA, [("", _pick(raw, REPEATS_SCHEMA)), (path, _pick(body, REPEATS_SCHEMA)),
                                              (pp, _pick(prof, REPEATS_SCHEMA))], errors).get("repeats", Repeats())
-        scenarios.extend(_scenario(body, path, name, train, lora, repeats, (n_layers, arch, kinds), errors))
+        scenarios.extend(_scenario(body, path, name, train, lora, repeats, (n_layers, arch, kinds, cfg), errors))
     ratio_set = [sc for sc in scenarios if sc.loraplus_lr_ratio is not None]
     if ratio_set and not any(uses_loraplus(m) for sc in scenarios for m in sc.methods):
         errors.append(InputError("lora.loraplus_lr_ratio", "set, but no scenario's method uses loraplus",
@@ -431,12 +466,27 @@ def _unique(errors: list[InputError]) -> list[InputError]:
     return list({str(e): e for e in errors}.values())
 
 
+def _budgeted(cfg, layers: tuple[int, ...], components: tuple[str, ...], lora: LoraSettings,
+              path: str) -> tuple[Budgeted, ...]:
+    """Each budget's ranks for this placement, per method, counted on the model's meta-device build."""
+    out = []
+    for i, budget in enumerate(lora.budgets):
+        by_method = []
+        for method in lora.method:
+            placement = Placement(layers=layers, components=components, r=1, method=method)
+            ranks = budget_ranks(cfg, placement, budget, f"{path}.budgets[{i}]")
+            check_method_with_ranks(method, bool(ranks.rank_pattern), f"{path}.method")
+            by_method.append((method, ranks))
+        out.append(Budgeted(budget, tuple(by_method)))
+    return tuple(out)
+
+
 def _scenario(body: dict, path: str, name: str, train: dict, lora: dict, repeats: Repeats,
-              shape: tuple[int, Architecture | None, tuple[str, ...] | None],
+              shape: tuple[int, Architecture | None, tuple[str, ...] | None, Any],
               errors: list[InputError]) -> list[Scenario]:
-    """Validate one scenario on a model of `shape` (layers, architecture, layer_types); `layers: each` yields one
-    scenario per layer, named `<name>_L<i>`."""
-    n_layers, arch, kinds = shape
+    """Validate one scenario on a model of `shape` (layers, architecture, layer_types, its transformers config);
+    `layers: each` yields one scenario per layer, named `<name>_L<i>`."""
+    n_layers, arch, kinds, cfg = shape
     axes = tuple((k, train[k]) for k in TRAIN_SCHEMA if isinstance(train.get(k), f.Axis))
     tc = TrainConfig(**{k: v[0] if isinstance(v, f.Axis) else v for k, v in train.items()})
     try:
@@ -445,8 +495,8 @@ def _scenario(body: dict, path: str, name: str, train: dict, lora: dict, repeats
             if baseline not in BASELINES:
                 raise InputError(f"{path}.baseline", "unknown baseline", got=baseline,
                                 allowed="classifier_only or full (or leave it out for LoRA)")
-            extra = [k for k in ("layers", "components", "ranks", "alpha", "dropout", "method", "loraplus_lr_ratio")
-                     if k in body]
+            extra = [k for k in ("layers", "components", "ranks", "budgets", "alpha", "dropout", "method",
+                                 "loraplus_lr_ratio") if k in body]
             if extra:
                 raise InputError(f"{path}.{extra[0]}", "a baseline has no LoRA placement", got=body[extra[0]],
                                 allowed=f"remove it, or drop `baseline: {baseline}`")
@@ -456,6 +506,10 @@ def _scenario(body: dict, path: str, name: str, train: dict, lora: dict, repeats
         if "components" not in body:
             raise InputError(f"{path}.components", "missing", allowed="e.g. all, v+up, [q, v]")
         components = resolve_components(body["components"], f"{path}.components", arch)
+        if "budgets" in lora and "ranks" in lora:
+            raise InputError(f"{path}.budgets", "set together with ranks (in the spec, this scenario or the profile)",
+                             got=lora["budgets"], allowed="ranks (fixed ranks) or budgets (ranks chosen per placement "
+                                                          "for that many adapter parameters), not both")
         lora = LoraSettings(**lora)
         if "loraplus_lr_ratio" in body and not any(uses_loraplus(m) for m in lora.method):
             # its own ratio, and none of its methods reads it: silently ignored otherwise (another scenario's LoRA+
@@ -478,10 +532,13 @@ def _scenario(body: dict, path: str, name: str, train: dict, lora: dict, repeats
                       loraplus_lr_ratio=lora.loraplus_lr_ratio)
         if n_layers == 0:  # model unknown: its error is already reported
             return []
-        if body["layers"] == "each":
-            return [Scenario(name=f"{name}_L{i}", layers=(i,), **common) for i in range(n_layers)]
-        layers = resolve_layers(body["layers"], n_layers, f"{path}.layers", kinds)
-        return [Scenario(name=name, layers=layers, **common)]
+        each = body["layers"] == "each"
+        named = [(f"{name}_L{i}", (i,)) for i in range(n_layers)] if each else \
+            [(name, resolve_layers(body["layers"], n_layers, f"{path}.layers", kinds))]
+        if lora.budgets:
+            return [Scenario(name=n, layers=ls, **{**common, "ranks": _budgeted(cfg, ls, components, lora, path)})
+                    for n, ls in named]
+        return [Scenario(name=n, layers=ls, **common) for n, ls in named]
     except InputError as err:
         errors.append(err)
         return []
