@@ -208,7 +208,9 @@ def compare(values: pd.DataFrame, metric: str, reference: str | None = None, mar
     means = {g: float(v.to_numpy().mean()) for g, v in by_group.items()}
     ranked = sorted(by_group, key=lambda g: (-sign * means[g], g))  # best first: Δ mostly >= 0
     candidates = pairs_to_test(ranked, reference)
-    tested = [(a, b) for a, b in candidates if compared[a] == compared[b]]
+    # an explicit reference is compared with every group on its data set, across budgets too (the user asked)
+    tested = [(a, b) for a, b in candidates if compared[a] == compared[b]
+              or (reference in (a, b) and stratum[a][1] == stratum[b][1])]
     family = Family(test, alpha, len(tested), fits, len(candidates) - len(tested), priors, looks)
     rows = []
     for a, b in tested:

@@ -146,16 +146,16 @@ def headline(summary: pd.DataFrame, comparisons: pd.DataFrame, metric: str, marg
     lines: list[str] = []
     if summary.empty:
         return lines
-    key = "compare_key" if "compare_key" in summary else "data_key"
+    key = "compare_key" if "compare_key" in summary and reference not in set(summary["group"]) else "data_key"
     several = summary["data_key"].nunique() > 1
-    budgets = "budget" in summary and summary["budget"].notna().any()
+    budgets = key == "compare_key" and "budget" in summary and summary["budget"].notna().any()
     for _, part in summary.groupby(key, sort=False, dropna=False):
         dataset = part["dataset"].iloc[0]
         by_group = part.set_index("group")
         focal = reference if reference in by_group.index else part["group"].iloc[0]  # summary: best mean first
         focal_row = by_group.loc[focal]
         budget = part["budget"].iloc[0] if budgets else None
-        where = (f" on {dataset}" if several else "") + ("" if not budgets else " without a budget (baselines)"
+        where = (f" on {dataset}" if several else "") + ("" if not budgets else " without a budget"
                                                           if budget is None or budget != budget else
                                                           f" at {int(budget):,} adapter parameters")
         role = "Reference" if focal == reference else "Best mean"

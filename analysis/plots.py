@@ -213,11 +213,16 @@ def memory_by_layer(trials: pd.DataFrame):
     return fig
 
 
-def forest(comparisons: pd.DataFrame, reference: str, margin: float, metric: str):
-    """Each group's difference vs the reference with its simultaneous interval, 0 and the ±margin band."""
-    rows = comparisons[(comparisons["a"] == reference) | (comparisons["b"] == reference)]
-    flip = np.where(rows["a"] == reference, -1.0, 1.0)  # always group - reference
-    names = np.where(rows["a"] == reference, rows["b"], rows["a"])
+def forest(comparisons: pd.DataFrame, reference: str | list[str], margin: float, metric: str):
+    """Each group's difference vs the reference with its simultaneous interval, 0 and the ±margin band. Several
+    references (one per budget: each budget's best): every row names its own, `group − reference`."""
+    refs = [reference] if isinstance(reference, str) else list(reference)
+    rows = comparisons[comparisons["a"].isin(refs) | comparisons["b"].isin(refs)]
+    first = rows["a"].isin(refs).to_numpy()
+    flip = np.where(first, -1.0, 1.0)  # always group - reference
+    names = np.where(first, rows["b"], rows["a"])
+    if len(refs) > 1:
+        names = np.array([f"{n} − {r}" for n, r in zip(names, np.where(first, rows["a"], rows["b"]))])
     delta = rows["delta"].to_numpy(float) * flip
     lo = np.where(flip > 0, rows["ci_low"], -rows["ci_high"].to_numpy(float)).astype(float)
     hi = np.where(flip > 0, rows["ci_high"], -rows["ci_low"].to_numpy(float)).astype(float)
@@ -226,16 +231,17 @@ def forest(comparisons: pd.DataFrame, reference: str, margin: float, metric: str
     ax.axvspan(-margin, margin, color="tab:blue", alpha=0.12, label=f"±{margin:g} equivalence margin")
     ax.axvline(0, color="black", lw=0.8)
     colors = {"better": "tab:green", "worse": "tab:red", "equivalent": "tab:blue", "inconclusive": "gray"}
-    verdicts = [(reversed_verdict(v) if a == reference else v).split(",")[0]  # read as "group vs reference"
+    verdicts = [(reversed_verdict(v) if a in refs else v).split(",")[0]  # read as "group vs reference"
                 for v, a in zip(rows["verdict"], rows["a"])]
     for pos, i in enumerate(order):
         err = [[delta[i] - lo[i]], [hi[i] - delta[i]]] if lo[i] == lo[i] else None
         ax.errorbar(delta[i], pos, xerr=err, fmt="o", capsize=3, color=colors.get(verdicts[i], "gray"))
     ax.set_yticks(range(len(order)), [names[i] for i in order])
     level = rows["ci_level"].iloc[0] if "ci_level" in rows and len(rows) else float("nan")
-    ax.set_xlabel(f"Δ final {metric} vs {reference} (bars: {100 * level:.3g} % simultaneous intervals; colour: "
+    against = refs[0] if len(refs) == 1 else "each budget's best group"
+    ax.set_xlabel(f"Δ final {metric} vs {against} (bars: {100 * level:.3g} % simultaneous intervals; colour: "
                   "verdict)")
-    ax.set_title(f"Difference from {reference}")
+    ax.set_title(f"Difference from {against}")
     ax.legend(loc="best", fontsize=8)
     ax.grid(axis="x", alpha=0.3)
     return fig
@@ -253,7 +259,10 @@ def all_figures(good: pd.DataFrame, epochs: pd.DataFrame, summary: pd.DataFrame,
             else accuracy_vs_params(summary, metric),
             "loss_curves": loss_curves(good, epochs, order)}
     if not comparisons.empty:
-        figs["forest"] = forest(comparisons, reference or order[0], margin, metric)
+        focal = reference or order[0]
+        if reference is None and "compare_key" in summary and summary["compare_key"].nunique() > 1:
+            focal = list(summary.drop_duplicates("compare_key")["group"])  # each budget's best (summary: best first)
+        figs["forest"] = forest(comparisons, focal, margin, metric)
     mem = memory_by_layer(good)
     if mem is not None:
         figs["memory_by_layer"] = mem

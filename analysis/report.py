@@ -564,7 +564,8 @@ def _reading_text(ro: Readout) -> tuple[str, ...]:
         f"Metric: the final epoch's {o.metric}, not the best epoch (chosen on the very set it reports, so optimistic).",
         f"Group intervals: Student t, 95 %, each on its own. {ties}",
         f"{how} Welch where seeds are not shared, and across models, whose seeds are not the same blocks (labelled "
-        f"unpaired). Groups on different data sets or tasks are never compared ({fam.not_compared} pair(s) skipped).",
+        f"unpaired). Groups on different data sets or tasks, or at different parameter budgets (unless one is the "
+        f"reference), are never compared ({fam.not_compared} pair(s) skipped).",
         f"One family: the {fam.pairs} comparison(s) tested ({scope}) each get a {100 * fam.level:.3g} % interval "
         f"(Bonferroni, α = {o.alpha:g} over {fam.pairs}"
         + (f" and over the {fam.looks} looks of the sequential design (repeats until decided)" if fam.looks > 1

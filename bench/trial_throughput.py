@@ -66,7 +66,7 @@ try:
     from tune_jobs.train.loop import run_trial
 except ImportError:  # a checkout from before tune_jobs had rooms
     from tune_jobs.grid import select_trial, with_overrides
-    from tune_jobs.study import load_study
+    from tune_jobs.spec import load_study
     from tune_jobs.trial import run_trial
 rows, batch, data = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
 tc = select_trial(load_study("tune_jobs/experiments/final.yaml", "demo"), "lora_all", r=8)

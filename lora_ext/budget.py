@@ -6,8 +6,8 @@ does not. Both are read from PEFT itself on the meta device (the placement appli
 module's own `lora_*` parameters counted), so fused projections (ModernBERT's `Wqkv`), Llama's `up` (two modules
 per layer) and any method PEFT builds are counted as PEFT trains them. One rank `r` for every module where that
 lands within `UNIFORM_TOLERANCE` of N and within one module's step; otherwise `r` and, through PEFT's
-`rank_pattern`, r + 1 on the modules whose added cost brings the total nearest N: never further from N than one
-module's rank step.
+`rank_pattern`, r + 1 on as many modules as bring the total nearest N (largest steps first, spread evenly over the
+layers): never further from N than one module's rank step.
 """
 
 from __future__ import annotations
@@ -97,19 +97,28 @@ def ranks_for_budget(costs: list[ModuleCost], budget: int, field: str = "budget"
         return BudgetRanks(budget, uniform, (), fixed + uniform * per_rank, step)
     # r + 1 on modules, largest steps first, while the total stays at or under the budget; every module left out
     # then costs more than what is left (so does the smallest), and one more of those may come nearer from above.
+    # Modules of one cost are interchangeable for the count: those that get r + 1 are spread evenly over the
+    # placement's layers (never bunched in the first ones, which would favour lower layers in a study of where).
     chosen, added = [], 0
-    for cost in sorted(costs, key=lambda c: -c.per_rank):
-        if added + cost.per_rank <= rest:
-            chosen.append(cost)
-            added += cost.per_rank
+    for per in sorted({c.per_rank for c in costs}, reverse=True):
+        same = [c for c in costs if c.per_rank == per]
+        take = min(len(same), (rest - added) // per)
+        chosen += spread(same, take)
+        added += take * per
     left = [c for c in costs if c not in chosen]
-    smallest = min(left, key=lambda c: c.per_rank)
-    if added + smallest.per_rank - rest < rest - added:
-        chosen.append(smallest)
-        added += smallest.per_rank
+    cheapest = min(c.per_rank for c in left)
+    if added + cheapest - rest < rest - added:
+        chosen += spread([c for c in left if c.per_rank == cheapest], 1)
+        added += cheapest
     order = {c.key: i for i, c in enumerate(costs)}
     pattern = tuple((c.key, r + 1) for c in sorted(chosen, key=lambda c: order[c.key]))
     return BudgetRanks(budget, r, pattern, fixed + r * per_rank + added, step)
+
+
+def spread(items: list, k: int) -> list:
+    """k of `items` at evenly spaced positions (the middle one for k = 1): r + 1 across the depth, not bunched."""
+    n = len(items)
+    return [items[(2 * i + 1) * n // (2 * k)] for i in range(k)] if k > 0 else []
 
 
 def budget_ranks(model_config, placement: Placement, budget: int, field: str = "budget") -> BudgetRanks:

@@ -170,10 +170,9 @@ def filled(config: dict[str, Any]) -> dict[str, Any]:
 
 def count_text(n: int) -> str:
     """83k, 1.33M: a parameter count short enough for names and labels (the exact figure stays in the record)."""
-    if n >= 10**6:
-        return f"{n / 10**6:.3g}M"
-    if n >= 10**3:
-        return f"{n / 10**3:.3g}k"
+    for scale, unit in ((10**9, "G"), (10**6, "M"), (10**3, "k")):
+        if float(f"{n:.3g}") >= scale:  # 999,600 rounds to 1e6: 1M, not 1e+03k
+            return f"{float(f'{n / scale:.3g}'):g}{unit}"
     return str(n)
 
 

@@ -65,7 +65,7 @@ def test_a_uniform_rank_where_it_lands_on_the_budget_else_r_plus_one_on_the_near
     assert (exact.r, exact.rank_pattern, exact.distance) == (3, (), 0)
     mixed = ranks_for_budget(costs, 4800 + 700)  # 700 more: two `up` (600) and one `q` (100)
     assert mixed.r == 3 and mixed.distance == 0
-    assert sorted(k for k, _ in mixed.rank_pattern) == ["q@0", "up@0", "up@1"]
+    assert sorted(k for k, _ in mixed.rank_pattern) == ["q@2", "up@1", "up@3"]  # spread over the 4 of each
     assert {r for _, r in mixed.rank_pattern} == {4}
     above = ranks_for_budget([ModuleCost(f"up@{i}", 300, 0) for i in range(4)], 1200 + 290)
     assert above.distance == 10  # one more module (300) overshoots by 10, better than 290 short
@@ -141,6 +141,11 @@ def test_the_shipped_study_keeps_every_placement_within_one_module_step_of_its_b
                                                 "alternate"}
     assert len({p.trial.budget for p in lora}) == 2
     assert {p.trial.baseline for p in planned} == {None, "classifier_only", "full"}
+    if profile == "paper":  # tune, then confirm: the learning rate is chosen per placement and budget
+        from tune_jobs.study.grid import cells
+
+        choices = {c.choice for c in cells(study) if c.choice}
+        assert {"mlp-b332k", "mlp-b1.33M", "qv-b332k", "qv-b1.33M"} <= choices and len(choices) == 14
     config = _config(study)
     for p in {p.trial.placement(): p for p in lora}.values():
         step = max(c.per_rank for c in module_costs(config, p.trial.placement()))
@@ -182,3 +187,67 @@ def test_the_report_compares_placements_within_one_budget_only():
     assert tested == {frozenset(("mlp b=3k", "qv b=3k")), frozenset(("mlp b=12k", "qv b=12k"))}
     assert all(budget_of[a] == budget_of[b] for a, b in zip(comparisons["a"], comparisons["b"]))
     assert family.pairs == 2
+
+
+def test_the_extra_rank_is_spread_over_the_layers_not_bunched_at_the_bottom():
+    """RoBERTa-base, MLP only at 331,776: r=3 everywhere and r + 1 on modules spread from the bottom to the top."""
+    from lora_ext.model_configs import load_model_config
+
+    config = load_model_config("roberta-base")
+    chosen = budget_ranks(config, Placement(layers=tuple(range(12)), components=("up", "down"), r=1), 331_776)
+    layers = sorted(int(k.split("@")[1]) for k, _ in chosen.rank_pattern)
+    assert chosen.r == 3 and len(layers) >= 4
+    assert min(layers) <= 2 and max(layers) >= 9  # both ends of the stack, not layers 0..k
+
+
+def test_count_text_rolls_over_and_colliding_budget_names_are_refused(tmp_path, tiny_bert_dir):
+    from record.fields import count_text
+
+    assert [count_text(n) for n in (999, 82_944, 999_600, 1_327_104)] == ["999", "82.9k", "1M", "1.33M"]
+    with pytest.raises(InputErrors, match="would both be named b83k"):
+        _spec(tmp_path, tiny_bert_dir, {"budgets": [83_000, 83_040]},
+              "scenarios:\n  - {name: mlp, layers: all, components: up+down}\n")
+
+
+def test_a_budget_trial_is_picked_by_budget_and_method(tmp_path, tiny_bert_dir):
+    """DoRA's magnitudes take part of the budget, so its ranks can differ from LoRA's at the same budget."""
+    from tune_jobs.study.grid import select_trial
+
+    study = _spec(tmp_path, tiny_bert_dir, {"budgets": [2500, 9000], "method": ["lora", "dora"]},
+                  "scenarios:\n  - {name: mlp, layers: all, components: up+down}\n")
+    for method in ("lora", "dora"):
+        trial = select_trial(study, "mlp", budget=9000, method=method)
+        assert (trial.budget, trial.method) == (9000, method)
+    with pytest.raises(InputError, match="several budgets"):
+        select_trial(study, "mlp", method="lora")
+
+
+def test_cells_at_other_budgets_are_other_strata_of_the_sequential_rule(tmp_path, tiny_bert_dir):
+    from tune_jobs.study.grid import cells
+    from tune_jobs.sweep.searcher import stratum_of
+
+    study = _spec(tmp_path, tiny_bert_dir, {"budgets": [2500, 9000]},
+                  "scenarios:\n  - {name: mlp, layers: all, components: up+down}\n"
+                  "  - {name: qv, layers: all, components: q+v}\n")
+    by_stratum: dict = {}
+    for cell in cells(study):
+        by_stratum.setdefault(stratum_of(cell), set()).add(cell.trials[0].budget)
+    assert sorted(len(b) for b in by_stratum.values()) == [1, 1]
+
+
+def test_an_explicit_reference_is_compared_across_budgets_and_the_forest_names_each_budgets_best():
+    from analysis import plots
+    from analysis.compare import compare
+
+    rows = [{"group": g, "seed": s, "value": v + 0.003 * s, "model_key": "m", "data_key": "d",
+             "compare_key": k} for g, k, v in (("mlp b=3k", "d|3000", 0.8), ("qv b=3k", "d|3000", 0.78),
+                                                ("mlp b=12k", "d|12000", 0.82), ("qv b=12k", "d|12000", 0.79),
+                                                ("head", "d", 0.7)) for s in range(3)]
+    values = pd.DataFrame(rows)
+    against_head, _ = compare(values, "val_accuracy", "head")
+    assert len(against_head) == 4  # every group against the reference, whatever its budget
+    within, _ = compare(values, "val_accuracy", None)
+    fig = plots.forest(within, ["mlp b=3k", "mlp b=12k"], 0.01, "val_accuracy")
+    labels = [t.get_text() for t in fig.axes[0].get_yticklabels()]
+    assert sorted(labels) == ["qv b=12k − mlp b=12k", "qv b=3k − mlp b=3k"]
+    plots.close(fig)

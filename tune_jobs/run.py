@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import TYPE_CHECKING
 
 from record.errors import EXIT_OK, EXIT_TRIALS_FAILED, InputError, run_guarded
 from tune_jobs.study.spec import load_study
@@ -15,9 +14,6 @@ from tune_jobs.sweep.experiment import DEFAULT_STORAGE
 from tune_jobs.sweep.runner import run_sweep
 
 from .cli_args import OneLineParser, add_spec_args
-
-if TYPE_CHECKING:
-    pass
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

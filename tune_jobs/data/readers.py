@@ -1,5 +1,5 @@
 """Where a task's splits are and how to read them: local CSV, TSV, JSON Lines or Parquet files (a directory, or a
-GLUE task's folder under GLUE_DIR; either may be a URI such as s3://bucket/prefix, fetched by `remote_data`) or a
+GLUE task's folder under GLUE_DIR; either may be a URI such as s3://bucket/prefix, fetched by `remote.files`) or a
 hub dataset, into `datasets.Dataset`s of the named columns.
 
 What `datasets` does natively: reading CSV/TSV (its csv builder passes pandas' delimiter, header, names, quoting and

@@ -5,7 +5,7 @@ pyarrow resolves credentials and endpoints the standard way (environment, profil
 `AWS_ENDPOINT_URL` for MinIO or a local S3 endpoint; `?endpoint_override=...` in the URI). Each needed object is
 copied once per node into the cache, under a key of its URI, size and modification time, so a changed object is
 fetched (and tokenized) again and never served stale; a copy whose size differs from the listing is refused.
-A base model at a URI (`model: s3://...`) is fetched by these same functions: see `remote_model`.
+A base model at a URI (`model: s3://...`) is fetched by these same functions: see `remote/model.py`.
 """
 
 from __future__ import annotations

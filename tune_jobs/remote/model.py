@@ -1,5 +1,5 @@
-"""A base model behind a URI (`model: s3://bucket/models/roberta-base`, or any URI `remote_data` accepts), staged
-once per node: listed and fetched by `remote_data` (the same listing, cache key of URI, size and modification time,
+"""A base model behind a URI (`model: s3://bucket/models/roberta-base`, or any URI `remote.files` accepts), staged
+once per node: listed and fetched by `remote.files` (the same listing, cache key of URI, size and modification time,
 atomic and size-checked copies), then linked into one local folder that `from_pretrained` loads. lora_ext never
 sees the URI, only that folder.
 
@@ -56,7 +56,7 @@ def _complete(target: Path, folder: RemoteFolder, names: list[str]) -> bool:
 
 
 def staged_model(uri: str, weights: bool = True) -> Path:
-    """A local folder holding the model at `uri`: each needed file fetched once per node (`remote_data.fetched`),
+    """A local folder holding the model at `uri`: each needed file fetched once per node (`files.fetched`),
     linked under a key of the listing, so a changed object gives a new folder and an unchanged one a cache hit."""
     from filelock import FileLock
 

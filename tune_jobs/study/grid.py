@@ -202,6 +202,7 @@ def select_trial(study: Study, scenario: str, r: int | None = None, repeat: int 
             raise InputError("--budget", "scenario has no such budget", got=budget,
                              allowed=f"budgets of {scenario}: {budgets or 'none (it has ranks: use --r)'}")
         matches = [t for t in matches if t.budget == (budget if budget is not None else budgets[0])]
+    matches = pick_method(matches, method, scenario)  # a budget's ranks can differ by method (DoRA's magnitudes)
     ranks = sorted({t.r for t in matches if t.r is not None})
     if r is not None:
         matches = [t for t in matches if t.r == r]
@@ -210,7 +211,6 @@ def select_trial(study: Study, scenario: str, r: int | None = None, repeat: int 
                              allowed=f"ranks of {scenario}: {ranks or 'none'}")
     elif len(ranks) > 1:
         raise InputError("--r", f"scenario {scenario} has several ranks; pick one", allowed=f"one of {ranks}")
-    matches = pick_method(matches, method, scenario)
     varied = dict(next(sc.axes for sc in study.scenarios if sc.name == scenario))
     for key, text in (axis or {}).items():
         if key not in varied:

@@ -16,7 +16,7 @@ from typing import Any
 
 from lora_ext import COMPONENTS, num_layers
 from lora_ext.architectures import Architecture, architecture_for, layer_types
-from lora_ext.budget import BudgetRanks, budget_ranks
+from lora_ext.budget import BudgetRanks, module_costs, ranks_for_budget
 from lora_ext.methods import check_loraplus_lr_ratio, check_method_with_ranks, resolve_methods, uses_loraplus
 from lora_ext.placement import (
     BASELINES,
@@ -103,6 +103,13 @@ def _budgets(value: Any, path: str) -> tuple[int, ...]:
                              allowed=allowed)
     if len(set(items)) != len(items):
         raise InputError(path, "duplicate budget", got=value, allowed="list each budget once")
+    named: dict[str, int] = {}
+    for n in items:
+        if record_fields.count_text(n) in named:
+            raise InputError(path, f"{named[record_fields.count_text(n)]:,} and {n:,} would both be named "
+                             f"b{record_fields.count_text(n)} in trial names", got=value,
+                             allowed="budgets that differ in their first three digits")
+        named[record_fields.count_text(n)] = n
     return tuple(items)
 
 
@@ -395,7 +402,10 @@ def parse_study(raw: dict, profile: str | None = None, data_override: dict | Non
             errors.append(InputError(f"{path}.name", "duplicate scenario name", got=name))
         seen.add(name)
         placed = {k: v for k, v in prof_scen.get(name, {}).items() if k in ("layers", "components")}
-        if placed and body.get("baseline") is None:
+        if placed and body.get("baseline") is not None:
+            errors.append(InputError(f"{pp}.scenarios.{name}.{next(iter(placed))}", "a baseline has no LoRA "
+                                     "placement", got=next(iter(placed.values())), allowed="remove it"))
+        elif placed:
             body = {**body, **placed}  # the profile's placement of this scenario, checked as the scenario's own
         train = f.layered(TRAIN_AXES, [("train", raw.get("train")), (f"{path}.train", body.get("train")),
                                        (f"{pp}.train", prof.get("train")),
@@ -469,12 +479,13 @@ def _unique(errors: list[InputError]) -> list[InputError]:
 def _budgeted(cfg, layers: tuple[int, ...], components: tuple[str, ...], lora: LoraSettings,
               path: str) -> tuple[Budgeted, ...]:
     """Each budget's ranks for this placement, per method, counted on the model's meta-device build."""
+    costs = {m: module_costs(cfg, Placement(layers=layers, components=components, r=1, method=m))
+             for m in lora.method}  # one meta-device count per method, whatever the budgets
     out = []
     for i, budget in enumerate(lora.budgets):
         by_method = []
         for method in lora.method:
-            placement = Placement(layers=layers, components=components, r=1, method=method)
-            ranks = budget_ranks(cfg, placement, budget, f"{path}.budgets[{i}]")
+            ranks = ranks_for_budget(costs[method], budget, f"{path}.budgets[{i}]")
             check_method_with_ranks(method, bool(ranks.rank_pattern), f"{path}.method")
             by_method.append((method, ranks))
         out.append(Budgeted(budget, tuple(by_method)))

@@ -77,9 +77,11 @@ ALPHA = 0.05  # the report's default family-wise error rate, which `until: decid
 
 
 def stratum_of(cell: Cell) -> tuple:
-    """What a cell's seeds are shared blocks within (the report's comparison stratum): its model and its data."""
+    """What a cell is compared within (the report's comparison stratum): its model, its data and its parameter
+    budget (placements at equal cost are compared with each other only, as the report does)."""
     t = cell.trials[0]
-    return (t.model, t.model_init, t.dataset, t.task, t.eval_split, tuple(t.text_columns or ()), t.label_column)
+    return (t.model, t.model_init, t.dataset, t.task, t.eval_split, tuple(t.text_columns or ()), t.label_column,
+            t.budget)
 
 
 # a candidate: its cell label, (selection value, stopped) per seed
