@@ -82,6 +82,11 @@ def strata_keys(trials: pd.DataFrame) -> pd.DataFrame:
                          "compare_key": data_key + budget_text.astype(str)}, index=trials.index)
 
 
+def has_budgets(frame: pd.DataFrame) -> bool:
+    """Whether some group's ranks were chosen for a parameter budget (`lora.budgets`)."""
+    return "budget" in frame and bool(frame["budget"].notna().any())
+
+
 def axis_text(col: str, value) -> str:
     """`r=8`, `lr=0.001`, `bs=32`: a setting as it appears in a group label (its short name from record.fields)."""
     if col == "r":

@@ -6,6 +6,7 @@ from __future__ import annotations
 import pandas as pd
 
 from .compare import MODERATED_MIN_SEEDS, SETTLE_LIMIT, reversed_verdict
+from .groups import has_budgets
 
 
 def _relative(comparisons: pd.DataFrame, focal: str) -> dict[str, pd.Series]:
@@ -148,16 +149,16 @@ def headline(summary: pd.DataFrame, comparisons: pd.DataFrame, metric: str, marg
         return lines
     key = "compare_key" if "compare_key" in summary and reference not in set(summary["group"]) else "data_key"
     several = summary["data_key"].nunique() > 1
-    budgets = key == "compare_key" and "budget" in summary and summary["budget"].notna().any()
+    budgets = key == "compare_key" and has_budgets(summary)
     for _, part in summary.groupby(key, sort=False, dropna=False):
         dataset = part["dataset"].iloc[0]
         by_group = part.set_index("group")
         focal = reference if reference in by_group.index else part["group"].iloc[0]  # summary: best mean first
         focal_row = by_group.loc[focal]
-        budget = part["budget"].iloc[0] if budgets else None
-        where = (f" on {dataset}" if several else "") + ("" if not budgets else " without a budget"
-                                                          if budget is None or budget != budget else
-                                                          f" at {int(budget):,} adapter parameters")
+        where = f" on {dataset}" if several else ""
+        if budgets:
+            budget = part["budget"].iloc[0]
+            where += " without a budget" if pd.isna(budget) else f" at {int(budget):,} adapter parameters"
         role = "Reference" if focal == reference else "Best mean"
         lines.append(f"{role}{where}: {focal}, {metric} {focal_row['mean']:.4f} over {int(focal_row['n'])} seed(s) "
                      f"({_interval(focal_row)}).")

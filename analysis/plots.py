@@ -18,6 +18,7 @@ from record.fields import count_text  # noqa: E402
 from record.metrics import higher_is_better  # noqa: E402
 
 from .compare import reversed_verdict  # noqa: E402
+from .groups import has_budgets  # noqa: E402
 from .stats import pareto_front  # noqa: E402
 
 
@@ -88,11 +89,6 @@ def accuracy_vs_params(summary: pd.DataFrame, metric: str):
     fig.legend([handles[n] for n in names], names, loc="outside right upper", fontsize=8,
                ncols=cols, title="group (best mean first)", title_fontsize=8, frameon=False)
     return fig
-
-
-def has_budgets(summary: pd.DataFrame) -> bool:
-    """Whether some group's ranks were chosen for a parameter budget (`lora.budgets`)."""
-    return "budget" in summary and summary["budget"].notna().any()
 
 
 def accuracy_at_budgets(summary: pd.DataFrame, metric: str):

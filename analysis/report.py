@@ -39,7 +39,7 @@ from .compare import (
 from .dev_error import note as dev_error_note
 from .dev_error import with_dev_error
 from .document import Block, Column, to_html, to_markdown
-from .groups import CONFIGURATION, drop_duplicate_runs, group_labels, strata_keys, usable_mask
+from .groups import CONFIGURATION, drop_duplicate_runs, group_labels, has_budgets, strata_keys, usable_mask
 from .headline import headline, verdict_matrix
 from .select import select_settings, selection_metric, staged_settings, tuned_and_confirmed
 
@@ -205,7 +205,7 @@ def summarize(good: pd.DataFrame, metric: str) -> pd.DataFrame:
     if not rows:
         return pd.DataFrame(columns=["group", "n", "mean", "ci95_low", "ci95_high", "params_relative_pct"])
     out = pd.DataFrame(rows).sort_values("mean", ascending=not metrics.higher_is_better(metric), ignore_index=True)
-    if out["budget"].notna().any():  # at equal cost: each budget's placements together, smallest budget first
+    if has_budgets(out):  # at equal cost: each budget's placements together, smallest budget first
         out = out.sort_values("budget", kind="stable", na_position="last", ignore_index=True)
     unmeasured = [c for c in MEMORY_MEASURED if out[c].isna().all()]  # a CPU-only study has no GPU columns, ...
     return out.drop(columns=unmeasured)
@@ -348,8 +348,7 @@ def summary_columns(summary: pd.DataFrame) -> tuple[Column, ...]:
     growth last (order-dependent: labelled, explained in "How to read this")."""
     gpu = "gpu_allocated_mb" in summary and summary["gpu_allocated_mb"].notna().all()
     memory = (*GPU_MEMORY, *EXACT_MEMORY) if gpu else (*EXACT_MEMORY, *GPU_MEMORY)
-    budget = (Column("budget", "budget (adapter params)", "{:,.0f}"),) if "budget" in summary \
-        and summary["budget"].notna().any() else ()
+    budget = (Column("budget", "budget (adapter params)", "{:,.0f}"),) if has_budgets(summary) else ()
     return (SUMMARY_COLUMNS[0], *budget, *SUMMARY_COLUMNS[1:-1], *memory, *RSS_MEMORY, SUMMARY_COLUMNS[-1])
 COMPARISON_COLUMNS = (
     Column("a", "a"), Column("b", "b"), Column("verdict", "verdict"),
@@ -395,7 +394,7 @@ def comparisons_shown(comparisons: pd.DataFrame) -> pd.DataFrame:
 
 def figure_caption(name: str, ro: Readout) -> str:
     """What a figure shows and what to look at in it (the page's caption and the image's alt text)."""
-    from .plots import has_budgets, memory_basis
+    from .plots import memory_basis
 
     m, margin = ro.opts.metric, ro.opts.margin
     budgeted = has_budgets(ro.summary)

@@ -46,11 +46,6 @@ class BudgetRanks:
         return self.adapter_params - self.budget
 
 
-def module_key(component: str, layer: int) -> str:
-    """`q@3`: component q of layer 3, a key of `Placement.rank_pattern` that names one layer's module(s)."""
-    return f"{component}@{layer}"
-
-
 def module_costs(model_config, placement: Placement) -> list[ModuleCost]:
     """Each adapted (component, layer)'s cost, counted on PEFT's own modules at r=1 and r=2 on the meta device."""
     one, two = (_lora_params_by_key(model_config, replace(placement, r=r, rank_pattern=())) for r in (1, 2))
@@ -129,4 +124,4 @@ def budget_ranks(model_config, placement: Placement, budget: int, field: str = "
     return ranks_for_budget(module_costs(model_config, placement), budget, field)
 
 
-__all__ = ["BudgetRanks", "ModuleCost", "budget_ranks", "module_costs", "module_key", "ranks_for_budget"]
+__all__ = ["BudgetRanks", "ModuleCost", "budget_ranks", "module_costs", "ranks_for_budget"]

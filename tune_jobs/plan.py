@@ -168,7 +168,6 @@ def format_json(planned: list[PlannedTrial]) -> str:
     return json.dumps([p.row() for p in planned], indent=1)
 
 
-
 def cmd_plan(args: argparse.Namespace) -> int:
     from tune_jobs.data.splits import checked_study
     from tune_jobs.study.spec import load_study
